@@ -1,0 +1,1 @@
+"""Model adapters (trunk/tail split at the target layer) and their registry."""
