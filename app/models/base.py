@@ -1,0 +1,109 @@
+"""The adapter protocol every explainable model implements.
+
+The explanation engine never sees a raw network. It sees a model split at its target layer:
+``trunk`` (input -> activation, run once without autograd) and ``tail`` (activation -> logits,
+run with autograd). Splitting is what makes CAM and Finer-CAM cheap: gradients for the target
+and every reference class come from one small backward pass over the tail only.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+
+
+class ExplainableModel(ABC):
+    """A classifier split at the layer whose activations the CAM weights.
+
+    Attributes:
+        name: Registry name, e.g. ``"demo-cnn"``.
+        labels: One human-readable name per logit, in logit order.
+        device: Where tensors from ``preprocess`` live and the model runs.
+        trunk_key: Identifies the trunk. Adapters that share a trunk (one CLIP image encoder
+            under several prompt heads) share it, so cached activations are reused across them.
+        head_key: Identifies the head (e.g. the prompt list); the cache key of gradients is
+            ``(trunk_key, head_key, image)``.
+        description: One line for the UI status bar (weights source, device).
+    """
+
+    name: str
+    labels: Sequence[str]
+    device: torch.device
+    trunk_key: str
+    head_key: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised batch ``(1, 3, H, W)`` on ``device``.
+
+        Resize the whole image (no centre crop) so the map covers everything the user sees.
+        """
+
+    @abstractmethod
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Input batch -> activation at the target layer. Called under ``torch.no_grad``."""
+
+    @abstractmethod
+    def tail(self, activation: torch.Tensor) -> torch.Tensor:
+        """Activation at the target layer -> logits ``(N, K)``. Called with autograd on."""
+
+    def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
+        """Activation or gradient in the trunk's layout -> ``(N, C, h, w)`` feature grid.
+
+        CNNs return it unchanged; ViTs drop the class token and fold tokens into a grid.
+        """
+        return activation
+
+    def class_embeddings(self) -> torch.Tensor | None:
+        """``(K, D)`` classifier weight rows (or text embeddings), for weight-similarity
+        references; ``None`` when the model has no linear head."""
+        return None
+
+    def fgcam_layers(self) -> torch.nn.Sequential | None:
+        """The plain conv/BN/ReLU/pool stack ending at the target layer, for FG-CAM; ``None``
+        when FG-CAM does not apply (ViTs, residual networks it cannot handle)."""
+        return None
+
+    def split_forward(
+        self, x: torch.Tensor, activation: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk without autograd, then the tail with it: ``(activation leaf, logits)``.
+
+        ``activation`` skips the trunk when its output for ``x`` is already cached.
+        """
+        if activation is None:
+            with torch.no_grad():
+                activation = self.trunk(x)
+        leaf = activation.detach().requires_grad_(True)
+        with torch.enable_grad():
+            return leaf, self.tail(leaf)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Plain no-grad logits for an input batch (Score-CAM, metrics)."""
+        with torch.no_grad():
+            return self.tail(self.trunk(x))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolve a class given by index or (case-insensitive) name; ValueError otherwise."""
+        if isinstance(name_or_index, (int,)) and not isinstance(name_or_index, bool):
+            if 0 <= name_or_index < self.num_classes:
+                return int(name_or_index)
+            raise ValueError(
+                f"class index {name_or_index} is out of range for {self.name} "
+                f"({self.num_classes} classes)"
+            )
+        wanted = str(name_or_index).strip().lower()
+        for index, label in enumerate(self.labels):
+            if label.lower() == wanted:
+                return index
+        close = [label for label in self.labels if wanted and wanted in label.lower()][:5]
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown class name {name_or_index!r} for {self.name}{hint}")
