@@ -56,3 +56,53 @@ def tiny_vit():
 def image_batch() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(2, 3, 32, 32)
+
+
+class TinyAdapter:
+    """Test-only adapter over ``_tiny_cnn`` that counts trunk runs (model calls)."""
+
+    def __new__(cls, *args, **kwargs):
+        from app.models.base import ExplainableModel
+
+        class _Adapter(ExplainableModel):
+            name = "tiny-test-cnn"
+            labels = [f"Class {i}" for i in range(6)]
+            device = torch.device("cpu")
+            trunk_key = "tiny-test-cnn"
+
+            def __init__(self) -> None:
+                self.net = _tiny_cnn()
+                self.trunk_calls = 0
+
+            def preprocess(self, image):
+                import numpy as np
+
+                resized = image.convert("RGB").resize((32, 32))
+                array = torch.from_numpy(np.asarray(resized, dtype="float32") / 255.0)
+                return array.permute(2, 0, 1)[None] * 2 - 1
+
+            def trunk(self, x):
+                self.trunk_calls += 1
+                return self.net[:6](x)
+
+            def tail(self, activation):
+                return self.net[6:](activation)
+
+            def class_embeddings(self):
+                return self.net[-1].weight
+
+        return _Adapter()
+
+
+@pytest.fixture
+def tiny_adapter():
+    return TinyAdapter()
+
+
+@pytest.fixture
+def rgb_image():
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))

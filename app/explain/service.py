@@ -1,0 +1,315 @@
+"""The one explanation service behind the web UI, the API and the CLI.
+
+It owns the caches: trunk activations per (trunk, image) and gradient entries per
+(trunk, head, image). A request whose image and model were seen before re-renders from the
+cache — new γ, T, reference mode, weighting, target or opacity never run the model again.
+It knows nothing of Gradio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from app.explain import inputs
+from app.explain.cache import BoundedLRU
+from app.explain.combine import Contrast, contrast_for
+from app.explain.engine import raw_map
+from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
+from app.explain.methods import get_method
+from app.explain.references import REFERENCE_MODES, reference_weights, select_references
+from app.explain.render import finish_maps, overlay, side_by_side
+from app.models.base import ExplainableModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE_ENTRIES = 64
+DEFAULT_CACHE_BYTES = 1 << 30
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Everything that shapes a map besides the image and the model.
+
+    Attributes:
+        method: CAM method name (see :data:`app.explain.methods.METHODS`).
+        gamma: Contrast strength γ (0 gives plain CAM).
+        top_t: T, the number of reference classes.
+        reference_mode: ``logits`` | ``weights`` | ``manual``.
+        weighting: ``uniform`` | ``probability``.
+        target: Class to explain (index or name); ``None`` = the predicted class.
+        manual_references: Classes (indices or names) for ``reference_mode="manual"``.
+        opacity: Heat-map opacity of the overlays, in [0, 1].
+    """
+
+    method: str = "gradcam"
+    gamma: float = 0.6
+    top_t: int = 3
+    reference_mode: str = "logits"
+    weighting: str = "uniform"
+    target: int | str | None = None
+    manual_references: tuple[int | str, ...] = ()
+    opacity: float = 0.5
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One class with its score; ``weight`` is its w_d when it serves as a reference."""
+
+    index: int
+    name: str
+    probability: float
+    logit: float
+    weight: float | None = None
+
+
+@dataclass
+class Explanation:
+    """CAM and Finer-CAM of one image, at the (capped) image's size, with what produced them."""
+
+    model: str
+    method: str
+    gamma: float
+    image: np.ndarray
+    cam: np.ndarray
+    finer: np.ndarray
+    cam_overlay: np.ndarray
+    finer_overlay: np.ndarray
+    target: ClassScore
+    references: tuple[ClassScore, ...]
+    top: tuple[ClassScore, ...]
+    notices: tuple[str, ...] = ()
+    cached: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def composite(self) -> Image.Image:
+        """Both overlays side by side with titles, for download."""
+        names = ", ".join(ref.name for ref in self.references) or "none"
+        return side_by_side(
+            [
+                (f"CAM: {self.target.name}", self.cam_overlay),
+                (f"Finer-CAM (gamma={self.gamma:g}) vs {names}", self.finer_overlay),
+            ]
+        )
+
+    def raw_maps(self) -> np.ndarray:
+        """``(2, H, W)`` float32: [CAM, Finer-CAM] in [0, 1] at the image size."""
+        return np.stack([self.cam, self.finer]).astype(np.float32)
+
+
+class ExplanationService:
+    """Explains images with any registered model, caching per image so sliders are free.
+
+    Args:
+        get_model: Resolves a model name to an adapter (the registry's ``get``).
+        max_entries: Gradient entries kept (LRU).
+        max_bytes: Approximate bytes of activations and gradients kept (LRU).
+    """
+
+    def __init__(
+        self,
+        get_model: Callable[[str], ExplainableModel],
+        max_entries: int = DEFAULT_CACHE_ENTRIES,
+        max_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self._get_model = get_model
+        self.entries: BoundedLRU[GradientEntry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
+        self.trunks: BoundedLRU[torch.Tensor] = BoundedLRU(max_entries, max_bytes, _tensor_bytes)
+
+    def explain(
+        self,
+        model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+        progress: ProgressFn | None = None,
+    ) -> Explanation:
+        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
+        model = self._get_model(model_name)
+        return self._explain(model, inputs.load_image(image), settings, progress)
+
+    def explain_concepts(
+        self,
+        model_name: str,
+        image: Any,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Explanation:
+        """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
+
+        The target prompt is class 0; every contrast prompt is a reference (manual mode).
+        Only the tail and text encoder run when prompts change: the image trunk is cached.
+        """
+        target = inputs.validate_prompt(target_prompt, name="target concept")
+        contrasts = [p for p in inputs.parse_prompts(contrast_prompts) if p != target]
+        if not contrasts:
+            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
+        concept_model = self._get_model(model_name)
+        with_prompts = getattr(concept_model, "with_prompts", None)
+        if with_prompts is None:
+            raise inputs.InvalidInputError(f"Model {model_name!r} does not take text prompts.")
+        model = with_prompts([target, *contrasts], template=template)
+        concept_settings = replace(
+            settings,
+            target=0,
+            reference_mode="manual",
+            manual_references=tuple(range(1, len(contrasts) + 1)),
+            top_t=len(contrasts),
+        )
+        return self._explain(model, inputs.load_image(image), concept_settings, progress)
+
+    def _explain(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        settings: ExplainSettings,
+        progress: ProgressFn | None,
+    ) -> Explanation:
+        method = get_method(settings.method)
+        gamma = inputs.validate_gamma(settings.gamma)
+        opacity = inputs.validate_opacity(settings.opacity)
+        digest = image_digest(image)
+        entry, cached = self._entry(model, image, digest)
+        target = _target_index(model, entry, settings.target)
+        references, notices = self._references(model, entry, target, settings)
+        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        finer = contrast_for(target, references, weights, gamma)
+        if method.uses_gradients:
+            entry.gradients(finer.classes())  # one batched backward for all of them
+        x = None if method.uses_gradients else model.preprocess(image)
+        raws = [
+            raw_map(entry, contrast, method, model, x, progress)
+            for contrast in (Contrast(target), finer)
+        ]
+        cam, finer_map = finish_maps(np.concatenate(raws), image.size)
+        pixels = np.asarray(image)
+        if not finer_map.any():
+            notices.append(
+                "The Finer-CAM map is empty: no region raises the target over its references at "
+                "this γ. Lower γ or pick other references."
+            )
+        return Explanation(
+            model=model.name,
+            method=method.label,
+            gamma=gamma,
+            image=pixels,
+            cam=cam,
+            finer=finer_map,
+            cam_overlay=overlay(pixels, cam, opacity),
+            finer_overlay=overlay(pixels, finer_map, opacity),
+            target=_score(model, entry, target),
+            references=tuple(
+                _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
+            ),
+            top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
+            notices=tuple(notices),
+            cached=cached,
+        )
+
+    def entry_for(self, model: ExplainableModel, image: Image.Image) -> GradientEntry:
+        """The cached (or freshly computed) gradient entry of ``image`` under ``model``."""
+        return self._entry(model, image, image_digest(image))[0]
+
+    def _entry(
+        self, model: ExplainableModel, image: Image.Image, digest: str
+    ) -> tuple[GradientEntry, bool]:
+        key = (model.trunk_key, model.head_key, digest)
+        entry = self.entries.get(key)
+        if entry is not None:
+            return entry, True
+        trunk_key = (model.trunk_key, digest)
+        x = model.preprocess(image)
+        entry = _guarded(
+            lambda: compute_entry(model, x, (), activation=self.trunks.get(trunk_key)), model
+        )
+        self.trunks.put(trunk_key, entry.trunk_output)
+        self.entries.put(key, entry)
+        return entry, False
+
+    def _references(
+        self, model: ExplainableModel, entry: GradientEntry, target: int, settings: ExplainSettings
+    ) -> tuple[list[int], list[str]]:
+        if settings.reference_mode not in REFERENCE_MODES:
+            raise inputs.InvalidInputError(
+                f"reference mode must be one of {', '.join(REFERENCE_MODES)}, "
+                f"got {settings.reference_mode!r}"
+            )
+        notices: list[str] = []
+        if settings.reference_mode == "manual":
+            if not settings.manual_references:
+                raise inputs.InvalidInputError("Pick at least one reference class for manual mode.")
+            manual = [model.class_index(name) for name in settings.manual_references]
+            top_t = len(manual)
+        else:
+            manual = []
+            top_t, notice = inputs.validate_top_t(settings.top_t, entry.num_classes)
+            notices += [notice] if notice else []
+        embeddings = model.class_embeddings() if settings.reference_mode == "weights" else None
+        choice = select_references(
+            settings.reference_mode,
+            target,
+            top_t,
+            entry.logits,
+            None if embeddings is None else embeddings.detach().float().cpu().numpy(),
+            manual,
+        )
+        notices += [choice.notice] if choice.notice else []
+        return list(choice.indices), notices
+
+
+def image_digest(image: Image.Image) -> str:
+    """Content hash of a decoded RGB image (cache key)."""
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.size}{image.mode}".encode())
+    return digest.hexdigest()
+
+
+def _guarded(compute: Callable[[], GradientEntry], model: ExplainableModel) -> GradientEntry:
+    """Turn a GPU out-of-memory into a clear, user-facing error; the server keeps serving."""
+    try:
+        return compute()
+    except torch.cuda.OutOfMemoryError as error:
+        torch.cuda.empty_cache()
+        raise inputs.InvalidInputError(
+            f"The GPU ran out of memory explaining with {model.name}; try a smaller image or "
+            "run on CPU (FINERCAM_DEVICE=cpu)."
+        ) from error
+
+
+def _target_index(model: ExplainableModel, entry: GradientEntry, target: int | str | None) -> int:
+    if target is None or target == "":
+        return int(np.argmax(entry.logits))
+    try:
+        return model.class_index(target)
+    except ValueError as error:
+        raise inputs.InvalidInputError(str(error)) from error
+
+
+def _score(
+    model: ExplainableModel, entry: GradientEntry, index: int, weight: float | None = None
+) -> ClassScore:
+    return ClassScore(
+        index=index,
+        name=model.labels[index],
+        probability=float(entry.probabilities[index]),
+        logit=float(entry.logits[index]),
+        weight=None if weight is None else float(weight),
+    )
+
+
+def _entry_bytes(entry: GradientEntry) -> int:
+    return entry.nbytes()
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
