@@ -46,6 +46,11 @@ class GradientEntry:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
+    def trunk_output(self) -> torch.Tensor:
+        """The trunk's activation (no graph), reusable by another head on the same trunk."""
+        return self._leaf.detach()
+
+    @property
     def num_classes(self) -> int:
         return int(self.logits.shape[0])
 
