@@ -151,7 +151,9 @@ class ExplanationService:
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
         target = inputs.validate_prompt(target_prompt, name="target concept")
-        contrasts = [p for p in inputs.parse_prompts(contrast_prompts) if p != target]
+        contrasts = [
+            p for p in inputs.parse_prompts(contrast_prompts) if p.casefold() != target.casefold()
+        ]
         if not contrasts:
             raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
         concept_model = self._get_model(model_name)
