@@ -121,3 +121,21 @@ def test_two_threads_on_one_model_get_independent_correct_results(tiny_adapter):
     assert not errors
     for index in range(2):
         np.testing.assert_allclose(results[index], expected[index], atol=1e-6)
+
+
+def test_fgcam_through_the_service_equals_cam_at_the_target_layer(service, rgb_image, tiny_adapter):
+    tiny_adapter.fgcam_layers = lambda: tiny_adapter.net[:6]
+    at_layer = ExplainSettings(gamma=0.8, fgcam=True, fgcam_stop=6)
+    high = service.explain("tiny", rgb_image, at_layer)
+    plain = service.explain("tiny", rgb_image, ExplainSettings(gamma=0.8))
+    np.testing.assert_allclose(high.cam, plain.cam, atol=1e-4)
+    np.testing.assert_allclose(high.finer, plain.finer, atol=1e-4)
+    full = service.explain("tiny", rgb_image, ExplainSettings(gamma=0.8, fgcam=True))
+    assert full.finer.shape == (48, 64) and not np.allclose(full.finer, plain.finer, atol=1e-2)
+    assert [label for label, _ in service.fgcam_stops("tiny")][:2] == [
+        "input (full resolution)", "3 (MaxPool2d)"]
+
+
+def test_fgcam_on_a_model_without_a_plain_stack_is_a_clear_error(service, rgb_image):
+    with pytest.raises(InvalidInputError, match="FG-CAM needs a plain CNN"):
+        service.explain("tiny", rgb_image, ExplainSettings(fgcam=True))

@@ -11,7 +11,13 @@ import torch
 
 from app.explain.combine import Contrast, combine, contrast_for, objective_vector
 from app.explain.gradients import GradientEntry, ProgressFn, SplitModel, compute_entry
-from app.explain.methods import CamMethod, get_method, gradient_cam, score_cam
+from app.explain.methods import (
+    CamMethod,
+    component_weights,
+    get_method,
+    gradient_cam,
+    score_weights,
+)
 from app.explain.references import reference_weights
 from app.explain.render import finish_maps
 
@@ -26,19 +32,37 @@ def raw_map(
 ) -> np.ndarray:
     """Pre-ReLU map ``(1, h, w)`` of ``contrast`` under ``method`` from a cached entry.
 
-    Gradient methods weight the combined gradient; Score-CAM scores every channel-masked input
-    with the same linear objective (``model`` and ``x`` are needed the first time only).
+    Gradient methods weight the combined gradient with pytorch-grad-cam's own ``get_cam_image``;
+    Score-CAM scores every channel-masked input with the same linear objective (``model`` and
+    ``x`` are needed the first time only).
     """
+    if method.uses_gradients:
+        coefficients = contrast.coefficients()
+        combined = combine(entry.gradients(coefficients), coefficients)
+        return gradient_cam(method, entry.activations, combined)
+    weights = channel_weights(entry, contrast, method, model, x, progress)
+    return (weights[:, :, None, None] * entry.activations).sum(axis=1)
+
+
+def channel_weights(
+    entry: GradientEntry,
+    contrast: Contrast,
+    method: CamMethod,
+    model: SplitModel | None = None,
+    x: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
+    """Weights w with Σ_k w_k·A_k = :func:`raw_map`: ``(1, C)`` or ``(1, C, h, w)`` (FG-CAM)."""
     coefficients = contrast.coefficients()
     if method.uses_gradients:
         combined = combine(entry.gradients(coefficients), coefficients)
-        return gradient_cam(method, entry.activations, combined)
+        return component_weights(method, entry.activations, combined)
     if model is None or x is None:
         raise ValueError("Score-CAM needs the model and input the first time an entry is used")
     scores = entry.score_logits(model, x, progress) @ objective_vector(
         coefficients, entry.num_classes
     )
-    return score_cam(entry.activations, scores[None, :])
+    return score_weights(scores[None, :])
 
 
 class HookedLayerModel:

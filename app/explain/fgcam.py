@@ -490,6 +490,14 @@ class FGCAMTrace:
     def __len__(self) -> int:
         return len(self._steps)
 
+    def nbytes(self) -> int:
+        """Memory held by the recorded layer inputs (for a cache's byte bound)."""
+
+        def held(steps: Sequence[_Step]) -> int:
+            return sum(s.x.numel() * s.x.element_size() + held(s.main) + held(s.skip) for s in steps)
+
+        return held(self._steps) + self.activation.numel() * self.activation.element_size()
+
     def _check_stop(self, stop_at: int) -> int:
         try:
             if isinstance(stop_at, bool):
@@ -538,6 +546,11 @@ class FGCAMTrace:
         if relu:
             maps = maps.clamp(min=0)
         return maps[0] if weights.ndim in (1, 3) else maps
+
+
+def named_stack(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The flat (name, module) stack FG-CAM walks; entry i is what ``stop_at=i`` refers to."""
+    return _resolve(model)
 
 
 def record(layers: nn.Module, x: Tensor) -> FGCAMTrace:

@@ -80,13 +80,27 @@ def gradient_cam(method: CamMethod, activations: np.ndarray, grads: np.ndarray) 
     )
 
 
-def score_cam(activations: np.ndarray, channel_scores: np.ndarray) -> np.ndarray:
-    """Score-CAM map ``(N, h, w)``: softmax over channels of the masked-input scores.
+def score_weights(channel_scores: np.ndarray) -> np.ndarray:
+    """Score-CAM channel weights ``(N, C)``: softmax over channels of the masked-input scores.
 
     ``channel_scores`` ``(N, C)`` is the (contrastive) score of each channel-masked input,
     exactly what pytorch-grad-cam's ``ScoreCAM.get_cam_weights`` softmaxes.
     """
     shifted = channel_scores - channel_scores.max(axis=-1, keepdims=True)
     weights = np.exp(shifted)
-    weights /= weights.sum(axis=-1, keepdims=True)
-    return (weights[:, :, None, None] * activations).sum(axis=1)
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def component_weights(method: CamMethod, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Weights w with ``Σ_k w_k·A_k`` = the method's map: ``(N, C)`` or element-wise ``(N, C, h, w)``.
+
+    FG-CAM carries the components w_k·A_k down to pixels, so it needs the weights, not the map.
+    """
+    if method.name == "hirescam":
+        return grads
+    if method.name == "layercam":
+        return np.maximum(grads, 0)
+    if method.name == "gradcam-elementwise":
+        positive = np.maximum(grads * activations, 0)
+        return np.divide(positive, activations, out=np.zeros_like(positive), where=activations != 0)
+    return method.weighting().get_cam_weights(None, None, None, activations, grads)

@@ -21,9 +21,10 @@ from PIL import Image
 from app.explain import inputs
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
-from app.explain.engine import raw_map
+from app.explain.engine import channel_weights, raw_map
+from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
-from app.explain.methods import get_method
+from app.explain.methods import CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.models.base import ExplainableModel
@@ -48,6 +49,10 @@ class ExplainSettings:
         target: Class to explain (index or name); ``None`` = the predicted class.
         manual_references: Classes (indices or names) for ``reference_mode="manual"``.
         opacity: Heat-map opacity of the overlays, in [0, 1].
+        fgcam: Raise both maps to a higher resolution with FG-CAM (plain CNNs and ResNets).
+        fgcam_stop: FG-CAM's output layer: 0 = the input image (full resolution), i = the input
+            of the i-th layer of the model's FG-CAM stack (see ``fgcam_stops``).
+        fgcam_denoise: FG-CAM's SVD denoising of the components.
     """
 
     method: str = "gradcam"
@@ -58,6 +63,9 @@ class ExplainSettings:
     target: int | str | None = None
     manual_references: tuple[int | str, ...] = ()
     opacity: float = 0.5
+    fgcam: bool = False
+    fgcam_stop: int = 0
+    fgcam_denoise: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,9 @@ class ExplanationService:
         self._get_model = get_model
         self.entries: BoundedLRU[GradientEntry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
         self.trunks: BoundedLRU[torch.Tensor] = BoundedLRU(max_entries, max_bytes, _tensor_bytes)
+        self.traces: BoundedLRU[FGCAMTrace] = BoundedLRU(
+            max(1, max_entries // 4), max_bytes // 4, _trace_bytes
+        )
 
     def explain(
         self,
@@ -189,11 +200,14 @@ class ExplanationService:
         if method.uses_gradients:
             entry.gradients(finer.classes())  # one batched backward for all of them
         x = None if method.uses_gradients else model.preprocess(image)
-        raws = [
-            raw_map(entry, contrast, method, model, x, progress)
-            for contrast in (Contrast(target), finer)
-        ]
-        cam, finer_map = finish_maps(np.concatenate(raws), image.size)
+        contrasts = (Contrast(target), finer)
+        if settings.fgcam:
+            raws = self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
+        else:
+            raws = np.concatenate(
+                [raw_map(entry, contrast, method, model, x, progress) for contrast in contrasts]
+            )
+        cam, finer_map = finish_maps(raws, image.size)
         pixels = np.asarray(image)
         if not finer_map.any():
             notices.append(
@@ -217,6 +231,58 @@ class ExplanationService:
             notices=tuple(notices),
             cached=cached,
         )
+
+    def fgcam_stops(self, model_name: str) -> list[tuple[str, int]]:
+        """FG-CAM output layers of a model as (label, stop index); empty when unsupported.
+
+        Offers the input (full resolution) and the input of every pooling layer, where the
+        resolution changes.
+        """
+        layers = self._get_model(model_name).fgcam_layers()
+        if layers is None:
+            return []
+        names = [name for name, _ in named_stack(layers)]
+        kinds = [type(module).__name__ for _, module in named_stack(layers)]
+        stops = [("input (full resolution)", 0)]
+        stops += [(f"{name} ({kind})", i) for i, (name, kind) in enumerate(zip(names, kinds))
+                  if "Pool" in kind]
+        return stops
+
+    def _fgcam_maps(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        digest: str,
+        entry: GradientEntry,
+        contrasts: Sequence[Contrast],
+        method: CamMethod,
+        settings: ExplainSettings,
+        x: torch.Tensor | None,
+    ) -> np.ndarray:
+        """Raw FG-CAM maps of each contrast, propagated together from one recorded pass."""
+        layers = model.fgcam_layers()
+        if layers is None:
+            raise inputs.InvalidInputError(
+                f"FG-CAM needs a plain CNN (conv/BN/ReLU/pool layers or a torchvision ResNet); "
+                f"{model.name} is not one. Turn off high resolution for this model."
+            )
+        key = (model.trunk_key, digest)
+        trace = self.traces.get(key)
+        if trace is None:
+            trace = record(layers, model.preprocess(image) if x is None else x)
+            self.traces.put(key, trace)
+        weights = np.concatenate(
+            [channel_weights(entry, contrast, method, model, x) for contrast in contrasts]
+        )
+        try:
+            maps = trace.explain(
+                torch.from_numpy(weights).to(trace.activation.device),
+                stop_at=settings.fgcam_stop,
+                denoise=settings.fgcam_denoise,
+            )
+        except ValueError as error:
+            raise inputs.InvalidInputError(f"FG-CAM: {error}") from error
+        return maps.float().cpu().numpy()
 
     def entry_for(self, model: ExplainableModel, image: Image.Image) -> GradientEntry:
         """The cached (or freshly computed) gradient entry of ``image`` under ``model``."""
@@ -315,3 +381,7 @@ def _entry_bytes(entry: GradientEntry) -> int:
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
+
+
+def _trace_bytes(trace: FGCAMTrace) -> int:
+    return trace.nbytes()
