@@ -1,0 +1,35 @@
+"""Where the offline demo models live (``assets/demo/``) and how open_clip finds the tiny CLIP.
+
+The demo models are trained on the procedural birds of ``app.synthbirds`` by
+``python -m app.synthbirds.train_cnn`` and ``python -m app.synthbirds.train_clip``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_DIR = REPO_ROOT / "assets" / "demo"
+
+DEMO_CNN_NAME = "demo-cnn"
+DEMO_CNN_WEIGHTS = DEMO_DIR / "demo-cnn.safetensors"
+DEMO_CNN_META = DEMO_DIR / "demo-cnn.json"
+
+#: open_clip model name = the config file's stem.
+TINYCLIP_MODEL_NAME = "synthbirds-tinyclip"
+TINYCLIP_CONFIG = DEMO_DIR / f"{TINYCLIP_MODEL_NAME}.json"
+TINYCLIP_WEIGHTS = DEMO_DIR / f"{TINYCLIP_MODEL_NAME}.safetensors"
+TINYCLIP_META = DEMO_DIR / f"{TINYCLIP_MODEL_NAME}.meta.json"
+
+
+def register_tinyclip_config() -> str:
+    """Register the tiny CLIP's config with open_clip (idempotent); returns its model name.
+
+    Then ``open_clip.create_model_and_transforms(name, pretrained=str(TINYCLIP_WEIGHTS))`` and
+    ``open_clip.get_tokenizer(name)`` work exactly as for a built-in model.
+    """
+    import open_clip
+
+    if TINYCLIP_MODEL_NAME not in open_clip.list_models():
+        open_clip.add_model_config(TINYCLIP_CONFIG)
+    return TINYCLIP_MODEL_NAME
