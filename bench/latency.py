@@ -1,0 +1,159 @@
+"""Latency of CAM + Finer-CAM side by side: our engine vs pytorch-grad-cam, in one run.
+
+    python -m bench.latency [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
+
+Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
+no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
+VGG16-BN at 224 px and its ratio to one forward pass. Random weights: timing does not depend on
+them. Numbers are medians over ``--repeats`` runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_grad_cam import FinerCAM, GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+from app.explain.service import ExplainSettings, ExplanationService
+from app.models.clip import ClipEngine, load_open_clip
+
+log = logging.getLogger("bench.latency")
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``run`` over ``repeats`` calls, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class ClipClassifier(torch.nn.Module):
+    """The un-split CLIP model as a plain classifier over fixed prompts (what the anchor sees)."""
+
+    def __init__(self, engine: ClipEngine, text_embeddings: torch.Tensor) -> None:
+        super().__init__()
+        self.engine = engine
+        # Its own copy with trainable parameters: pytorch-grad-cam backpropagates into them.
+        self.clip = copy.deepcopy(engine.model).requires_grad_(True)
+        self.register_buffer("texts", text_embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.clip.encode_image(x)
+        return self.engine.similarity_logits(features, self.texts)
+
+
+def clip_reshape(grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def reshape(tokens: torch.Tensor) -> torch.Tensor:
+        patches = tokens[:, 1:, :].reshape(tokens.size(0), *grid, tokens.size(2))
+        return patches.permute(0, 3, 1, 2)
+
+    return reshape
+
+
+def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
+    engine = load_open_clip(args.model, None, "cpu")
+    view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    x = view.preprocess(image)
+    classifier = ClipClassifier(engine, view.text_embeddings()).eval()
+    target = int(classifier(x).argmax())
+    settings = ExplainSettings(gamma=0.6, top_t=3, target=target)
+
+    layer = classifier.clip.visual.transformer.resblocks[-1].ln_1
+    grid = view.grid_size(*engine.input_size)
+    gradcam = GradCAM(classifier, [layer], reshape_transform=clip_reshape(grid))
+    finercam = FinerCAM(classifier, [layer], reshape_transform=clip_reshape(grid))
+
+    def anchor() -> None:
+        gradcam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        finercam(x, alpha=0.6, comparison_categories=[1, 2, 3], target_idx=target)
+
+    service = ExplanationService(lambda name: view)
+
+    def ours_cold() -> None:
+        service.entries.clear()
+        service.trunks.clear()
+        service.explain("bench", image, settings)
+
+    def forward() -> None:
+        with torch.no_grad():
+            classifier(x)
+
+    service.explain("bench", image, settings)
+    gammas = iter(np.linspace(0.05, 1.0, 10_000))
+
+    def rerender() -> None:
+        service.explain("bench", image, ExplainSettings(gamma=float(next(gammas)), target=target))
+
+    return {
+        "anchor": median_seconds(anchor, args.repeats),
+        "ours": median_seconds(ours_cold, args.repeats),
+        "forward": median_seconds(forward, args.repeats),
+        "rerender": median_seconds(rerender, args.repeats * 4),
+    }
+
+
+def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
+    from torchvision.models import vgg16_bn
+
+    from app.explain.fgcam import fgcam
+
+    torch.manual_seed(0)
+    model = vgg16_bn(weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        channels = model.features(x).shape[1]
+    weights = torch.randn(channels)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return {
+        "fgcam": median_seconds(lambda: fgcam(model.features, x, weights), args.repeats),
+        "vgg_forward": median_seconds(forward, args.repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
+    parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
+    parser.add_argument("--skip-fgcam", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+
+    side = bench_side_by_side(args)
+    print(f"{args.model} (random weights), 224 px, {args.classes} classes, "
+          f"{torch.get_num_threads()} CPU threads, median of {args.repeats}")
+    print(f"(a) CAM + Finer-CAM (T=3), pytorch-grad-cam : {side['anchor'] * 1000:8.1f} ms")
+    print(f"    CAM + Finer-CAM (T=3), ours             : {side['ours'] * 1000:8.1f} ms"
+          f"   ratio ours/anchor = {side['ours'] / side['anchor']:.3f}")
+    print(f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
+          f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}")
+    print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
+    if not args.skip_fgcam:
+        fg = bench_fgcam(args)
+        print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"
+              f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
+              f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
