@@ -7,7 +7,9 @@
 | FINERCAM_OFFLINE | ``1``: never touch the Hub, offer only the shipped demo models | 0 |
 | FINERCAM_CLIP_MODEL | open_clip model name or ``hf-hub:org/repo`` | ViT-B-16 |
 | FINERCAM_CLIP_PRETRAINED | open_clip pretrained tag or a local checkpoint path | openai |
+| FINERCAM_CLIP_TEMPLATE | template of concept prompts (``{}`` = the prompt; empty = none) | a photo of a {}. |
 | FINERCAM_CUB_HEAD | trained CUB head: local ``.safetensors`` path or Hub repo id | (unset) |
+| FINERCAM_CUB_BACKBONE | backbone of that head when its file does not name one | (from the head) |
 | FINERCAM_CACHE_ENTRIES / FINERCAM_CACHE_MB | gradient cache bounds | 64 / 1024 |
 | FINERCAM_MAX_SIDE | longest image side handed to the models | 1024 |
 """
@@ -46,7 +48,9 @@ class Settings:
     offline: bool = False
     clip_model: str = "ViT-B-16"
     clip_pretrained: str = "openai"
+    clip_template: str = "a photo of a {}."
     cub_head: str = ""
+    cub_backbone: str = ""
     cache_entries: int = 64
     cache_mb: int = 1024
     max_side: int = 1024
@@ -61,7 +65,9 @@ class Settings:
             offline=_flag("FINERCAM_OFFLINE"),
             clip_model=env.get("FINERCAM_CLIP_MODEL", "ViT-B-16"),
             clip_pretrained=env.get("FINERCAM_CLIP_PRETRAINED", "openai"),
+            clip_template=env.get("FINERCAM_CLIP_TEMPLATE", "a photo of a {}."),
             cub_head=env.get("FINERCAM_CUB_HEAD", ""),
+            cub_backbone=env.get("FINERCAM_CUB_BACKBONE", ""),
             cache_entries=int(env.get("FINERCAM_CACHE_ENTRIES", "64")),
             cache_mb=int(env.get("FINERCAM_CACHE_MB", "1024")),
             max_side=int(env.get("FINERCAM_MAX_SIDE", "1024")),
