@@ -139,3 +139,9 @@ def test_fgcam_through_the_service_equals_cam_at_the_target_layer(service, rgb_i
 def test_fgcam_on_a_model_without_a_plain_stack_is_a_clear_error(service, rgb_image):
     with pytest.raises(InvalidInputError, match="FG-CAM needs a plain CNN"):
         service.explain("tiny", rgb_image, ExplainSettings(fgcam=True))
+
+
+def test_adapter_notices_reach_the_explanation(service, tiny_adapter, rgb_image):
+    tiny_adapter.notices = ("Prompt 2 was truncated to 77 tokens.",)
+    result = service.explain("tiny", rgb_image)
+    assert result.notices[0] == "Prompt 2 was truncated to 77 tokens."

@@ -195,6 +195,7 @@ class ExplanationService:
         entry, cached = self._entry(model, image, digest)
         target = _target_index(model, entry, settings.target)
         references, notices = self._references(model, entry, target, settings)
+        notices[:0] = getattr(model, "notices", ())  # e.g. prompts truncated to the context
         weights = reference_weights(references, entry.probabilities, settings.weighting)
         finer = contrast_for(target, references, weights, gamma)
         if method.uses_gradients:
