@@ -1,0 +1,213 @@
+"""``python -m app.cli explain``: images or folders -> CAM and Finer-CAM maps and overlays.
+
+For every image ``<key>`` (its path relative to the folder given) and method it writes, under
+``--out/<key without extension>/``:
+
+* ``<method>_cam.npy`` / ``<method>_cam.png``: the plain CAM, ``float32 (H, W)`` in [0, 1] at the
+  image's size, and its overlay;
+* ``<method>_finer_g<γ>.npy`` / ``.png``: Finer-CAM for every γ asked for;
+
+and appends one row per image, method and γ to ``--out/explanations.csv`` (target, its
+probability, the references and their weights). An image whose files all exist is skipped, so
+an interrupted run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from app.explain.inputs import InvalidInputError
+from app.explain.service import ExplainSettings
+
+from .common import (
+    BadFiles,
+    Session,
+    atomic_write,
+    check_model,
+    check_reference_options,
+    default_workers,
+    exit_code,
+    gamma_tag,
+    make_loader,
+    open_session,
+    parse_gammas,
+    parse_methods,
+    say,
+    split_list,
+)
+from .datasets import CliError, Item, ItemDataset, Loaded, discover_paths
+
+MANIFEST_COLUMNS = (
+    "image", "method", "gamma", "target", "target_index", "target_probability", "references",
+    "cam_npy", "finer_npy", "notices",
+)
+
+
+def output_dirs(items: list[Item]) -> dict[str, PurePosixPath]:
+    """``key -> folder`` relative to ``--out``: the key without its extension, or with the
+    extension kept (``a_png``) when two images would share a folder."""
+    stems = Counter(str(PurePosixPath(item.key).with_suffix("")) for item in items)
+    dirs = {}
+    for item in items:
+        path = PurePosixPath(item.key)
+        stem = path.with_suffix("")
+        dirs[item.key] = stem if stems[str(stem)] == 1 else path.with_name(path.name.replace(".", "_"))
+    return dirs
+
+
+def expected_files(folder: Path, methods: list[str], gammas: list[float]) -> list[Path]:
+    files = []
+    for method in methods:
+        files += [folder / f"{method}_cam.npy", folder / f"{method}_cam.png"]
+        for gamma in gammas:
+            files += [folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")]
+    return files
+
+
+def _target(value: str | None) -> int | str | None:
+    if value is None or value == "":
+        return None
+    return int(value) if value.strip().isdigit() else value
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = parse_methods(args.method)
+    gammas = parse_gammas(args.gamma)
+    check_reference_options(args.reference_mode, args.weighting, args.top_t)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1, got {args.limit}")
+    discovery = discover_paths(args.inputs, exclude=args.out)
+    check_model(args.model)
+    items = discovery.items[: args.limit] if args.limit else discovery.items
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {str(out)!r} is a file, not a folder")
+    dirs = output_dirs(discovery.items)
+    pending = [
+        item for item in items
+        if not all(p.is_file() for p in expected_files(out / dirs[item.key], methods, gammas))
+    ]
+    skipped = len(items) - len(pending)
+    if skipped:
+        say(f"{skipped} of {len(items)} image(s) already done in {out}; skipping them")
+    if not pending:
+        say(f"nothing to do: every output is already in {out}")
+        return 0
+
+    if args.reference_mode == "manual" and not split_list(args.references):
+        raise CliError("--reference-mode manual needs --references (class names or indices)")
+    session = open_session(args.model, args.device, args.threads)
+    for flag, value in [("--target", _target(args.target))] + [
+        ("--references", _target(r)) for r in split_list(args.references)
+    ]:
+        if value is not None:
+            try:
+                session.model.class_index(value)
+            except ValueError as error:
+                raise CliError(f"{flag}: {error}") from error
+    base = ExplainSettings(
+        method=methods[0],
+        gamma=gammas[0],
+        top_t=args.top_t,
+        reference_mode=args.reference_mode,
+        weighting=args.weighting,
+        target=_target(args.target),
+        manual_references=tuple(_target(r) for r in split_list(args.references)),
+        opacity=args.opacity,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    workers = default_workers() if args.workers is None else args.workers
+    loader = make_loader(ItemDataset(pending, max_side=session.settings.max_side), workers)
+    bad, done, start = BadFiles(), 0, time.perf_counter()
+    manifest = out / "explanations.csv"
+    new_file = not manifest.is_file()
+    with open(manifest, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+        if new_file:
+            writer.writeheader()
+        bar = tqdm(loader, total=len(pending), desc="explain", unit="img", disable=args.no_progress)
+        for loaded in bar:
+            name = _display(loaded.item)
+            if loaded.error:
+                bad.add(name, loaded.error)
+                continue
+            try:
+                rows = explain_one(session, loaded, methods, gammas, base, out / dirs[loaded.item.key])
+            except (InvalidInputError, ValueError) as error:
+                bad.add(name, str(error))
+                continue
+            writer.writerows(rows)
+            handle.flush()
+            done += 1
+    bad.report(out)
+    seconds = time.perf_counter() - start
+    say(
+        f"explained {done} image(s) with {', '.join(methods)} at gamma {', '.join(map(gamma_tag, gammas))} "
+        f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
+    )
+    return exit_code(done, skipped, len(bad))
+
+
+def explain_one(
+    session: Session,
+    loaded: Loaded,
+    methods: list[str],
+    gammas: list[float],
+    base: ExplainSettings,
+    folder: Path,
+) -> list[dict[str, object]]:
+    """Every method and γ for one image (one model pass: the service caches the rest)."""
+    rows = []
+    for method in methods:
+        cam_written = False
+        for gamma in gammas:
+            settings = replace(base, method=method, gamma=gamma)
+            result = session.service.explain(session.model_name, loaded.image, settings)
+            tag = gamma_tag(gamma)
+            if not cam_written:
+                _save(folder / f"{method}_cam", result.cam, result.cam_overlay)
+                cam_written = True
+            _save(folder / f"{method}_finer_g{tag}", result.finer, result.finer_overlay)
+            rows.append(
+                {
+                    "image": loaded.item.key,
+                    "method": method,
+                    "gamma": tag,
+                    "target": result.target.name,
+                    "target_index": result.target.index,
+                    "target_probability": f"{result.target.probability:.6f}",
+                    "references": "; ".join(
+                        f"{r.name} ({r.weight:.3f})" if r.weight is not None else r.name
+                        for r in result.references
+                    ),
+                    "cam_npy": (folder / f"{method}_cam.npy").as_posix(),
+                    "finer_npy": (folder / f"{method}_finer_g{tag}.npy").as_posix(),
+                    "notices": " | ".join(result.notices),
+                }
+            )
+    return rows
+
+
+def _save(stem: Path, heatmap: np.ndarray, overlay: np.ndarray) -> None:
+    def write_npy(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, heatmap.astype(np.float32))
+
+    def write_png(tmp: Path) -> None:
+        Image.fromarray(overlay).save(tmp, format="PNG")
+
+    atomic_write(stem.with_name(stem.name + ".npy"), write_npy)
+    atomic_write(stem.with_name(stem.name + ".png"), write_png)
+
+
+def _display(item: Item) -> str:
+    return str(item.path) if item.path is not None else item.key

@@ -1,0 +1,144 @@
+"""Argument parsing and dispatch for ``python -m app.cli``.
+
+    python -m app.cli explain photos/ --model demo-cnn --method gradcam,layercam --gamma 0.6
+    python -m app.cli evaluate --dataset synthbirds --count 200 --model demo-cnn \
+        --method gradcam,layercam --gamma 0,0.3,0.6,1.0
+    python -m app.cli evaluate /data/CUB_200_2011 --model cub200-clip-zeroshot --split test
+
+Exit status: 0 when anything succeeded (or everything was already done), 1 when every image
+failed, 2 for a usage problem (bad path, empty folder, unknown model or option), 130 when
+interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from .options import REGIONS, SYNTH_TEST_SEED, CliError
+
+
+def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
+    model = parser.add_argument_group("model and maps")
+    model.add_argument("--model", default="demo-cnn",
+                       help="registry name (default: demo-cnn, the offline demo model)")
+    model.add_argument("--method", action="append", metavar="NAME[,NAME]",
+                       help="CAM method(s): gradcam, hirescam, gradcam++, xgradcam, layercam, "
+                            "gradcam-elementwise, scorecam; repeat or comma-separate "
+                            "(default: gradcam)")
+    model.add_argument("--gamma", action="append", metavar="G[,G]",
+                       help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep (default: {default_gamma})")
+    model.add_argument("--top-t", type=int, default=3, metavar="T",
+                       help="number of reference (look-alike) classes (default: 3)")
+    model.add_argument("--reference-mode", default="logits", metavar="MODE",
+                       help="logits | weights | manual (default: logits)")
+    model.add_argument("--weighting", default="uniform", metavar="W",
+                       help="reference weights: uniform | probability (default: uniform)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default=None,
+                     help="auto | cpu | cuda | cuda:N (default: FINERCAM_DEVICE or auto)")
+    run.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
+    run.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true", help="log model loading and more")
+    parser.set_defaults(default_gamma=default_gamma)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.cli",
+        description="Finer-CAM Studio batch tools: explain images, evaluate CAM vs Finer-CAM.",
+        epilog="Exit status: 0 ok, 1 every image failed, 2 usage error, 130 interrupted.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{explain,evaluate}")
+
+    explain = sub.add_parser(
+        "explain",
+        help="images or folders -> CAM / Finer-CAM maps (.npy) and overlays (.png)",
+        description="Write <out>/<image>/<method>_cam.{npy,png} and <method>_finer_g<γ>.{npy,png} "
+                    "for every image (folders are searched recursively) and append rows to "
+                    "<out>/explanations.csv. Images whose files exist are skipped.",
+    )
+    explain.add_argument("inputs", nargs="+", metavar="PATH", help="image files and/or folders")
+    _common(explain, "0.6", "out/explain")
+    explain.add_argument("--target", default=None,
+                         help="class to explain, name or index (default: the predicted class)")
+    explain.add_argument("--references", action="append", metavar="C[,C]",
+                         help="reference classes for --reference-mode manual (names or indices)")
+    explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="dataset -> per-image metrics CSV, summary table per method x {plain, Finer}, γ plot",
+        description="Score CAM (plain, γ=0) and Finer-CAM (each γ) per image: deletion / "
+                    "insertion AUC, relative confidence drop, and energy inside / pointing game "
+                    "when a region (CUB box or parts, synthetic birds' discriminative part) "
+                    "exists. Rows already in <out>/per_image.csv are skipped.",
+    )
+    evaluate.add_argument("root", nargs="?", default=None,
+                          help="ImageFolder (<root>/<class>/<image>) or CUB_200_2011 folder")
+    _common(evaluate, "0.6", "out/evaluate")
+    data = evaluate.add_argument_group("dataset")
+    data.add_argument("--dataset", default="auto", choices=("auto", "imagefolder", "cub", "synthbirds"),
+                      help="layout of ROOT (auto: CUB when images.txt is there, else ImageFolder); "
+                           "synthbirds renders the offline demo test set")
+    data.add_argument("--split", default="test", choices=("test", "train", "all"),
+                      help="CUB train_test_split.txt / synthbirds split (default: test)")
+    data.add_argument("--count", type=int, default=200,
+                      help="synthbirds: number of images (default: 200)")
+    data.add_argument("--synth-seed", type=int, default=SYNTH_TEST_SEED,
+                      help=f"synthbirds: dataset seed (default: {SYNTH_TEST_SEED}, the held-out test set)")
+    data.add_argument("--region", default="auto", choices=REGIONS + ("none",),
+                      help="localization region: box | parts (CUB), discriminative | bird "
+                           "(synthbirds), none; auto: CUB box (else parts), synthbirds "
+                           "discriminative part")
+    data.add_argument("--part-radius", type=float, default=0.05,
+                      help="CUB parts: disc radius as a fraction of the shorter image side (0.05)")
+    scoring = evaluate.add_argument_group("scoring")
+    scoring.add_argument("--target", default="label", choices=("label", "predicted"),
+                         help="class whose maps are scored (default: the ground-truth label)")
+    scoring.add_argument("--top-fraction", type=float, default=0.05,
+                         help="fraction of top pixels removed for the confidence drops (0.05)")
+    scoring.add_argument("--steps", type=int, default=20,
+                         help="deletion / insertion curve steps (default: 20)")
+    scoring.add_argument("--baseline", default="blur", choices=("blur", "mean"),
+                         help="what removed pixels become (default: blur)")
+    scoring.add_argument("--tolerance", type=float, default=0.0,
+                         help="pointing game tolerance in pixels (default: 0 = inside the region)")
+    scoring.add_argument("--batch-size", type=int, default=None,
+                         help="perturbed images per model forward pass (default: 16 on CPU, "
+                              "where small batches stay in cache, 64 on CUDA)")
+    scoring.add_argument("--overwrite", action="store_true",
+                         help="discard earlier results in --out instead of resuming")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.gamma is None:
+        args.gamma = [args.default_gamma]
+    try:
+        if args.command == "explain":
+            from . import explain_cmd
+
+            return explain_cmd.run(args)
+        from . import evaluate_cmd
+
+        return evaluate_cmd.run(args)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
