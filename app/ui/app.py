@@ -1,0 +1,118 @@
+"""The Gradio Blocks app: a status line and two tabs over one shared explanation service."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from app.config import Settings
+from app.explain import inputs
+from app.explain.service import ExplanationService
+from app.models.registry import ModelRegistry
+from app.ui.classifier_tab import build_classifier_tab
+from app.ui.common import DownloadDir, status_line
+from app.ui.concepts_tab import build_concepts_tab
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+DEFAULT_CONCURRENCY = 2
+QUEUE_MAX_SIZE = 64
+# Small inputs (the demo birds are 128 px) are shown scaled up to the panel width. Cosmetic:
+# if Gradio renames these classes the images simply keep their natural size.
+CSS = """
+.finercam-panel .image-frame { width: 100% !important; height: auto !important; }
+.finercam-panel img { width: 100% !important; height: auto !important; max-height: 520px;
+                      object-fit: contain; }
+"""
+
+INTRO = """# Finer-CAM Studio
+See why a fine-grained classifier chose one class over its look-alikes. **CAM** explains the
+target's logit; **Finer-CAM** explains *target − γ·(look-alike classes)*, so the regions that
+every similar class shares fade and the discriminative ones remain. γ = 0 is plain CAM. Moving
+γ, T, the references, the weighting or the opacity re-renders from cached gradients."""
+
+
+def create_service(registry: ModelRegistry, settings: Settings | None = None) -> ExplanationService:
+    """The explanation service over ``registry`` with the configured cache bounds."""
+    settings = settings or registry.settings
+    return ExplanationService(
+        registry.get, max_entries=settings.cache_entries, max_bytes=settings.cache_mb * 2**20
+    )
+
+
+def example_images(folder: Path = EXAMPLES_DIR) -> list[str]:
+    """The example gallery: PNG/JPEG files in ``assets/examples``, sorted by name."""
+    if not folder.is_dir():
+        return []
+    return [
+        str(p) for p in sorted(folder.iterdir()) if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+    ]
+
+
+def default_concurrency() -> int:
+    """Simultaneous explanations (``FINERCAM_CONCURRENCY``; 2 by default)."""
+    try:
+        return max(1, int(os.environ.get("FINERCAM_CONCURRENCY", DEFAULT_CONCURRENCY)))
+    except ValueError:
+        return DEFAULT_CONCURRENCY
+
+
+def build_app(
+    service: ExplanationService,
+    registry: ModelRegistry,
+    settings: Settings | None = None,
+    *,
+    concurrency: int | None = None,
+    examples: list[str] | None = None,
+) -> gr.Blocks:
+    """The whole UI; it only wires widgets to ``service`` and reads ``registry`` for names.
+
+    The queue is configured here (``concurrency`` explanations at once, default
+    :func:`default_concurrency`), so tests and ``python -m app`` serve the same app.
+    """
+    settings = settings or registry.settings
+    examples = example_images() if examples is None else examples
+    downloads = DownloadDir()
+    with gr.Blocks(title="Finer-CAM Studio", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO)
+        status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
+        with gr.Tab("Fine-grained classifier", id="classifier"):
+            classifier = build_classifier_tab(service, registry, downloads, status, examples)
+        with gr.Tab("CLIP concepts", id="concepts"):
+            build_concepts_tab(service, registry, downloads, status, examples)
+
+        # Load the default classifier (with progress) and fill its class lists on page load.
+        load_fn, load_inputs, load_outputs = classifier.on_load
+        demo.load(
+            load_fn, load_inputs, load_outputs, api_visibility="private", concurrency_id="explain"
+        )
+    demo.queue(
+        default_concurrency_limit=concurrency or default_concurrency(), max_size=QUEUE_MAX_SIZE
+    )
+    return demo
+
+
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths)."""
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        max_file_size=inputs.MAX_UPLOAD_BYTES,
+        show_error=False,
+        ssr_mode=False,
+        css=CSS,
+        **kwargs,
+    )

@@ -1,0 +1,39 @@
+"""The image input: stock ``gr.Image`` in the browser, the raw upload on the server.
+
+Kept in its own module because Gradio writes a ``.pyi`` stub next to any module that defines
+a component class (``image_input.pyi``, generated, committed so it is not rewritten).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import gradio as gr
+
+
+class ImagePath(gr.Image):
+    """``gr.Image`` that hands the handler the uploaded file's path untouched.
+
+    Stock ``gr.Image`` opens every upload with Pillow before the handler runs, so a corrupt
+    file, a decompression bomb or a 0-byte upload fails inside Gradio with a generic error,
+    and mode conversions (CMYK, 16-bit) happen before our loader sees the pixels. Here the
+    path (or the bytes of a ``data:`` URL) goes straight to ``app.explain.inputs.load_image``,
+    which validates everything and raises clear messages. The browser side is the stock one.
+    """
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def preprocess(self, payload: Any) -> str | bytes | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        url = getattr(payload, "url", None)
+        if url and url.startswith("data:"):
+            try:
+                return base64.b64decode(url.split(",", 1)[1], validate=False)
+            except (IndexError, ValueError) as error:
+                raise gr.Error("The pasted image could not be decoded.") from error
+        if getattr(payload, "path", None) is None:
+            raise gr.Error("No image was given.")
+        return str(payload.path)

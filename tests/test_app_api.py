@@ -1,0 +1,372 @@
+"""The real web app on 127.0.0.1, driven through gradio_client (and raw HTTP where the client
+refuses to send a value, e.g. NaN): both tabs, live re-rendering from the cache, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from appserver import running_server, write_image
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+pytestmark = pytest.mark.timeout(300)
+
+CLASSIFIER_OUTPUTS = ("top5", "used", "cam_title", "cam", "finer_title", "finer", "files", "status")
+CONCEPT_OUTPUTS = ("scores", "cam_title", "cam", "finer_title", "finer", "files", "status")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    return Client(
+        server.url,
+        verbose=False,
+        analytics_enabled=False,
+        download_files=str(tmp_path_factory.mktemp("downloads")),
+    )
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory) -> Path:
+    return write_image(tmp_path_factory.mktemp("img") / "bird.png", size=(96, 72))
+
+
+def classify(client, server, image, **kwargs) -> dict:
+    result = client.predict(
+        image=handle_file(str(image)),
+        model=kwargs.pop("model", server.classifier),
+        api_name="/explain_classifier",
+        **kwargs,
+    )
+    return dict(zip(CLASSIFIER_OUTPUTS, result, strict=True))
+
+
+def concepts(
+    client, server, image, target="a bird with a red crown", contrast="a photo of a bird", **kwargs
+) -> dict:
+    result = client.predict(
+        image=handle_file(str(image)),
+        model=server.concepts,
+        target_concept=target,
+        contrast_prompts=contrast,
+        api_name="/explain_concepts",
+        **kwargs,
+    )
+    return dict(zip(CONCEPT_OUTPUTS, result, strict=True))
+
+
+def pixels(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def count_model_runs(monkeypatch) -> list[int]:
+    """Count model runs (gradient-cache misses) of the in-process server from now on:
+    ``[runs, runs that reused the cached image trunk]``."""
+    from app.explain import service as service_module
+
+    counter = [0, 0]
+    original = service_module.compute_entry
+
+    def counted(*args, **kwargs):
+        counter[0] += 1
+        counter[1] += kwargs.get("activation") is not None
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "compute_entry", counted)
+    return counter
+
+
+# --------------------------------------------------------------------------- API shape
+
+
+def test_named_endpoints_are_documented(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    classifier = [p["parameter_name"] for p in api["/explain_classifier"]["parameters"]]
+    assert classifier == [
+        "image",
+        "model",
+        "method",
+        "gamma",
+        "T",
+        "reference_mode",
+        "manual_references",
+        "target",
+        "weighting",
+        "opacity",
+    ]
+    concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
+    assert concept == [
+        "image",
+        "model",
+        "target_concept",
+        "contrast_prompts",
+        "template",
+        "gamma",
+        "method",
+        "opacity",
+    ]
+    assert len(api) == 2  # the live-control events are private
+
+
+# ---------------------------------------------------------------------- classifier tab
+
+
+def test_classifier_returns_input_size_top5_references_and_downloads(client, server, picture):
+    out = classify(client, server, picture, gamma=0.6, T=3)
+    assert pixels(out["cam"]).shape == pixels(out["finer"]).shape == (72, 96, 3)
+    labels = server.registry.get(server.classifier).labels
+    assert len(out["top5"]["confidences"]) == min(5, len(labels))
+    assert out["top5"]["label"] in labels
+    rows = out["used"]["data"]
+    assert [r[0] for r in rows] == ["target", "reference 1", "reference 2", "reference 3"]
+    target, refs = rows[0][1], [r[1] for r in rows[1:]]
+    assert target == out["top5"]["label"] and target not in refs and len(set(refs)) == 3
+    assert all(r[1] in labels and 0 <= r[2] <= 1 for r in rows)
+    for name in refs:
+        assert name in out["finer_title"]
+    maps_file, composite = sorted(out["files"], key=lambda p: not p.endswith(".npy"))
+    maps = np.load(maps_file)
+    assert maps.shape == (2, 72, 96) and maps.dtype == np.float32
+    assert Image.open(composite).format == "PNG"
+    assert "Device: cpu" in out["status"] and server.classifier in out["status"]
+
+
+def test_gamma_zero_makes_both_panels_equal(client, server, picture):
+    out = classify(client, server, picture, gamma=0.0)
+    np.testing.assert_array_equal(pixels(out["cam"]), pixels(out["finer"]))
+
+
+def test_changing_gamma_changes_only_finer_cam_without_running_the_model(
+    client, server, picture, monkeypatch
+):
+    first = classify(client, server, picture, gamma=0.2, T=2)
+    runs = count_model_runs(monkeypatch)
+    second = classify(client, server, picture, gamma=1.0, T=2)
+    third = classify(client, server, picture, gamma=1.0, T=1, weighting="probability", opacity=0.8)
+    assert runs[0] == 0  # γ, T, weighting and opacity re-render from the cached gradients
+    np.testing.assert_array_equal(pixels(first["cam"]), pixels(second["cam"]))
+    assert not np.array_equal(pixels(first["finer"]), pixels(second["finer"]))
+    assert first["used"]["data"] == second["used"]["data"]
+    assert len(third["used"]["data"]) == 2
+
+
+def test_manual_references_target_and_weight_similarity(client, server, picture):
+    labels = list(server.registry.get(server.classifier).labels)
+    out = classify(
+        client,
+        server,
+        picture,
+        reference_mode="manual",
+        target=labels[3],
+        manual_references=[labels[1], labels[2]],
+    )
+    assert [r[1] for r in out["used"]["data"]] == [labels[3], labels[1], labels[2]]
+    assert labels[3] in out["cam_title"]
+    weights = classify(client, server, picture, reference_mode="weights", T=2)
+    assert len(weights["used"]["data"]) == 3
+
+
+def test_scorecam_runs(client, server, picture):
+    out = classify(client, server, picture, method="scorecam", T=1)
+    assert pixels(out["finer"]).shape == (72, 96, 3)
+    assert "Score-CAM" in out["cam_title"]
+
+
+# ------------------------------------------------------------------------ concepts tab
+
+
+def test_concepts_scores_sizes_and_gamma(client, server, picture, monkeypatch):
+    zero = concepts(
+        client, server, picture, contrast="a bird with a yellow crown\na photo of a bird", gamma=0.0
+    )
+    rows = zero["scores"]["data"]
+    assert [r[:2] for r in rows] == [
+        ["target", "a bird with a red crown"],
+        ["contrast 1", "a bird with a yellow crown"],
+        ["contrast 2", "a photo of a bird"],
+    ]
+    assert abs(sum(r[3] for r in rows) - 1) < 1e-2  # softmax over the prompts
+    assert pixels(zero["cam"]).shape == (72, 96, 3)
+    np.testing.assert_array_equal(pixels(zero["cam"]), pixels(zero["finer"]))
+    runs = count_model_runs(monkeypatch)
+    strong = concepts(
+        client, server, picture, contrast="a bird with a yellow crown, a photo of a bird", gamma=1.0
+    )
+    np.testing.assert_array_equal(pixels(zero["cam"]), pixels(strong["cam"]))
+    assert not np.array_equal(pixels(zero["finer"]), pixels(strong["finer"]))
+    assert runs[0] == 0  # same image and prompts: no model run
+    concepts(client, server, picture, target="a bird with a blue crown", gamma=1.0)
+    assert runs == [1, 1]  # new prompts: the tail runs again, the image trunk comes from the cache
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (tiny file, never decoded)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _jpeg() -> bytes:
+    return _encoded(Image.new("RGB", (64, 64), "red"), "JPEG")
+
+
+BAD_FILES = {
+    "not-an-image.png": (b"hello, I am text\n" * 10, "not a supported image"),
+    "corrupt.jpg": (_jpeg()[:20] + b"\x00garbage" * 20, "JPEG"),
+    "empty.png": (b"", "empty"),
+    "one-pixel.png": (_encoded(Image.new("RGB", (1, 1)), "PNG"), "too small"),
+    "huge.png": (_png_header_only(20000, 20000), "too large"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_files_give_clear_errors_and_the_server_keeps_serving(
+    client, server, picture, tmp_path, name
+):
+    data, message = BAD_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(AppError, match=f"(?i){message}") as error:
+        classify(client, server, path)
+    assert "Traceback" not in str(error.value)
+    with pytest.raises(AppError, match=f"(?i){message}"):
+        concepts(client, server, path)
+    assert pixels(classify(client, server, picture)["cam"]).shape == (72, 96, 3)
+
+
+def _odd_images() -> dict[str, bytes]:
+    rgb = Image.linear_gradient("L").resize((80, 60)).convert("RGB")
+    deep = np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 13
+    frames = [Image.new("RGB", (80, 60), c) for c in ("red", "blue")]
+    gif = io.BytesIO()
+    frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return {
+        "cmyk.jpg": _encoded(rgb.convert("CMYK"), "JPEG"),
+        "deep.png": _encoded(Image.fromarray(deep), "PNG"),
+        "animated.gif": gif.getvalue(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_odd_images()))
+def test_unusual_but_valid_images_are_explained(client, server, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(_odd_images()[name])
+    out = classify(client, server, path)
+    assert pixels(out["cam"]).shape == (60, 80, 3)
+
+
+@pytest.mark.parametrize(
+    ("target", "contrast", "message"),
+    [
+        ("", "a photo of a bird", "empty"),
+        ("   ", "a photo of a bird", "empty"),
+        ("x" * 2000, "a photo of a bird", "too long"),
+        ("red crown", "", "at least one"),
+        ("red crown", "y" * 2000, "too long"),
+        ("red crown", "red  crown", "different from the target"),
+    ],
+)
+def test_bad_prompts_give_clear_errors(client, server, picture, target, contrast, message):
+    with pytest.raises(AppError, match=f"(?i){message}"):
+        concepts(client, server, picture, target=target, contrast=contrast)
+
+
+def test_gamma_out_of_range_gives_clear_error(client, server, picture):
+    with pytest.raises(AppError, match="(?i)minimum"):
+        classify(client, server, picture, gamma=-1)
+    with pytest.raises(AppError, match="(?i)minimum"):
+        concepts(client, server, picture, gamma=-0.5)
+
+
+def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
+    """gradio_client refuses to encode NaN, so send the JSON by hand (as any other client may)."""
+    base = server.url + "gradio_api"
+    with httpx.Client(timeout=60) as http:
+        with open(picture, "rb") as handle:
+            uploaded = http.post(f"{base}/upload", files={"files": handle}).json()[0]
+        image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "bird.png"}
+        data = [
+            image,
+            server.classifier,
+            "gradcam",
+            float("nan"),
+            3,
+            "logits",
+            [],
+            "(predicted class)",
+            "uniform",
+            0.5,
+        ]
+        body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
+        assert "NaN" in body
+        event = http.post(
+            f"{base}/call/explain_classifier",
+            content=body,
+            headers={"content-type": "application/json"},
+        ).json()["event_id"]
+        stream = http.get(f"{base}/call/explain_classifier/{event}").text
+    assert "event: error" in stream
+    assert "finite" in stream and "Traceback" not in stream
+
+
+def test_files_not_uploaded_by_the_user_are_refused(server, picture):
+    """A crafted API call naming a server file must not read it (Gradio checks the upload folder)."""
+    base = server.url + "gradio_api"
+    image = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+    data = [
+        image,
+        server.classifier,
+        "gradcam",
+        0.5,
+        3,
+        "logits",
+        [],
+        "(predicted class)",
+        "uniform",
+        0.5,
+    ]
+    with httpx.Client(timeout=60) as http:
+        event = http.post(f"{base}/call/explain_classifier", json={"data": data}).json()["event_id"]
+        stream = http.get(f"{base}/call/explain_classifier/{event}").text
+    assert "event: error" in stream and "root:" not in stream
+
+
+def test_unknown_model_and_class_give_clear_errors(client, server, picture):
+    with pytest.raises(AppError, match="(?i)not in the list of choices|unknown model"):
+        classify(client, server, picture, model="no-such-model")
+    with pytest.raises(AppError, match="(?i)unknown class"):
+        classify(client, server, picture, target="no such bird")
+    with pytest.raises(AppError, match="(?i)at least one reference"):
+        classify(client, server, picture, reference_mode="manual", manual_references=[])

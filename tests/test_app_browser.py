@@ -1,0 +1,137 @@
+"""The web app in a real browser (Debian's chromium driven by Playwright; never a downloaded one).
+
+Loads the page, uploads an example, moves the γ slider and checks that only the Finer-CAM
+panel changes; feeds a non-image file through the upload widget and checks the error toast;
+explains a concept in the second tab. Set FINERCAM_UPDATE_SCREENSHOT=1 to refresh
+docs/screenshot.png from this run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from appserver import REPO_ROOT, example, running_server, write_image
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="Debian chromium is not installed at /usr/bin/chromium"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(45_000)
+    page.goto(server.url)
+    page.locator("#clf-image").wait_for()
+    yield page
+    context.close()
+
+
+def _image_src(page, elem_id: str, not_src: str | None = None) -> str:
+    """Wait until the output image ``elem_id`` shows a loaded picture (other than ``not_src``)."""
+    page.wait_for_function(
+        """([id, old]) => {
+            const img = document.querySelector(`#${id} img`);
+            return img && img.complete && img.naturalWidth > 0 && img.src && img.src !== old;
+        }""",
+        arg=[elem_id, not_src],
+    )
+    return page.locator(f"#{elem_id} img").first.get_attribute("src")
+
+
+def _wait_text(page, elem_id: str, text: str) -> None:
+    page.wait_for_function(
+        "([id, text]) => (document.getElementById(id)?.innerText || '').includes(text)",
+        arg=[elem_id, text],
+    )
+
+
+def _pixels(page, src: str) -> np.ndarray:
+    body = page.request.get(src).body()
+    return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def _upload(page, elem_id: str, path: Path) -> None:
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+
+
+def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path):
+    bird = example() or write_image(tmp_path / "bird.png", (128, 128))
+    _upload(page, "clf-image", bird)
+    finer_src = _image_src(page, "clf-finer")
+    cam_src = _image_src(page, "clf-cam")
+    before_finer, before_cam = _pixels(page, finer_src), _pixels(page, cam_src)
+    assert before_finer.shape[:2] == Image.open(bird).size[::-1]
+    _wait_text(page, "clf-used", "reference 1")
+
+    page.locator("#clf-gamma input[type=range]").fill("1")
+    after_src = _image_src(page, "clf-finer", not_src=finer_src)
+    after_finer = _pixels(page, after_src)
+    after_cam = _pixels(page, page.locator("#clf-cam img").first.get_attribute("src"))
+    assert not np.array_equal(before_finer, after_finer), "moving γ must change Finer-CAM"
+    np.testing.assert_array_equal(before_cam, after_cam)  # ... and only Finer-CAM
+    _wait_text(page, "clf-finer-title", "γ=1)")
+
+    shot = tmp_path / "screenshot.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":
+        target = REPO_ROOT / "docs" / "screenshot.png"
+        target.parent.mkdir(exist_ok=True)
+        shutil.copyfile(shot, target)
+
+
+def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("definitely not a picture\n" * 20)
+    _upload(page, "clf-image", bad)
+    page.get_by_text("not a supported image").first.wait_for()
+    assert "Traceback" not in page.content()
+
+    good = write_image(tmp_path / "good.png", (112, 80), seed=1)
+    page.locator("#clf-image button[aria-label='Remove Image']").first.click()
+    _upload(page, "clf-image", good)
+    assert _pixels(page, _image_src(page, "clf-finer")).shape == (80, 112, 3)
+
+
+def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
+    page.get_by_role("tab", name="CLIP concepts").click()
+    page.locator("#con-target textarea, #con-target input").first.fill("a bird with a red crown")
+    _upload(page, "con-image", example() or write_image(tmp_path / "b.png", (96, 96)))
+    page.locator("#con-run").click()
+    src = _image_src(page, "con-finer")
+    assert _pixels(page, src).ndim == 3
+    _wait_text(page, "con-scores", "a photo of a bird")
