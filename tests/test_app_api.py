@@ -106,6 +106,9 @@ def test_named_endpoints_are_documented(client):
         "target",
         "weighting",
         "opacity",
+        "high_resolution",
+        "fgcam_layer",
+        "fgcam_denoise",
     ]
     concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
     assert concept == [
@@ -183,6 +186,19 @@ def test_scorecam_runs(client, server, picture):
     out = classify(client, server, picture, method="scorecam", T=1)
     assert pixels(out["finer"]).shape == (72, 96, 3)
     assert "Score-CAM" in out["cam_title"]
+
+
+def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
+    client, server, picture
+):
+    if not server.service.fgcam_stops(server.classifier):
+        pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
+    low = classify(client, server, picture, gamma=0.6)
+    high = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
+    assert pixels(high["finer"]).shape == (72, 96, 3)
+    assert not np.array_equal(pixels(low["finer"]), pixels(high["finer"]))
+    denoised = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True)
+    assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
 
 
 # ------------------------------------------------------------------------ concepts tab
@@ -328,6 +344,9 @@ def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
             "(predicted class)",
             "uniform",
             0.5,
+            False,
+            0,
+            False,
         ]
         body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
         assert "NaN" in body
@@ -356,6 +375,9 @@ def test_files_not_uploaded_by_the_user_are_refused(server, picture):
         "(predicted class)",
         "uniform",
         0.5,
+        False,
+        0,
+        False,
     ]
     with httpx.Client(timeout=60) as http:
         event = http.post(f"{base}/call/explain_classifier", json={"data": data}).json()["event_id"]

@@ -356,3 +356,16 @@ def test_demo_cnn_on_synthbirds_resolves_every_label(tmp_path):
     rows = _rows(out / "per_image.csv")
     assert len(rows) == 4 * 2 and all(r["label_index"] != "" for r in rows)
     assert all(r["energy_inside"] != "" for r in rows)
+
+
+def test_explain_with_fgcam_writes_pixel_maps_under_their_own_names(tmp_path):
+    from app.synthbirds.dataset import render_sample
+
+    render_sample(0, 3).image.save(tmp_path / "bird.png")
+    out = tmp_path / "o"
+    argv = ["explain", str(tmp_path / "bird.png"), "--model", "demo-cnn", "--device", "cpu",
+            "--fgcam", "--gamma", "1", "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    high = np.load(out / "bird" / "gradcam-fgcam_finer_g1.npy")
+    assert high.shape == (128, 128) and high.max() == pytest.approx(1.0)
+    assert not (out / "bird" / "gradcam_cam.npy").exists()

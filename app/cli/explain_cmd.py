@@ -64,9 +64,16 @@ def output_dirs(items: list[Item]) -> dict[str, PurePosixPath]:
     return dirs
 
 
-def expected_files(folder: Path, methods: list[str], gammas: list[float]) -> list[Path]:
+def file_label(method: str, fgcam: bool) -> str:
+    """The method's name in output file names (FG-CAM maps get their own files)."""
+    return f"{method}-fgcam" if fgcam else method
+
+
+def expected_files(
+    folder: Path, methods: list[str], gammas: list[float], fgcam: bool = False
+) -> list[Path]:
     files = []
-    for method in methods:
+    for method in (file_label(m, fgcam) for m in methods):
         files += [folder / f"{method}_cam.npy", folder / f"{method}_cam.png"]
         for gamma in gammas:
             files += [folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")]
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     dirs = output_dirs(discovery.items)
     pending = [
         item for item in items
-        if not all(p.is_file() for p in expected_files(out / dirs[item.key], methods, gammas))
+        if not all(p.is_file() for p in expected_files(out / dirs[item.key], methods, gammas, args.fgcam))
     ]
     skipped = len(items) - len(pending)
     if skipped:
@@ -123,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         target=_target(args.target),
         manual_references=tuple(_target(r) for r in split_list(args.references)),
         opacity=args.opacity,
+        fgcam=args.fgcam,
+        fgcam_stop=args.fgcam_layer,
+        fgcam_denoise=args.fgcam_denoise,
     )
     out.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if args.workers is None else args.workers
@@ -169,14 +179,15 @@ def explain_one(
     rows = []
     for method in methods:
         cam_written = False
+        label = file_label(method, base.fgcam)
         for gamma in gammas:
             settings = replace(base, method=method, gamma=gamma)
             result = session.service.explain(session.model_name, loaded.image, settings)
             tag = gamma_tag(gamma)
             if not cam_written:
-                _save(folder / f"{method}_cam", result.cam, result.cam_overlay)
+                _save(folder / f"{label}_cam", result.cam, result.cam_overlay)
                 cam_written = True
-            _save(folder / f"{method}_finer_g{tag}", result.finer, result.finer_overlay)
+            _save(folder / f"{label}_finer_g{tag}", result.finer, result.finer_overlay)
             rows.append(
                 {
                     "image": loaded.item.key,
@@ -189,8 +200,8 @@ def explain_one(
                         f"{r.name} ({r.weight:.3f})" if r.weight is not None else r.name
                         for r in result.references
                     ),
-                    "cam_npy": (folder / f"{method}_cam.npy").as_posix(),
-                    "finer_npy": (folder / f"{method}_finer_g{tag}.npy").as_posix(),
+                    "cam_npy": (folder / f"{label}_cam.npy").as_posix(),
+                    "finer_npy": (folder / f"{label}_finer_g{tag}.npy").as_posix(),
                     "notices": " | ".join(result.notices),
                 }
             )

@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--references", action="append", metavar="C[,C]",
                          help="reference classes for --reference-mode manual (names or indices)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    explain.add_argument("--fgcam", action="store_true",
+                         help="raise both maps to pixel resolution with FG-CAM (plain CNNs and "
+                              "ResNets); files are named <method>-fgcam_*")
+    explain.add_argument("--fgcam-layer", type=int, default=0, metavar="I",
+                         help="FG-CAM output: the input of layer I of the model's FG-CAM stack "
+                              "(default 0 = the input image)")
+    explain.add_argument("--fgcam-denoise", action="store_true", help="FG-CAM's SVD denoising")
 
     evaluate = sub.add_parser(
         "evaluate",

@@ -151,8 +151,23 @@ def build_classifier_tab(
             opacity = gr.Slider(
                 0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="clf-opacity"
             )
-            # Seam for "High resolution (FG-CAM)": add its checkbox and layer dropdown here,
-            # append them to `controls` below and give `explain_classifier` matching parameters.
+            high_res = gr.Checkbox(
+                False,
+                label="High resolution (FG-CAM)",
+                info="Carry both maps down to pixels (plain CNNs and ResNets only)",
+                visible=False,  # shown on model load for models FG-CAM supports
+                elem_id="clf-fgcam",
+            )
+            fg_layer = gr.Dropdown(
+                [("input (full resolution)", 0)],
+                value=0,
+                label="FG-CAM output layer",
+                visible=False,
+                elem_id="clf-fgcam-layer",
+            )
+            fg_denoise = gr.Checkbox(
+                False, label="FG-CAM SVD denoising", visible=False, elem_id="clf-fgcam-denoise"
+            )
             run = gr.Button("Explain", variant="primary", elem_id="clf-run")
         with gr.Column(scale=2):
             with gr.Row(equal_height=True):  # titles in their own row keep the panels aligned
@@ -205,6 +220,9 @@ def build_classifier_tab(
         target,
         weighting,
         opacity,
+        high_res,
+        fg_layer,
+        fg_denoise,
     ]
     outputs = [top5, used, cam_title, cam_image, finer_title, finer_image, files, status]
 
@@ -221,12 +239,17 @@ def build_classifier_tab(
         target: str | None = PREDICTED,
         weighting: str = "uniform",
         opacity: float = 0.5,
+        high_resolution: bool = False,
+        fgcam_layer: int = 0,
+        fgcam_denoise: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM | Finer-CAM of an image under a classifier.
 
         `target` is a class name, or empty / "(predicted class)" for the prediction;
         `manual_references` (class names) are used when `reference_mode` is "manual".
+        `high_resolution` raises both maps to pixels with FG-CAM (Finer-FG-CAM for the second),
+        stopping at the input of FG-CAM layer `fgcam_layer` (0 = the input image).
         Returns top-5 predictions, the target and references used, the CAM title and overlay,
         the Finer-CAM title and overlay (PNG, the input's size), the downloads
         ([maps.npy, composite.png]) and the status line.
@@ -244,6 +267,9 @@ def build_classifier_tab(
             target=None if target in (None, "", PREDICTED) else target,
             manual_references=tuple(manual_references or ()),
             opacity=opacity,
+            fgcam=bool(high_resolution),
+            fgcam_stop=int(fgcam_layer or 0),
+            fgcam_denoise=bool(fgcam_denoise),
         )
         progress(0.1, desc="Explaining…")
         explanation = service.explain(model, image, settings, progress=progress_fn(progress))
@@ -274,15 +300,18 @@ def build_classifier_tab(
     ) -> tuple[Any, ...]:
         """Load the chosen model (with progress) and offer its class names."""
         if not name:
-            return gr.skip(), gr.skip(), status_line(registry)
+            return (gr.skip(),) * 4 + (status_line(registry),)
         progress(0.0, desc=f"Loading {name}…")
         labels = list(registry.get(name).labels)
         notice = registry.notice(name)
         if notice:
             gr.Warning(notice)
+        stops = service.fgcam_stops(name)
         return (
             gr.Dropdown(choices=[PREDICTED, *labels], value=PREDICTED),
             gr.Dropdown(choices=labels, value=[]),
+            gr.Checkbox(visible=bool(stops), value=False),
+            gr.Dropdown(choices=stops or [("input (full resolution)", 0)], value=0, visible=False),
             status_line(registry),
         )
 
@@ -295,10 +324,11 @@ def build_classifier_tab(
         concurrency_id="explain",
     )
     image.change(image_changed, controls, outputs, api_visibility="private", **common)
+    loaded = [target, manual, high_res, fg_layer, status]
     model.input(
         load_model,
         [model],
-        [target, manual, status],
+        loaded,
         api_visibility="private",
         concurrency_id="explain",
     ).success(live, controls, outputs, api_visibility="private", **common)
@@ -313,7 +343,15 @@ def build_classifier_tab(
         slider.change(
             live, controls, outputs, api_visibility="private", show_progress="minimal", **common
         )
-    for control in (method, reference_mode, manual, target, weighting):
+    high_res.input(
+        lambda on: (gr.Dropdown(visible=on), gr.Checkbox(visible=on)),
+        [high_res],
+        [fg_layer, fg_denoise],
+        queue=False,
+        api_visibility="private",
+    )
+    for control in (method, reference_mode, manual, target, weighting, high_res, fg_layer,
+                    fg_denoise):
         control.input(live, controls, outputs, api_visibility="private", **common)
 
-    return ClassifierTab(on_load=(load_model, [model], [target, manual, status]))
+    return ClassifierTab(on_load=(load_model, [model], loaded))
