@@ -5,7 +5,7 @@
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
 VGG16-BN at 224 px and its ratio to one forward pass. Random weights: timing does not depend on
-them. Numbers are medians over ``--repeats`` runs after a warm-up.
+them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
 """
 
 from __future__ import annotations
@@ -29,15 +29,20 @@ from app.models.clip import ClipEngine, load_open_clip
 log = logging.getLogger("bench.latency")
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``run`` over ``repeats`` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, timed in alternating rounds after one warm-up each.
+
+    Interleaving keeps the ratios fair when the machine's load changes during the run.
+    """
+    for run in runs.values():
         run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 class ClipClassifier(torch.nn.Module):
@@ -98,12 +103,11 @@ def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     def rerender() -> None:
         service.explain("bench", image, ExplainSettings(gamma=float(next(gammas)), target=target))
 
-    return {
-        "anchor": median_seconds(anchor, args.repeats),
-        "ours": median_seconds(ours_cold, args.repeats),
-        "forward": median_seconds(forward, args.repeats),
-        "rerender": median_seconds(rerender, args.repeats * 4),
-    }
+    timings = interleaved_medians(
+        {"anchor": anchor, "ours": ours_cold, "forward": forward}, args.repeats
+    )
+    timings["rerender"] = interleaved_medians({"rerender": rerender}, args.repeats * 4)["rerender"]
+    return timings
 
 
 def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
@@ -122,10 +126,9 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
         with torch.no_grad():
             model(x)
 
-    return {
-        "fgcam": median_seconds(lambda: fgcam(model.features, x, weights), args.repeats),
-        "vgg_forward": median_seconds(forward, args.repeats),
-    }
+    return interleaved_medians(
+        {"fgcam": lambda: fgcam(model.features, x, weights), "vgg_forward": forward}, args.repeats
+    )
 
 
 def main() -> None:

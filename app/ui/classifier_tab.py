@@ -17,6 +17,7 @@ from app.explain.methods import METHODS
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry, model_specs
 from app.ui.common import (
+    image_with_examples,
     SCORE_HEADERS,
     DownloadDir,
     file_stem,
@@ -30,7 +31,6 @@ from app.ui.common import (
     user_errors,
     with_image,
 )
-from app.ui.image_input import ImagePath
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +92,7 @@ def build_classifier_tab(
 
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImagePath(
-                type="filepath",
-                sources=["upload", "clipboard", "webcam"],
-                label="Image",
-                elem_id="clf-image",
-            )
-            if examples:
-                gr.Examples(
-                    examples=[[path] for path in examples], inputs=[image], label="Examples"
-                )
+            image = image_with_examples("clf", examples)
             model = gr.Dropdown(models, value=selected, label="Model", elem_id="clf-model")
             method = gr.Dropdown(
                 METHOD_CHOICES, value="gradcam", label="CAM method", elem_id="clf-method"

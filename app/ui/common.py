@@ -23,6 +23,7 @@ import numpy as np
 from app.explain.gradients import ProgressFn
 from app.explain.service import Explanation
 from app.models.registry import ModelLoadError, ModelRegistry
+from app.ui.image_input import ImagePath
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +204,16 @@ def status_line(registry: ModelRegistry) -> str:
         else "online: weights from the Hugging Face Hub, offline demo models as fallback"
     )
     return f"**Status:** {registry.status()} ({mode})"
+
+
+def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:
+    """The image input (upload, paste, webcam) with the example gallery under it."""
+    image = ImagePath(
+        type="filepath",
+        sources=["upload", "clipboard", "webcam"],
+        label="Image",
+        elem_id=f"{elem_prefix}-image",
+    )
+    if examples:
+        gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
+    return image

@@ -17,6 +17,7 @@ from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import METHOD_CHOICES, default_model, model_choices
 from app.ui.common import (
+    image_with_examples,
     DownloadDir,
     file_stem,
     gpu,
@@ -27,7 +28,6 @@ from app.ui.common import (
     user_errors,
     with_image,
 )
-from app.ui.image_input import ImagePath
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,7 @@ def build_concepts_tab(
 
     with gr.Row():
         with gr.Column(scale=1):
-            image = ImagePath(
-                type="filepath",
-                sources=["upload", "clipboard", "webcam"],
-                label="Image",
-                elem_id="con-image",
-            )
-            if examples:
-                gr.Examples(
-                    examples=[[path] for path in examples], inputs=[image], label="Examples"
-                )
+            image = image_with_examples("con", examples)
             model = gr.Dropdown(models, value=selected, label="CLIP model", elem_id="con-model")
             target = gr.Textbox(
                 label="Target concept",
