@@ -1,5 +1,6 @@
 """The shared explanation service: gradients cache, references, methods, Finer combination."""
 
 from app.explain.engine import contrastive_cam
+from app.explain.service import ExplainSettings, Explanation, ExplanationService
 
-__all__ = ["contrastive_cam"]
+__all__ = ["ExplainSettings", "Explanation", "ExplanationService", "contrastive_cam"]
