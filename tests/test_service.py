@@ -145,3 +145,9 @@ def test_adapter_notices_reach_the_explanation(service, tiny_adapter, rgb_image)
     tiny_adapter.notices = ("Prompt 2 was truncated to 77 tokens.",)
     result = service.explain("tiny", rgb_image)
     assert result.notices[0] == "Prompt 2 was truncated to 77 tokens."
+
+
+def test_large_images_are_capped_to_the_configured_side(tiny_adapter):
+    service = ExplanationService(lambda name: tiny_adapter, max_side=40)
+    big = Image.fromarray(np.zeros((100, 200, 3), dtype=np.uint8))
+    assert service.explain("tiny", big).cam.shape == (20, 40)

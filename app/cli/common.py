@@ -127,6 +127,7 @@ def open_session(
         lambda name: registry.get(name),
         max_entries=settings.cache_entries,
         max_bytes=settings.cache_mb << 20,
+        max_side=settings.max_side,
     )
     notice = registry.notice(model_name)
     if notice and not allow_fallback:

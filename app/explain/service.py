@@ -120,6 +120,7 @@ class ExplanationService:
         get_model: Resolves a model name to an adapter (the registry's ``get``).
         max_entries: Gradient entries kept (LRU).
         max_bytes: Approximate bytes of activations and gradients kept (LRU).
+        max_side: Longest image side handed to the models (larger images are downscaled).
     """
 
     def __init__(
@@ -127,8 +128,10 @@ class ExplanationService:
         get_model: Callable[[str], ExplainableModel],
         max_entries: int = DEFAULT_CACHE_ENTRIES,
         max_bytes: int = DEFAULT_CACHE_BYTES,
+        max_side: int = inputs.DEFAULT_MAX_SIDE,
     ) -> None:
         self._get_model = get_model
+        self.max_side = max_side
         self.entries: BoundedLRU[GradientEntry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
         self.trunks: BoundedLRU[torch.Tensor] = BoundedLRU(max_entries, max_bytes, _tensor_bytes)
         self.traces: BoundedLRU[FGCAMTrace] = BoundedLRU(
@@ -144,7 +147,7 @@ class ExplanationService:
     ) -> Explanation:
         """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
         model = self._get_model(model_name)
-        return self._explain(model, inputs.load_image(image), settings, progress)
+        return self._explain(model, self._load(image), settings, progress)
 
     def explain_concepts(
         self,
@@ -179,7 +182,10 @@ class ExplanationService:
             manual_references=tuple(range(1, len(contrasts) + 1)),
             top_t=len(contrasts),
         )
-        return self._explain(model, inputs.load_image(image), concept_settings, progress)
+        return self._explain(model, self._load(image), concept_settings, progress)
+
+    def _load(self, image: Any) -> Image.Image:
+        return inputs.load_image(image, max_side=self.max_side)
 
     def _explain(
         self,
@@ -208,6 +214,9 @@ class ExplanationService:
             raws = np.concatenate(
                 [raw_map(entry, contrast, method, model, x, progress) for contrast in contrasts]
             )
+        # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
+        # counts those bytes against the cache bound now rather than at the next image.
+        self.entries.put(_entry_key(model, digest), entry)
         cam, finer_map = finish_maps(raws, image.size)
         pixels = np.asarray(image)
         if not finer_map.any():
@@ -292,7 +301,7 @@ class ExplanationService:
     def _entry(
         self, model: ExplainableModel, image: Image.Image, digest: str
     ) -> tuple[GradientEntry, bool]:
-        key = (model.trunk_key, model.head_key, digest)
+        key = _entry_key(model, digest)
         entry = self.entries.get(key)
         if entry is not None:
             return entry, True
@@ -334,6 +343,10 @@ class ExplanationService:
         )
         notices += [choice.notice] if choice.notice else []
         return list(choice.indices), notices
+
+
+def _entry_key(model: ExplainableModel, digest: str) -> tuple[str, str, str]:
+    return (model.trunk_key, model.head_key, digest)
 
 
 def image_digest(image: Image.Image) -> str:

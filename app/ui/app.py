@@ -42,7 +42,10 @@ def create_service(registry: ModelRegistry, settings: Settings | None = None) ->
     """The explanation service over ``registry`` with the configured cache bounds."""
     settings = settings or registry.settings
     return ExplanationService(
-        registry.get, max_entries=settings.cache_entries, max_bytes=settings.cache_mb * 2**20
+        registry.get,
+        max_entries=settings.cache_entries,
+        max_bytes=settings.cache_mb * 2**20,
+        max_side=settings.max_side,
     )
 
 
