@@ -24,6 +24,7 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/home/user/.cache/huggingface \
     TORCH_HOME=/home/user/.cache/torch \
     GRADIO_ANALYTICS_ENABLED=False \
+    MALLOC_ARENA_MAX=2 \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
     FINERCAM_HOST=0.0.0.0 \

@@ -1,0 +1,592 @@
+"""Load test: N concurrent gradio_client clients against a real Finer-CAM Studio server.
+
+    python -m bench.load [--clients 8] [--duration 60] [--max-requests 2000] [--seed 0]
+                         [--models demo-cnn] [--concept-model demo-tinyclip]
+                         [--concurrency N] [--threads 1] [--timeout 120]
+                         [--cache-entries N] [--cache-mb N] [--kinds KIND,...]
+
+Starts ``python -m app`` on a free 127.0.0.1 port in a subprocess (so its RSS is measured
+alone: /proc/<pid>/status VmRSS every 0.5 s), then every client thread, each with its own
+``gradio_client.Client``, sends a seeded random mix for ``--duration`` seconds (at most
+``--max-requests`` in all): classifier requests on the example birds and on freshly rendered
+distinct synthetic birds (so the caches fill and evict), γ/T/weighting changes on an image the
+client sent before (cache hits), concept requests, and invalid requests (non-image bytes, an
+empty file, a 1x1 PNG, γ=-1, γ=NaN over raw HTTP, an empty and a 2000-character prompt), each of
+which must be refused with its own clear message.
+
+Prints requests served, counts and p50/p95 latency per kind, errors by kind with a sample
+message, peak RSS, mean RSS of the first vs the last 10 s and of every 10 s in between, and
+``valid requests failed: N``. ``--kinds`` restricts the mix (e.g. to tell which requests grow
+memory); ``--cache-entries``/``--cache-mb`` set the server's gradient cache bounds.
+Exit status 1 when a valid request failed, an invalid one was not refused with its message, or
+the server died. The server only ever listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from app.synthbirds import NUM_SPECIES, render_sample
+from bench.server import REPO_ROOT, SAMPLE_PERIOD_S, RssSampler, running_server
+
+log = logging.getLogger("bench.load")
+
+EXAMPLES = tuple(sorted((REPO_ROOT / "assets" / "examples").glob("*.png")))
+CLASSIFIER_API = "/explain_classifier"
+CONCEPTS_API = "/explain_concepts"
+CLASSIFIER_OUTPUTS = 8  # top5, used, cam title, cam, finer title, finer, files, status
+CONCEPT_OUTPUTS = 7  # scores, cam title, cam, finer title, finer, files, status
+GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam")
+CONCEPT_TARGETS = (
+    "a bird with a red crown",
+    "a bird with a yellow crown",
+    "a bird with a white tail tip",
+    "a bird with a black eye ring",
+    "a blue bird",
+)
+CONCEPT_CONTRASTS = ("a photo of a bird", "a bird with a blue crown\na photo of a bird")
+WINDOW_S = 10.0
+
+OK, REFUSED, FAILED = "ok", "refused", "FAILED"
+CONCEPT_KINDS = ("concepts", "bad-empty-prompt", "bad-long-prompt")
+HEADER = "kind                     n    ok  refused  FAILED  p50 ms  p95 ms"
+
+
+# ------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Result:
+    """One request: what was sent, how long it took, and how it ended."""
+
+    kind: str
+    valid: bool
+    started: float
+    latency: float
+    outcome: str  # OK | REFUSED (an invalid input refused with its message) | FAILED
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A request kind: its weight in the mix and, for invalid ones, the expected message."""
+
+    name: str
+    weight: float
+    expect: str | None = None  # regex the refusal must match; None = a valid request
+
+    @property
+    def valid(self) -> bool:
+        return self.expect is None
+
+
+KINDS = (
+    Kind("classify-example", 0.14),
+    Kind("classify-new-bird", 0.24),
+    Kind("classify-gamma-T", 0.20),
+    Kind("concepts", 0.14),
+    Kind("bad-not-image", 0.04, r"not a supported image"),
+    Kind("bad-empty-file", 0.04, r"empty"),
+    Kind("bad-1x1-png", 0.04, r"too small"),
+    Kind("bad-gamma-negative", 0.04, r"minimum"),
+    Kind("bad-gamma-nan", 0.04, r"finite"),
+    Kind("bad-empty-prompt", 0.04, r"empty"),
+    Kind("bad-long-prompt", 0.04, r"too long"),
+)
+
+
+# --------------------------------------------------------------------------- the clients
+
+
+def invalid_files(folder: Path) -> dict[str, Path]:
+    """The bad uploads: non-image bytes, a 0-byte file, a 1x1 PNG."""
+    one_pixel = io.BytesIO()
+    Image.new("RGB", (1, 1), "red").save(one_pixel, "PNG")
+    contents = {
+        "bad-not-image": ("not-an-image.png", b"hello, I am plain text\n" * 20),
+        "bad-empty-file": ("empty.png", b""),
+        "bad-1x1-png": ("one-pixel.png", one_pixel.getvalue()),
+    }
+    paths = {}
+    for kind, (name, data) in contents.items():
+        paths[kind] = folder / name
+        paths[kind].write_bytes(data)
+    return paths
+
+
+class Budget:
+    """Shared stop condition: a deadline and a cap on the number of requests started."""
+
+    def __init__(self, deadline: float, max_requests: int) -> None:
+        self.deadline = deadline
+        self.remaining = max_requests
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.remaining <= 0 or time.monotonic() >= self.deadline:
+                return False
+            self.remaining -= 1
+            return True
+
+
+@dataclass
+class Workload:
+    """What every client shares: the server, the files, the models, the bird counter."""
+
+    url: str
+    folder: Path
+    classifiers: list[str]
+    concept_model: str | None
+    bad_files: dict[str, Path]
+    seed: int
+    timeout: float
+    defaults: list[Any] = field(default_factory=list)  # /explain_classifier's default inputs
+    birds: Iterator[int] = field(default_factory=itertools.count)
+    _birds_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def new_bird(self) -> Path:
+        """Render a synthetic bird no client has sent yet (distinct pixels: a new cache key)."""
+        with self._birds_lock:
+            number = next(self.birds)
+        sample = render_sample(number % NUM_SPECIES, np.random.SeedSequence([self.seed, number]))
+        path = self.folder / f"bird-{number:05d}.png"
+        sample.image.save(path)
+        return path
+
+
+class Worker:
+    """One client thread: its own gradio_client.Client, raw HTTP client and seeded RNG."""
+
+    def __init__(self, index: int, work: Workload, kinds: tuple[Kind, ...]) -> None:
+        self.work = work
+        self.kinds = kinds
+        self.rng = np.random.default_rng([work.seed, index])
+        self.client = Client(work.url, verbose=False, analytics_enabled=False, download_files=False)
+        self.http = httpx.Client(timeout=work.timeout)
+        self.last_image: Path = EXAMPLES[index % len(EXAMPLES)]
+        self.results: list[Result] = []
+        weights = np.array([k.weight for k in kinds])
+        self._p = weights / weights.sum()
+        self._send: dict[str, Callable[[], Any]] = {
+            "classify-example": lambda: self.classify(self._example()),
+            "classify-new-bird": self._new_bird,
+            "classify-gamma-T": self._slider_change,
+            "concepts": self._concepts,
+            "bad-not-image": lambda: self.classify(work.bad_files["bad-not-image"]),
+            "bad-empty-file": lambda: self.classify(work.bad_files["bad-empty-file"]),
+            "bad-1x1-png": lambda: self.classify(work.bad_files["bad-1x1-png"]),
+            "bad-gamma-negative": lambda: self.classify(self._example(), gamma=-1.0),
+            "bad-gamma-nan": self._nan_gamma,
+            "bad-empty-prompt": lambda: self.concepts(self._example(), target=""),
+            "bad-long-prompt": lambda: self.concepts(self._example(), target="x" * 2000),
+        }
+
+    def run(self, budget: Budget) -> None:
+        while budget.take():
+            kind = self.kinds[int(self.rng.choice(len(self.kinds), p=self._p))]
+            self.results.append(self.request(kind))
+        self.client.close()
+        self.http.close()
+
+    def request(self, kind: Kind) -> Result:
+        start = time.monotonic()
+        try:
+            self._send[kind.name]()
+        except AppError as error:
+            return self._refusal(kind, start, str(error))
+        except Exception as error:  # noqa: BLE001 - every failure is recorded, none ends the run
+            return Result(kind.name, kind.valid, start, time.monotonic() - start, FAILED,
+                          f"{type(error).__name__}: {error}")
+        latency = time.monotonic() - start
+        if kind.valid:
+            return Result(kind.name, True, start, latency, OK)
+        return Result(kind.name, False, start, latency, FAILED, "invalid input was accepted")
+
+    def _refusal(self, kind: Kind, start: float, message: str) -> Result:
+        latency = time.monotonic() - start
+        expected = kind.expect is not None and re.search(kind.expect, message, re.IGNORECASE)
+        if expected and "Traceback" not in message:
+            return Result(kind.name, False, start, latency, REFUSED, message)
+        return Result(kind.name, kind.valid, start, latency, FAILED, message or "(no message)")
+
+    # -- requests
+
+    def _call(self, api_name: str, outputs: int, **kwargs: Any) -> tuple[Any, ...]:
+        job = self.client.submit(api_name=api_name, **kwargs)
+        try:
+            result = job.result(timeout=self.work.timeout)
+        except FutureTimeout:
+            job.cancel()
+            raise TimeoutError(f"no answer within {self.work.timeout:.0f} s") from None
+        if not isinstance(result, (tuple, list)) or len(result) != outputs:
+            raise RuntimeError(f"unexpected response shape: {str(result)[:200]}")
+        return tuple(result)
+
+    def classify(self, image: Path, **kwargs: Any) -> tuple[Any, ...]:
+        model = str(self.rng.choice(self.work.classifiers))
+        result = self._call(
+            CLASSIFIER_API, CLASSIFIER_OUTPUTS, image=handle_file(str(image)), model=model, **kwargs
+        )
+        _check_images(result[3], result[5])
+        return result
+
+    def concepts(self, image: Path, target: str | None = None) -> tuple[Any, ...]:
+        if self.work.concept_model is None:
+            raise RuntimeError("no concept model (--concept-model '')")
+        result = self._call(
+            CONCEPTS_API,
+            CONCEPT_OUTPUTS,
+            image=handle_file(str(image)),
+            model=self.work.concept_model,
+            target_concept=str(self.rng.choice(CONCEPT_TARGETS)) if target is None else target,
+            contrast_prompts=str(self.rng.choice(CONCEPT_CONTRASTS)),
+            gamma=round(float(self.rng.uniform(0, 1)), 2),
+        )
+        _check_images(result[2], result[4])
+        return result
+
+    def _example(self) -> Path:
+        return EXAMPLES[int(self.rng.integers(len(EXAMPLES)))]
+
+    def _new_bird(self) -> tuple[Any, ...]:
+        self.last_image = self.work.new_bird()
+        return self.classify(self.last_image, gamma=0.6, T=3)
+
+    def _slider_change(self) -> tuple[Any, ...]:
+        """A new γ, T, weighting or gradient method on an image sent before: no model run."""
+        return self.classify(
+            self.last_image,
+            gamma=round(float(self.rng.uniform(0, 1)), 2),
+            T=int(self.rng.integers(1, 6)),
+            weighting=str(self.rng.choice(["uniform", "probability"])),
+            method=str(self.rng.choice(GRADIENT_METHODS)),
+        )
+
+    def _concepts(self) -> tuple[Any, ...]:
+        image = self.last_image if self.rng.random() < 0.5 else self._example()
+        return self.concepts(image)
+
+    def _nan_gamma(self) -> None:
+        """γ = NaN: gradio_client refuses to encode NaN, so the JSON goes over raw HTTP."""
+        base = self.work.url + "gradio_api"
+        image = self._example()
+        with open(image, "rb") as handle:
+            uploaded = self.http.post(f"{base}/upload", files={"files": handle}).json()[0]
+        data = list(self.work.defaults)
+        data[0] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": image.name}
+        data[1] = self.work.classifiers[0]
+        data[3] = float("nan")
+        body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
+        call = f"{base}/call{CLASSIFIER_API}"
+        event = self.http.post(call, content=body, headers={"content-type": "application/json"})
+        stream = self.http.get(f"{call}/{event.json()['event_id']}").text
+        if "event: error" not in stream:
+            raise RuntimeError(f"NaN γ was not refused: {stream[:200]}")
+        raise AppError(_error_message(stream))
+
+
+def _check_images(*outputs: Any) -> None:
+    """Both panels came back as files the server serves."""
+    for output in outputs:
+        if not isinstance(output, dict) or not (output.get("url") or output.get("path")):
+            raise RuntimeError(f"missing image in the response: {str(output)[:200]}")
+
+
+def _error_message(stream: str) -> str:
+    """The message of an ``event: error`` in a /call SSE stream."""
+    lines = stream.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("event: error") and i + 1 < len(lines):
+            payload = lines[i + 1].removeprefix("data:").strip()
+            try:
+                decoded = json.loads(payload)
+            except json.JSONDecodeError:
+                return payload
+            if isinstance(decoded, dict):
+                return str(decoded.get("error") or decoded.get("message") or decoded)
+            return str(decoded)
+    return stream[:200]
+
+
+def classifier_defaults(url: str) -> list[Any]:
+    """Default inputs of /explain_classifier in parameter order (for raw HTTP calls)."""
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    try:
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    finally:
+        client.close()
+    parameters = api[CLASSIFIER_API]["parameters"]
+    names = [p["parameter_name"] for p in parameters]
+    if names[:4] != ["image", "model", "method", "gamma"]:
+        raise RuntimeError(f"{CLASSIFIER_API} parameters changed: {names}")
+    return [p.get("parameter_default") for p in parameters]
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+@dataclass
+class Report:
+    results: list[Result]
+    rss: list[tuple[float, int]]
+    load_start: float
+    load_end: float
+    server_alive: bool
+    clients: int
+    loadavg: tuple[str, str]  # 1/5/15-min load averages before and after the run
+
+    def valid_failed(self) -> int:
+        return sum(r.valid and r.outcome == FAILED for r in self.results)
+
+    def invalid_misanswered(self) -> int:
+        return sum(not r.valid and r.outcome == FAILED for r in self.results)
+
+
+def run_load(args: argparse.Namespace, workdir: Path) -> Report:
+    """Start the server, drive it with ``args.clients`` clients, stop it; return the figures."""
+    kinds = tuple(
+        k
+        for k in KINDS
+        if (args.kinds is None or k.name in args.kinds)
+        and (args.concept_model or k.name not in CONCEPT_KINDS)
+    )
+    if not kinds:
+        raise SystemExit("error: no request kinds left to send (see --kinds, --concept-model)")
+    models = list(args.models) + ([args.concept_model] if args.concept_model else [])
+    loadavg_before = _loadavg()
+    cache = {
+        name: str(value)
+        for name, value in (
+            ("FINERCAM_CACHE_ENTRIES", args.cache_entries),
+            ("FINERCAM_CACHE_MB", args.cache_mb),
+        )
+        if value is not None
+    }
+    with running_server(models, workdir, args.concurrency, args.threads, cache) as server:
+        sampler = RssSampler(server.process.pid)
+        sampler.start()
+        work = Workload(
+            url=server.url,
+            folder=workdir,
+            classifiers=list(args.models),
+            concept_model=args.concept_model or None,
+            bad_files=invalid_files(workdir),
+            seed=args.seed,
+            timeout=args.timeout,
+            defaults=classifier_defaults(server.url),
+        )
+        workers = [Worker(i, work, kinds) for i in range(args.clients)]
+        load_start = time.monotonic()
+        budget = Budget(load_start + args.duration, args.max_requests)
+        threads = [
+            threading.Thread(target=w.run, args=(budget,), name=f"client-{i}", daemon=True)
+            for i, w in enumerate(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=max(0.0, budget.deadline - time.monotonic()) + args.timeout + 30)
+        load_end = time.monotonic()
+        alive = server.alive()
+        sampler.stop()
+        if not alive:
+            log.error("the server died during the run:\n%s", server.log_tail())
+    results = [r for w in workers for r in w.results]
+    loadavg = (loadavg_before, _loadavg())
+    return Report(results, sampler.samples, load_start, load_end, alive, args.clients, loadavg)
+
+
+def _loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+# ------------------------------------------------------------------------------ printing
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{np.percentile(values, q) * 1000:.0f}" if values else "-"
+
+
+def _mb(value: float) -> str:
+    return f"{value / 2**20:.1f} MB"
+
+
+def rss_summary(report: Report) -> list[str]:
+    """Peak RSS, and the mean of the first vs the last ``WINDOW_S`` of the load."""
+    during = [(t, b) for t, b in report.rss if report.load_start <= t <= report.load_end and b]
+    if not during:
+        return ["server RSS: no samples"]
+    before = [b for t, b in report.rss if t < report.load_start and b]
+    first = [b for t, b in during if t < report.load_start + WINDOW_S]
+    last = [b for t, b in during if t > report.load_end - WINDOW_S]
+    first_mean, last_mean = float(np.mean(first)), float(np.mean(last))
+    windows = _windows(during, report.load_start)
+    return [
+        (
+            f"server RSS: before load {_mb(before[-1]) if before else '-'}, "
+            f"peak {_mb(max(b for _, b in during))} "
+            f"({len(during)} samples every {SAMPLE_PERIOD_S} s)"
+        ),
+        (
+            f"server RSS mean: first {WINDOW_S:.0f} s {_mb(first_mean)} "
+            f"(max {_mb(max(first))}), last {WINDOW_S:.0f} s {_mb(last_mean)} "
+            f"(max {_mb(max(last))}), change {(last_mean - first_mean) / 2**20:+.1f} MB"
+        ),
+        f"server RSS mean per {WINDOW_S:.0f} s (MB): "
+        + ", ".join(f"{np.mean(w) / 2**20:.0f}" for w in windows if w),
+    ]
+
+
+def _windows(samples: list[tuple[float, int]], start: float) -> list[list[int]]:
+    """RSS samples grouped into consecutive ``WINDOW_S`` windows from ``start``."""
+    count = int((samples[-1][0] - start) // WINDOW_S) + 1
+    windows: list[list[int]] = [[] for _ in range(count)]
+    for t, value in samples:
+        windows[int((t - start) // WINDOW_S)].append(value)
+    return windows
+
+
+def format_report(report: Report, args: argparse.Namespace) -> str:
+    results = report.results
+    elapsed = report.load_end - report.load_start
+    valid = [r for r in results if r.valid]
+    models = ", ".join(args.models) + (f" + {args.concept_model}" if args.concept_model else "")
+    lines = [
+        (
+            f"load: {report.clients} clients, {elapsed:.1f} s, models {models}, seed {args.seed}, "
+            f"server torch threads {args.threads}, {os.cpu_count()} CPUs shared "
+            f"(load average before {report.loadavg[0]}, after {report.loadavg[1]})"
+        ),
+        (
+            f"server cache bound: {args.cache_entries or 'default'} entries, "
+            f"{args.cache_mb or 'default'} MB"
+        ),
+        (
+            f"requests served: {len(results)} ({len(results) / max(elapsed, 1e-9):.2f}/s); "
+            f"valid {len(valid)}, invalid {len(results) - len(valid)}"
+        ),
+        "",
+        HEADER,
+    ]
+    for kind in KINDS:
+        rows = [r for r in results if r.kind == kind.name]
+        if not rows:
+            continue
+        latencies = [r.latency for r in rows]
+        counts = {o: sum(r.outcome == o for r in rows) for o in (OK, REFUSED, FAILED)}
+        lines.append(
+            f"{kind.name:20s} {len(rows):5d} {counts[OK]:5d} {counts[REFUSED]:8d} "
+            f"{counts[FAILED]:7d} {_ms(latencies, 50):>7s} {_ms(latencies, 95):>7s}"
+        )
+    valid_latencies = [r.latency for r in valid if r.outcome == OK]
+    lines += [
+        "",
+        (
+            f"valid requests latency: p50 {_ms(valid_latencies, 50)} ms, "
+            f"p95 {_ms(valid_latencies, 95)} ms (includes queueing behind the other clients)"
+        ),
+        "errors by kind (sample message):",
+    ]
+    for kind in KINDS:
+        errors = [r for r in results if r.kind == kind.name and r.outcome != OK]
+        if errors:
+            sample = next((r for r in errors if r.outcome == FAILED), errors[0])
+            outcome = "FAILED" if sample.outcome == FAILED else "refused"
+            lines.append(f"  {kind.name:20s} {len(errors):4d} {outcome}: {sample.message[:140]}")
+    lines += rss_summary(report)
+    lines += [
+        f"server alive after the run: {'yes' if report.server_alive else 'NO'}",
+        f"invalid requests not refused with their message: {report.invalid_misanswered()}",
+        f"valid requests failed: {report.valid_failed()}",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (%(default)s)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds (%(default)s)")
+    parser.add_argument("--max-requests", type=int, default=2000, help="cap in all (%(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the request mix")
+    parser.add_argument(
+        "--models",
+        default="demo-cnn",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        help="comma-separated classifier models (offline ones; default %(default)s)",
+    )
+    parser.add_argument(
+        "--concept-model", default="demo-tinyclip", help="concepts model ('' for none)"
+    )
+    parser.add_argument(
+        "--kinds",
+        default=None,
+        type=lambda text: {k.strip() for k in text.split(",") if k.strip()},
+        help="comma-separated request kinds to send (default: the whole mix: "
+        + ", ".join(k.name for k in KINDS)
+        + ")",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="server queue concurrency (app default)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="server torch threads (1)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
+    parser.add_argument(
+        "--cache-entries", type=int, default=None, help="server gradient cache size (app default)"
+    )
+    parser.add_argument(
+        "--cache-mb", type=int, default=None, help="server gradient cache MB (app default)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("clients", "max_requests", "threads", "cache_entries", "cache_mb"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 < args.duration <= 3600:
+        parser.error("--duration must be in (0, 3600] seconds")
+    if not args.models:
+        parser.error("--models needs at least one classifier model")
+    unknown = sorted((args.kinds or set()) - {k.name for k in KINDS})
+    if unknown:
+        parser.error(f"unknown --kinds {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="finercam-load-"))
+    try:
+        report = run_load(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(format_report(report, args))
+    failed = report.valid_failed() or report.invalid_misanswered() or not report.server_alive
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
