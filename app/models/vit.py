@@ -28,6 +28,8 @@ position models are refused with a ValueError.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import math
 from collections.abc import Callable
 
@@ -58,7 +60,7 @@ class TokenGrids:
         raise ValueError(f"unknown patch grid for {num_tokens} tokens; run the trunk first")
 
 
-class _ViTSplit:
+class _ViTSplit(ABC):
     """Shared trunk/tail logic; subclasses supply embedding, blocks and the block arithmetic."""
 
     prefix: int  # class (+ register) tokens before the patch tokens
@@ -82,20 +84,25 @@ class _ViTSplit:
 
     # subclass hooks ------------------------------------------------------------------------
 
+    @abstractmethod
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        raise NotImplementedError
+        """Image batch -> (tokens with class/register prefix and position embeddings, grid)."""
 
+    @abstractmethod
     def _blocks(self) -> nn.ModuleList | nn.Sequential:
-        raise NotImplementedError
+        """The transformer blocks, in order."""
 
+    @abstractmethod
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The last block's first norm (the CAM target layer)."""
 
+    @abstractmethod
     def _attend(self, normed: torch.Tensor, cls_only: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """The last block's attention, for the class-token query only when ``cls_only``."""
 
+    @abstractmethod
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Residual, MLP and layer scale of the last block after attention."""
 
     # split -----------------------------------------------------------------------------------
 
