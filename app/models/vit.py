@@ -28,9 +28,8 @@ position models are refused with a ValueError.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
