@@ -369,3 +369,14 @@ def test_explain_with_fgcam_writes_pixel_maps_under_their_own_names(tmp_path):
     high = np.load(out / "bird" / "gradcam-fgcam_finer_g1.npy")
     assert high.shape == (128, 128) and high.max() == pytest.approx(1.0)
     assert not (out / "bird" / "gradcam_cam.npy").exists()
+
+
+def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_results(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["evaluate", "--dataset", "synthbirds", "--count", "2", "--model", "demo-cnn",
+            "--device", "cpu", "--steps", "4", "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main([*argv, "--fgcam"]) == 0
+    assert len(_rows(out / "per_image.csv")) == 2 * 2
+    assert json.loads((out / "run.json").read_text())["fgcam"] == {"layer": 0, "denoise": False}
+    assert main(argv) == 2
+    assert "fgcam" in capsys.readouterr().err

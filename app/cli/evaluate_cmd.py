@@ -81,7 +81,7 @@ REQUIRED = ("image", "method", "variant", "gamma", "deletion_auc", "insertion_au
 # Settings that change the numbers: a resumed run must use the same ones.
 FINGERPRINT = (
     "model", "dataset", "target", "reference_mode", "top_t", "weighting", "top_fraction", "steps",
-    "baseline", "region", "part_radius", "tolerance",
+    "baseline", "region", "part_radius", "tolerance", "fgcam",
 )
 
 
@@ -166,6 +166,9 @@ class MetricOptions:
     baseline: str = "blur"
     batch_size: int = 64
     tolerance: float = 0.0
+    fgcam: bool = False
+    fgcam_layer: int = 0
+    fgcam_denoise: bool = False
 
 
 def evaluate_image(
@@ -185,7 +188,8 @@ def evaluate_image(
     for method in dict.fromkeys(v.method for v in wanted):
         settings = ExplainSettings(
             method=method, gamma=0.0, top_t=options.top_t, reference_mode=options.reference_mode,
-            weighting=options.weighting, target=target,
+            weighting=options.weighting, target=target, fgcam=options.fgcam,
+            fgcam_stop=options.fgcam_layer, fgcam_denoise=options.fgcam_denoise,
         )
         plain = service.explain(session.model_name, loaded.image, settings)
         first = first or plain
@@ -399,6 +403,8 @@ def run(args: argparse.Namespace) -> int:
         "region": region,
         "part_radius": args.part_radius,
         "tolerance": args.tolerance,
+        # absent (None) when off, so results from before this option resume unchanged
+        "fgcam": {"layer": args.fgcam_layer, "denoise": args.fgcam_denoise} if args.fgcam else None,
     }
     per_image = out / "per_image.csv"
     _check_resume(out, config, args.overwrite)
@@ -446,7 +452,8 @@ def run(args: argparse.Namespace) -> int:
     options = MetricOptions(
         target=args.target, top_t=args.top_t, reference_mode=args.reference_mode,
         weighting=args.weighting, top_fraction=args.top_fraction, steps=args.steps,
-        baseline=args.baseline, tolerance=args.tolerance,
+        baseline=args.baseline, tolerance=args.tolerance, fgcam=args.fgcam,
+        fgcam_layer=args.fgcam_layer, fgcam_denoise=args.fgcam_denoise,
         batch_size=args.batch_size or (16 if session.model.device.type == "cpu" else 64),
     )
     bad, scored, start = BadFiles(), 0, time.perf_counter()

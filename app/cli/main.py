@@ -36,6 +36,13 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                        help="logits | weights | manual (default: logits)")
     model.add_argument("--weighting", default="uniform", metavar="W",
                        help="reference weights: uniform | probability (default: uniform)")
+    model.add_argument("--fgcam", action="store_true",
+                       help="raise both maps to pixel resolution with FG-CAM (plain CNNs and "
+                            "ResNets); explain names its files <method>-fgcam_*")
+    model.add_argument("--fgcam-layer", type=int, default=0, metavar="I",
+                       help="FG-CAM output: the input of layer I of the model's FG-CAM stack "
+                            "(default 0 = the input image)")
+    model.add_argument("--fgcam-denoise", action="store_true", help="FG-CAM's SVD denoising")
     run = parser.add_argument_group("run")
     run.add_argument("--device", default=None,
                      help="auto | cpu | cuda | cuda:N (default: FINERCAM_DEVICE or auto)")
@@ -72,13 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--references", action="append", metavar="C[,C]",
                          help="reference classes for --reference-mode manual (names or indices)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
-    explain.add_argument("--fgcam", action="store_true",
-                         help="raise both maps to pixel resolution with FG-CAM (plain CNNs and "
-                              "ResNets); files are named <method>-fgcam_*")
-    explain.add_argument("--fgcam-layer", type=int, default=0, metavar="I",
-                         help="FG-CAM output: the input of layer I of the model's FG-CAM stack "
-                              "(default 0 = the input image)")
-    explain.add_argument("--fgcam-denoise", action="store_true", help="FG-CAM's SVD denoising")
 
     evaluate = sub.add_parser(
         "evaluate",
