@@ -37,9 +37,7 @@ def raw_map(
     ``x`` are needed the first time only).
     """
     if method.uses_gradients:
-        coefficients = contrast.coefficients()
-        combined = combine(entry.gradients(coefficients), coefficients)
-        return gradient_cam(method, entry.activations, combined)
+        return gradient_cam(method, entry.activations, combined_gradient(entry, contrast))
     weights = channel_weights(entry, contrast, method, model, x, progress)
     return (weights[:, :, None, None] * entry.activations).sum(axis=1)
 
@@ -53,16 +51,20 @@ def channel_weights(
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """Weights w with Σ_k w_k·A_k = :func:`raw_map`: ``(1, C)`` or ``(1, C, h, w)`` (FG-CAM)."""
-    coefficients = contrast.coefficients()
     if method.uses_gradients:
-        combined = combine(entry.gradients(coefficients), coefficients)
-        return component_weights(method, entry.activations, combined)
-    if model is None or x is None:
+        return component_weights(method, entry.activations, combined_gradient(entry, contrast))
+    if not entry.has_score_logits and (model is None or x is None):
         raise ValueError("Score-CAM needs the model and input the first time an entry is used")
     scores = entry.score_logits(model, x, progress) @ objective_vector(
-        coefficients, entry.num_classes
+        contrast.coefficients(), entry.num_classes
     )
     return score_weights(scores[None, :])
+
+
+def combined_gradient(entry: GradientEntry, contrast: Contrast) -> np.ndarray:
+    """The Finer gradient G^c − γ·Σ w_d G^d ``(1, C, h, w)`` from the entry's per-class grads."""
+    coefficients = contrast.coefficients()
+    return combine(entry.gradients(coefficients), coefficients)
 
 
 class HookedLayerModel:

@@ -68,13 +68,18 @@ class GradientEntry:
         grid = self._to_grid(grads).detach().float().cpu().numpy()
         return {k: grid[i : i + 1] for i, k in enumerate(classes)}
 
+    @property
+    def has_score_logits(self) -> bool:
+        """Whether Score-CAM's masked-input logits are cached (then no input is needed)."""
+        return self._score_logits is not None
+
     def score_logits(
-        self, model: SplitModel, x: torch.Tensor, progress: ProgressFn | None = None
+        self, model: SplitModel | None, x: torch.Tensor | None, progress: ProgressFn | None = None
     ) -> np.ndarray:
         """``(C, K)`` logits of the input masked by each channel (Score-CAM), computed once.
 
         Every contrastive score is a linear combination of these columns, so any γ, T or
-        reference change afterwards is free.
+        reference change afterwards is free. ``model`` and ``x`` are used only on the first call.
         """
         with self._lock:
             if self._score_logits is None:

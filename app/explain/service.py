@@ -206,7 +206,8 @@ class ExplanationService:
         finer = contrast_for(target, references, weights, gamma)
         if method.uses_gradients:
             entry.gradients(finer.classes())  # one batched backward for all of them
-        x = None if method.uses_gradients else model.preprocess(image)
+        needs_input = not (method.uses_gradients or entry.has_score_logits)
+        x = model.preprocess(image) if needs_input else None  # Score-CAM's first use only
         contrasts = (Contrast(target), finer)
         if settings.fgcam:
             raws = self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
@@ -251,11 +252,11 @@ class ExplanationService:
         layers = self._get_model(model_name).fgcam_layers()
         if layers is None:
             return []
-        names = [name for name, _ in named_stack(layers)]
-        kinds = [type(module).__name__ for _, module in named_stack(layers)]
         stops = [("input (full resolution)", 0)]
-        stops += [(f"{name} ({kind})", i) for i, (name, kind) in enumerate(zip(names, kinds))
-                  if "Pool" in kind]
+        for index, (name, module) in enumerate(named_stack(layers)):
+            kind = type(module).__name__
+            if "Pool" in kind:
+                stops.append((f"{name} ({kind})", index))
         return stops
 
     def _fgcam_maps(
