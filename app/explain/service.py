@@ -209,12 +209,7 @@ class ExplanationService:
         needs_input = not (method.uses_gradients or entry.has_score_logits)
         x = model.preprocess(image) if needs_input else None  # Score-CAM's first use only
         contrasts = (Contrast(target), finer)
-        if settings.fgcam:
-            raws = self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
-        else:
-            raws = np.concatenate(
-                [raw_map(entry, contrast, method, model, x, progress) for contrast in contrasts]
-            )
+        raws = self._raw_maps(model, image, digest, entry, contrasts, method, settings, x, progress)
         # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
         # counts those bytes against the cache bound now rather than at the next image.
         self.entries.put(_entry_key(model, digest), entry)
@@ -241,6 +236,29 @@ class ExplanationService:
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
             cached=cached,
+        )
+
+    def _raw_maps(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        digest: str,
+        entry: GradientEntry,
+        contrasts: Sequence[Contrast],
+        method: CamMethod,
+        settings: ExplainSettings,
+        x: torch.Tensor | None,
+        progress: ProgressFn | None = None,
+    ) -> np.ndarray:
+        """Raw (pre-normalisation) maps ``(len(contrasts), h, w)``, one per contrast, from the cache.
+
+        Every map the service renders (the two panels, a γ strip, auto-γ candidates) comes
+        through here, so each method family plugs in at one place.
+        """
+        if settings.fgcam:
+            return self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
+        return np.concatenate(
+            [raw_map(entry, contrast, method, model, x, progress) for contrast in contrasts]
         )
 
     def fgcam_stops(self, model_name: str) -> list[tuple[str, int]]:
