@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, FinerWe
 from app.explain import contrastive_cam
 from app.explain.methods import METHODS
 
-GRADIENT_METHODS = [m for m in METHODS.values() if m.uses_gradients]
+GRADIENT_METHODS = [m for m in METHODS.values() if m.uses_gradients and not m.is_attention]
 
 
 def _anchor(method, model, layer, x, targets, reshape=None):

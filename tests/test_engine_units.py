@@ -62,6 +62,7 @@ def test_combination_is_target_minus_gamma_weighted_references():
         ({"gamma": float("nan")}, ValueError, "gamma"),
         ({"gamma": "1"}, TypeError, "gamma"),
         ({"method": "magic-cam"}, ValueError, "method"),
+        ({"method": "legrad"}, ValueError, "ExplanationService and a ViT adapter"),
         ({"target_layer": torch.nn.Conv2d(1, 1, 1)}, ValueError, "target_layer"),
     ],
 )

@@ -169,6 +169,8 @@ class MetricOptions:
     fgcam: bool = False
     fgcam_layer: int = 0
     fgcam_denoise: bool = False
+    pooling: str | None = None
+    attention_blocks: int | None = None
 
 
 def evaluate_image(
@@ -190,6 +192,7 @@ def evaluate_image(
             method=method, gamma=0.0, top_t=options.top_t, reference_mode=options.reference_mode,
             weighting=options.weighting, target=target, fgcam=options.fgcam,
             fgcam_stop=options.fgcam_layer, fgcam_denoise=options.fgcam_denoise,
+            pooling=options.pooling, attention_blocks=options.attention_blocks,
         )
         plain = service.explain(session.model_name, loaded.image, settings)
         first = first or plain
@@ -405,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
         "tolerance": args.tolerance,
         # absent (None) when off, so results from before this option resume unchanged
         "fgcam": {"layer": args.fgcam_layer, "denoise": args.fgcam_denoise} if args.fgcam else None,
+        **{name: getattr(args, name) for name in ("pooling", "attention_blocks")
+           if getattr(args, name) is not None},
     }
     per_image = out / "per_image.csv"
     _check_resume(out, config, args.overwrite)
@@ -454,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
         weighting=args.weighting, top_fraction=args.top_fraction, steps=args.steps,
         baseline=args.baseline, tolerance=args.tolerance, fgcam=args.fgcam,
         fgcam_layer=args.fgcam_layer, fgcam_denoise=args.fgcam_denoise,
+        pooling=args.pooling, attention_blocks=args.attention_blocks,
         batch_size=args.batch_size or (16 if session.model.device.type == "cpu" else 64),
     )
     bad, scored, start = BadFiles(), 0, time.perf_counter()

@@ -133,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         fgcam=args.fgcam,
         fgcam_stop=args.fgcam_layer,
         fgcam_denoise=args.fgcam_denoise,
+        pooling=args.pooling,
+        attention_blocks=args.attention_blocks,
     )
     out.mkdir(parents=True, exist_ok=True)
     workers = default_workers() if args.workers is None else args.workers

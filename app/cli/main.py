@@ -26,7 +26,8 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                        help="registry name (default: demo-cnn, the offline demo model)")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s): gradcam, hirescam, gradcam++, xgradcam, layercam, "
-                            "gradcam-elementwise, scorecam; repeat or comma-separate "
+                            "gradcam-elementwise, scorecam, and for ViTs legrad, "
+                            "attention-gradient; repeat or comma-separate "
                             "(default: gradcam)")
     model.add_argument("--gamma", action="append", metavar="G[,G]",
                        help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep (default: {default_gamma})")
@@ -43,6 +44,12 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                        help="FG-CAM output: the input of layer I of the model's FG-CAM stack "
                             "(default 0 = the input image)")
     model.add_argument("--fgcam-denoise", action="store_true", help="FG-CAM's SVD denoising")
+    model.add_argument("--pooling", default=None, choices=("token", "avg"),
+                       help="CLIP models: explain the class token (what CLIP computes) or the "
+                            "average-pooled surrogate (the official Finer-CAM CLIP tutorial)")
+    model.add_argument("--attention-blocks", type=int, default=None, metavar="N",
+                       help="legrad / attention-gradient: how many last ViT blocks to read "
+                            "(default: the method's measured default)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", default=None,
                      help="auto | cpu | cuda | cuda:N (default: FINERCAM_DEVICE or auto)")

@@ -154,6 +154,11 @@ def contrastive_cam(
         ``(N, H, W)`` float32 maps in [0, 1], scaled like pytorch-grad-cam's output.
     """
     cam_method = get_method(method)
+    if cam_method.is_attention:
+        raise ValueError(
+            f"{cam_method.label} reads a ViT's attention maps, not a hooked layer: explain with "
+            "ExplanationService and a ViT adapter (open_clip / timm) instead"
+        )
     _check_input(input_tensor)
     gamma = _check_gamma(gamma)
     targets = _per_image(target, len(input_tensor), "target")

@@ -24,12 +24,21 @@ from pytorch_grad_cam.base_cam import BaseCAM
 
 @dataclass(frozen=True)
 class CamMethod:
-    """A CAM method: its pytorch-grad-cam class and whether it needs gradients."""
+    """A CAM method: its pytorch-grad-cam class and whether it needs gradients.
+
+    ``family`` is ``cam`` (weights a feature grid: any CNN or ViT) or ``attention`` (reads a
+    ViT's attention probabilities: LeGrad, attention-gradient; ``cam_class`` is None then).
+    """
 
     name: str
     label: str
-    cam_class: type[BaseCAM]
+    cam_class: type[BaseCAM] | None
     uses_gradients: bool = True
+    family: str = "cam"
+
+    @property
+    def is_attention(self) -> bool:
+        return self.family == "attention"
 
     def weighting(self) -> BaseCAM:
         """A bare instance whose weighting functions we call.
@@ -61,6 +70,8 @@ METHODS: dict[str, CamMethod] = {
         CamMethod("layercam", "Layer-CAM", LayerCAM),
         CamMethod("gradcam-elementwise", "Grad-CAM (element-wise)", GradCAMElementWise),
         CamMethod("scorecam", "Score-CAM", ScoreCAM, uses_gradients=False),
+        CamMethod("legrad", "LeGrad", None, family="attention"),
+        CamMethod("attention-gradient", "Attention-gradient", None, family="attention"),
     )
 }
 

@@ -19,17 +19,28 @@ import torch
 from PIL import Image
 
 from app.explain import inputs
+from app.explain.attention import (
+    DEFAULT_BLOCKS,
+    AttentionEntry,
+    compute_attention_entry,
+    first_block,
+    raw_attention_map,
+)
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
 from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
-from app.explain.methods import CamMethod, get_method
+from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.models.base import ExplainableModel
+from app.models.vit import AttentionView
 
 log = logging.getLogger(__name__)
+
+#: A cache entry: feature-grid gradients (CAM methods) or attention gradients (ViT methods).
+Entry = GradientEntry | AttentionEntry
 
 DEFAULT_CACHE_ENTRIES = 64
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -53,6 +64,11 @@ class ExplainSettings:
         fgcam_stop: FG-CAM's output layer: 0 = the input image (full resolution), i = the input
             of the i-th layer of the model's FG-CAM stack (see ``fgcam_stops``).
         fgcam_denoise: FG-CAM's SVD denoising of the components.
+        pooling: For CLIP models, what is explained: ``token`` (the class token, what CLIP
+            computes) or ``avg`` (the average-pooled surrogate of the official Finer-CAM CLIP
+            tutorial); ``None`` keeps the model's own.
+        attention_blocks: How many of a ViT's last blocks LeGrad / attention-gradient read;
+            ``None`` = the method's default (:data:`app.explain.attention.DEFAULT_BLOCKS`).
     """
 
     method: str = "gradcam"
@@ -66,6 +82,8 @@ class ExplainSettings:
     fgcam: bool = False
     fgcam_stop: int = 0
     fgcam_denoise: bool = False
+    pooling: str | None = None
+    attention_blocks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,7 @@ class Explanation:
     top: tuple[ClassScore, ...]
     notices: tuple[str, ...] = ()
     cached: bool = False
+    pooling: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def composite(self) -> Image.Image:
@@ -132,7 +151,7 @@ class ExplanationService:
     ) -> None:
         self._get_model = get_model
         self.max_side = max_side
-        self.entries: BoundedLRU[GradientEntry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
+        self.entries: BoundedLRU[Entry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
         self.trunks: BoundedLRU[torch.Tensor] = BoundedLRU(max_entries, max_bytes, _tensor_bytes)
         self.traces: BoundedLRU[FGCAMTrace] = BoundedLRU(
             max(1, max_entries // 4), max_bytes // 4, _trace_bytes
@@ -146,8 +165,12 @@ class ExplanationService:
         progress: ProgressFn | None = None,
     ) -> Explanation:
         """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
-        model = self._get_model(model_name)
+        model = _with_pooling(self._get_model(model_name), settings.pooling)
         return self._explain(model, self._load(image), settings, progress)
+
+    def methods_for(self, model_name: str) -> list[CamMethod]:
+        """The methods that run on a model: attention methods only for ViTs we can read."""
+        return available_methods(self._get_model(model_name))
 
     def explain_concepts(
         self,
@@ -174,7 +197,7 @@ class ExplanationService:
         with_prompts = getattr(concept_model, "with_prompts", None)
         if with_prompts is None:
             raise inputs.InvalidInputError(f"Model {model_name!r} does not take text prompts.")
-        model = with_prompts([target, *contrasts], template=template)
+        model = _with_pooling(with_prompts([target, *contrasts], template=template), settings.pooling)
         concept_settings = replace(
             settings,
             target=0,
@@ -198,7 +221,8 @@ class ExplanationService:
         gamma = inputs.validate_gamma(settings.gamma)
         opacity = inputs.validate_opacity(settings.opacity)
         digest = image_digest(image)
-        entry, cached = self._entry(model, image, digest)
+        source = self._source(model, method, settings)
+        entry, cached = self._entry(model, image, digest, source)
         target = _target_index(model, entry, settings.target)
         references, notices = self._references(model, entry, target, settings)
         notices[:0] = getattr(model, "notices", ())  # e.g. prompts truncated to the context
@@ -212,7 +236,7 @@ class ExplanationService:
         raws = self._raw_maps(model, image, digest, entry, contrasts, method, settings, x, progress)
         # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
         # counts those bytes against the cache bound now rather than at the next image.
-        self.entries.put(_entry_key(model, digest), entry)
+        self.entries.put(_entry_key(model, digest, source), entry)
         cam, finer_map = finish_maps(raws, image.size)
         pixels = np.asarray(image)
         if not finer_map.any():
@@ -236,6 +260,7 @@ class ExplanationService:
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
             cached=cached,
+            pooling=getattr(model, "pooling", None),
         )
 
     def _raw_maps(
@@ -243,7 +268,7 @@ class ExplanationService:
         model: ExplainableModel,
         image: Image.Image,
         digest: str,
-        entry: GradientEntry,
+        entry: Entry,
         contrasts: Sequence[Contrast],
         method: CamMethod,
         settings: ExplainSettings,
@@ -255,6 +280,8 @@ class ExplanationService:
         Every map the service renders (the two panels, a γ strip, auto-γ candidates) comes
         through here, so each method family plugs in at one place.
         """
+        if method.is_attention:
+            return np.concatenate([raw_attention_map(entry, contrast) for contrast in contrasts])
         if settings.fgcam:
             return self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
         return np.concatenate(
@@ -313,28 +340,67 @@ class ExplanationService:
             raise inputs.InvalidInputError(f"FG-CAM: {error}") from error
         return maps.float().cpu().numpy()
 
-    def entry_for(self, model: ExplainableModel, image: Image.Image) -> GradientEntry:
-        """The cached (or freshly computed) gradient entry of ``image`` under ``model``."""
-        return self._entry(model, image, image_digest(image))[0]
+    def entry_for(
+        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings = ExplainSettings()
+    ) -> Entry:
+        """The cached (or freshly computed) entry of ``image`` under ``model`` for ``settings``'
+        method (a gradient entry, or an attention entry for LeGrad / attention-gradient)."""
+        source = self._source(model, get_method(settings.method), settings)
+        return self._entry(model, image, image_digest(image), source)[0]
+
+    def _source(
+        self, model: ExplainableModel, method: CamMethod, settings: ExplainSettings
+    ) -> _AttentionSource | None:
+        """Where an attention method reads (view, method, blocks); None for feature-grid CAMs."""
+        if not method.is_attention:
+            return None
+        if settings.fgcam:
+            raise inputs.InvalidInputError(
+                f"FG-CAM raises a CNN's feature-grid CAM to pixels; {method.label} reads a ViT's "
+                "attention maps. Turn off high resolution for this method."
+            )
+        view = model.attention_view()
+        if view is None:
+            raise inputs.InvalidInputError(
+                f"{method.label} reads a Vision Transformer's attention maps; {model.name} has none "
+                "we can read. Pick Grad-CAM or another CAM method for this model."
+            )
+        blocks = settings.attention_blocks
+        if blocks is None:
+            blocks = min(DEFAULT_BLOCKS[method.name], view.num_blocks)
+        try:
+            first_block(view, blocks)
+        except ValueError as error:
+            raise inputs.InvalidInputError(f"{method.label}: {error}") from error
+        return _AttentionSource(view, method.name, int(blocks))
 
     def _entry(
-        self, model: ExplainableModel, image: Image.Image, digest: str
-    ) -> tuple[GradientEntry, bool]:
-        key = _entry_key(model, digest)
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        digest: str,
+        source: _AttentionSource | None = None,
+    ) -> tuple[Entry, bool]:
+        key = _entry_key(model, digest, source)
         entry = self.entries.get(key)
         if entry is not None:
             return entry, True
-        trunk_key = (model.trunk_key, digest)
         x = model.preprocess(image)
-        entry = _guarded(
-            lambda: compute_entry(model, x, (), activation=self.trunks.get(trunk_key)), model
-        )
+        if source is None:
+            trunk_key = (model.trunk_key, digest)
+            compute = lambda: compute_entry(model, x, (), activation=self.trunks.get(trunk_key))  # noqa: E731
+        else:
+            trunk_key = (source.view.key, f"blocks:{source.blocks}", digest)
+            compute = lambda: compute_attention_entry(  # noqa: E731
+                source.view, x, source.kind, source.blocks, self.trunks.get(trunk_key)
+            )
+        entry = _guarded(compute, model)
         self.trunks.put(trunk_key, entry.trunk_output)
         self.entries.put(key, entry)
         return entry, False
 
     def _references(
-        self, model: ExplainableModel, entry: GradientEntry, target: int, settings: ExplainSettings
+        self, model: ExplainableModel, entry: Entry, target: int, settings: ExplainSettings
     ) -> tuple[list[int], list[str]]:
         if settings.reference_mode not in REFERENCE_MODES:
             raise inputs.InvalidInputError(
@@ -364,8 +430,42 @@ class ExplanationService:
         return list(choice.indices), notices
 
 
-def _entry_key(model: ExplainableModel, digest: str) -> tuple[str, str, str]:
-    return (model.trunk_key, model.head_key, digest)
+@dataclass(frozen=True)
+class _AttentionSource:
+    """What an attention entry is computed from: the model's view, the method, the blocks."""
+
+    view: AttentionView
+    kind: str
+    blocks: int
+
+
+def _entry_key(
+    model: ExplainableModel, digest: str, source: _AttentionSource | None = None
+) -> tuple[str, ...]:
+    if source is None:
+        return (model.trunk_key, model.head_key, digest)
+    return (source.view.key, model.head_key, digest, source.kind, str(source.blocks))
+
+
+def _with_pooling(model: ExplainableModel, pooling: str | None) -> ExplainableModel:
+    """``model`` explained through ``pooling`` (CLIP models); a clear error for the others."""
+    if pooling is None:
+        return model
+    with_pooling = getattr(model, "with_pooling", None)
+    if with_pooling is None:
+        raise inputs.InvalidInputError(
+            f"The pooling choice applies to CLIP models; {model.name} pools its own way."
+        )
+    try:
+        return with_pooling(pooling)
+    except ValueError as error:
+        raise inputs.InvalidInputError(str(error)) from error
+
+
+def available_methods(model: ExplainableModel) -> list[CamMethod]:
+    """Feature-grid CAM methods for every model; attention methods for ViTs we can read."""
+    has_attention = model.attention_view() is not None
+    return [method for method in METHODS.values() if has_attention or not method.is_attention]
 
 
 def image_digest(image: Image.Image) -> str:
@@ -375,7 +475,9 @@ def image_digest(image: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _guarded(compute: Callable[[], GradientEntry], model: ExplainableModel) -> GradientEntry:
+def _guarded(
+    compute: Callable[[], Entry], model: ExplainableModel
+) -> Entry:
     """Turn a GPU out-of-memory into a clear, user-facing error; the server keeps serving."""
     try:
         return compute()
@@ -387,7 +489,7 @@ def _guarded(compute: Callable[[], GradientEntry], model: ExplainableModel) -> G
         ) from error
 
 
-def _target_index(model: ExplainableModel, entry: GradientEntry, target: int | str | None) -> int:
+def _target_index(model: ExplainableModel, entry: Entry, target: int | str | None) -> int:
     if target is None or target == "":
         return int(np.argmax(entry.logits))
     try:
@@ -397,7 +499,7 @@ def _target_index(model: ExplainableModel, entry: GradientEntry, target: int | s
 
 
 def _score(
-    model: ExplainableModel, entry: GradientEntry, index: int, weight: float | None = None
+    model: ExplainableModel, entry: Entry, index: int, weight: float | None = None
 ) -> ClassScore:
     return ClassScore(
         index=index,
@@ -408,7 +510,7 @@ def _score(
     )
 
 
-def _entry_bytes(entry: GradientEntry) -> int:
+def _entry_bytes(entry: Entry) -> int:
     return entry.nbytes()
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from app.models.vit import AttentionView
 
 
 class ExplainableModel(ABC):
@@ -61,6 +65,11 @@ class ExplainableModel(ABC):
     def class_embeddings(self) -> torch.Tensor | None:
         """``(K, D)`` classifier weight rows (or text embeddings), for weight-similarity
         references; ``None`` when the model has no linear head."""
+        return None
+
+    def attention_view(self) -> AttentionView | None:
+        """The model seen through its attention maps (LeGrad, attention-gradient); ``None``
+        when it has none we can reproduce (CNNs)."""
         return None
 
     def fgcam_layers(self) -> torch.nn.Sequential | None:

@@ -39,7 +39,7 @@ from app.models.common import (
     to_tensor,
 )
 from app.models.registry import ModelSpec, register_model
-from app.models.vit import open_clip_split
+from app.models.vit import AttentionView, OpenClipVisionSplit, open_clip_split
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,15 @@ class ClipEngine:
         device: torch.device | str = "cpu",
         description: str = "",
         target: str = "norm1",
+        pooling: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.model = freeze(model.to(self.device))
         self.tokenizer = tokenizer
-        self.split = open_clip_split(self.model.visual, target)
-        self.key = f"{key}#{self.split.target}"
+        self.split = open_clip_split(self.model.visual, target, pooling)
+        self.pooling = getattr(self.split, "pooling", "token")
+        self.base_key = key
+        self.key = f"{key}#{self.split.target}#{self.pooling}"
         self.description = description or key
         visual = self.model.visual
         cfg = dict(getattr(visual, "preprocess_cfg", {}) or {})
@@ -99,6 +102,29 @@ class ClipEngine:
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
         self._texts: LRUDict[str, torch.Tensor] = LRUDict(TEXT_CACHE_ENTRIES)
+        self._poolings: dict[str, ClipEngine] = {self.pooling: self}
+
+    def with_pooling(self, pooling: str | None) -> ClipEngine:
+        """This model explained with another pooling (``token`` | ``avg``); shares the weights
+        and the text cache. ``None`` keeps this engine."""
+        if pooling is None or pooling == self.pooling:
+            return self
+        if pooling not in self._poolings:
+            sibling = ClipEngine(
+                self.model, self.tokenizer, self.base_key, self.device, self.description,
+                self.split.target, pooling,
+            )
+            sibling._texts = self._texts
+            sibling._poolings = self._poolings
+            self._poolings[pooling] = sibling
+        return self._poolings[pooling]
+
+    def attention_view(self, head) -> AttentionView:
+        """The image tower seen through its attention maps, scored by ``head`` (features ->
+        logits); ValueError for towers whose blocks we cannot reproduce (timm towers)."""
+        if not isinstance(self.split, OpenClipVisionSplit):
+            raise ValueError("attention maps are available for open_clip ViT towers only")
+        return AttentionView(self.split, head, f"{self.key}#attention")
 
     # ---------------------------------------------------------------- image side
 
@@ -246,6 +272,23 @@ class ClipPromptView(ExplainableModel):
             self.description,
         )
 
+    @property
+    def pooling(self) -> str:
+        return self.engine.pooling
+
+    def with_pooling(self, pooling: str | None) -> ClipPromptView:
+        """The same prompts explained through another pooling (``token`` | ``avg``)."""
+        engine = self.engine.with_pooling(pooling)
+        if engine is self.engine:
+            return self
+        return ClipPromptView(engine, self.name, self.labels, self.template, self.description)
+
+    def attention_view(self) -> AttentionView | None:
+        try:
+            return self.engine.attention_view(self._similarities)
+        except ValueError:
+            return None
+
     def text_embeddings(self) -> torch.Tensor:
         if self._embeddings is None:
             self._embeddings = self.engine.encode_texts(self.texts)
@@ -258,9 +301,11 @@ class ClipPromptView(ExplainableModel):
         return self.engine.trunk(x)
 
     def tail(self, activation: torch.Tensor) -> torch.Tensor:
+        return self._similarities(self.engine.image_features(activation))
+
+    def _similarities(self, features: torch.Tensor) -> torch.Tensor:
         if not self.texts:
             raise ValueError(f"{self.name} takes prompts: call with_prompts([...]) first")
-        features = self.engine.image_features(activation)
         return self.engine.similarity_logits(features, self.text_embeddings())
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:

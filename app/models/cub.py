@@ -30,6 +30,7 @@ from app.models.base import ExplainableModel
 from app.models.clip import ClipPromptView, settings_engine
 from app.models.common import WeightsFileError, hf_cache_dir, hub_error, load_tensor_file
 from app.models.registry import ModelSpec, register_model
+from app.models.vit import AttentionView, ViTSplit
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 CUB_CLASSES_FILE = ASSETS / "cub200_classes.txt"
@@ -142,11 +143,23 @@ class LinearHeadModel(ExplainableModel):
         return self.backbone.trunk(x)
 
     def head_features(self, activation: torch.Tensor) -> torch.Tensor:
-        features = self.backbone.features(activation).float()
+        return self._normalized(self.backbone.features(activation))
+
+    def _normalized(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.float()
         return F.normalize(features, dim=-1) if self.backbone.normalize_features else features
 
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
+        return F.linear(self._normalized(features), self.weight, self.bias)
+
     def tail(self, activation: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.head_features(activation), self.weight, self.bias)
+        return self._head(self.backbone.features(activation))
+
+    def attention_view(self) -> AttentionView | None:
+        split = getattr(self.backbone, "split", None)
+        if not isinstance(split, ViTSplit):
+            return None
+        return AttentionView(split, self._head, f"{self.backbone.key}#attention")
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         return self.backbone.to_grid(activation)

@@ -59,7 +59,7 @@ class TokenGrids:
         raise ValueError(f"unknown patch grid for {num_tokens} tokens; run the trunk first")
 
 
-class _ViTSplit(ABC):
+class ViTSplit(ABC):
     """Shared trunk/tail logic; subclasses supply embedding, blocks and the block arithmetic."""
 
     prefix: int  # class (+ register) tokens before the patch tokens
@@ -103,6 +103,43 @@ class _ViTSplit(ABC):
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         """Residual, MLP and layer scale of the last block after attention."""
 
+    @abstractmethod
+    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block with its attention computed by hand: ``(output tokens, probabilities)``.
+
+        The probabilities ``(N, heads, tokens, tokens)`` are part of the graph, so the
+        gradient of any later score with respect to them can be asked for (LeGrad,
+        attention-gradient). Raises ValueError for blocks whose arithmetic is not standard.
+        """
+
+    @abstractmethod
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens after any block -> pooled features, the way the model pools its last block."""
+
+    # attention path (LeGrad, attention-gradient) ----------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._blocks())
+
+    def tokens_before(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens entering block ``start`` and the patch grid (call under ``torch.no_grad``)."""
+        tokens, grid = self._embed(x)
+        for block in self._blocks()[:start]:
+            tokens = block(tokens)
+        return tokens, grid
+
+    def attention_blocks(
+        self, tokens: torch.Tensor, start: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run blocks ``start..`` by hand: each block's output tokens and attention probabilities."""
+        outputs, attentions = [], []
+        for block in self._blocks()[start:]:
+            tokens, attention = self._explicit_block(block, tokens)
+            outputs.append(tokens)
+            attentions.append(attention)
+        return outputs, attentions
+
     # split -----------------------------------------------------------------------------------
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,6 +181,17 @@ def _single_query_attention(
     return attended.transpose(1, 2).reshape(n, 1, heads * head_dim)
 
 
+def _attention_probabilities(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
+    """Softmax attention probabilities ``(N, heads, queries, keys)`` of per-head q and k."""
+    return ((q * scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+
+
+def _merge_heads(attention: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``attention @ v`` with heads merged back: ``(N, tokens, heads*dim)``."""
+    n, heads, length, head_dim = v.shape
+    return (attention @ v).transpose(1, 2).reshape(n, length, heads * head_dim)
+
+
 # --------------------------------------------------------------------------- open_clip
 
 
@@ -167,11 +215,18 @@ def check_open_clip_visual(visual: nn.Module) -> tuple[bool, bool]:
         raise ValueError(f"cannot split a vision tower with pool_type={visual.pool_type!r}")
     if not getattr(visual.transformer, "batch_first", True):
         raise ValueError("cannot split a sequence-first (batch_first=False) transformer")
-    last = visual.transformer.resblocks[-1]
-    mha = getattr(last, "attn", None)
-    standard = (
-        type(last) is ResidualAttentionBlock
-        and not hasattr(last, "ln_1_kv")
+    standard = is_standard_open_clip_block(visual.transformer.resblocks[-1])
+    return bool(standard and visual.pool_type == "tok"), bool(standard)
+
+
+def is_standard_open_clip_block(block: nn.Module) -> bool:
+    """A plain ``ResidualAttentionBlock`` whose attention arithmetic we can reproduce exactly."""
+    from open_clip.transformer import ResidualAttentionBlock
+
+    mha = getattr(block, "attn", None)
+    return bool(
+        type(block) is ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")
         and isinstance(mha, nn.MultiheadAttention)
         and mha.batch_first
         and mha._qkv_same_embed_dim
@@ -179,7 +234,6 @@ def check_open_clip_visual(visual: nn.Module) -> tuple[bool, bool]:
         and mha.bias_k is None
         and not mha.add_zero_attn
     )
-    return bool(standard and visual.pool_type == "tok"), bool(standard)
 
 
 def resample_positions(
@@ -193,14 +247,16 @@ def resample_positions(
     return torch.cat([head, table], dim=0)
 
 
-class OpenClipVisionSplit(_ViTSplit):
+class OpenClipVisionSplit(ViTSplit):
     """Trunk/tail of an open_clip ``VisionTransformer`` at its last block."""
 
     prefix = 1
 
-    def __init__(self, visual: nn.Module, target: str = "norm1") -> None:
+    def __init__(self, visual: nn.Module, target: str = "norm1", pooling: str | None = None) -> None:
         self.visual = visual
-        self.fast, standard = check_open_clip_visual(visual)
+        _, standard = check_open_clip_visual(visual)
+        self.pooling = _open_clip_pooling(visual, pooling)
+        self.fast = standard and self.pooling == "token"
         self.patch_size = tuple(visual.patch_size)
         self.last = visual.transformer.resblocks[-1]
         self._setup(tuple(visual.grid_size), target, standard)
@@ -240,27 +296,67 @@ class OpenClipVisionSplit(_ViTSplit):
         return mha.out_proj(attended)
 
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        block = self.last
-        x = raw + block.ls_1(attended)
-        return x + block.ls_2(block.mlp(block.ln_2(x)))
+        return _open_clip_finish(self.last, raw, attended)
+
+    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not is_standard_open_clip_block(block):
+            raise ValueError(
+                f"attention maps need standard attention blocks; {type(block).__name__} is not one"
+            )
+        mha: nn.MultiheadAttention = block.attn
+        normed = block.ln_1(tokens)
+        n, length, width = normed.shape
+        heads = mha.num_heads
+        qkv = F.linear(normed, mha.in_proj_weight, mha.in_proj_bias)
+        q, k, v = (
+            part.reshape(n, length, heads, width // heads).transpose(1, 2)
+            for part in qkv.split(width, dim=-1)
+        )
+        attention = _attention_probabilities(q, k, (width // heads) ** -0.5)
+        return _open_clip_finish(block, tokens, mha.out_proj(_merge_heads(attention, v))), attention
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Class token or mean of the patch tokens (``pooling``), ``ln_post`` and ``proj``.
+
+        ``ln_post`` acts per token, so for the class token its order against pooling does not
+        matter; for the average it follows the model's ``final_ln_after_pool``.
+        """
+        visual = self.visual
+        if self.pooling == "token":
+            pooled = visual.ln_post(tokens[:, 0])
+        elif visual.final_ln_after_pool:
+            pooled = visual.ln_post(tokens[:, 1:].mean(dim=1))
+        else:
+            pooled = visual.ln_post(tokens[:, 1:]).mean(dim=1)
+        return pooled @ visual.proj if visual.proj is not None else pooled
 
     def features(self, activation: torch.Tensor) -> torch.Tensor:
         """Target activation -> image embedding (before normalisation), like ``visual(x)``."""
-        visual = self.visual
-        out = self.last_block(activation)
-        if self.fast:
-            pooled = visual.ln_post(out[:, 0])
-        elif visual.final_ln_after_pool:
-            pooled = visual.ln_post(visual._global_pool(out)[0])
-        else:
-            pooled = visual._global_pool(visual.ln_post(out))[0]
-        return pooled @ visual.proj if visual.proj is not None else pooled
+        return self.pool(self.last_block(activation))
+
+
+POOLINGS = ("token", "avg")
+
+
+def _open_clip_pooling(visual: nn.Module, pooling: str | None) -> str:
+    """Our pooling name (``token`` | ``avg``): the model's own, or the requested surrogate."""
+    if pooling is None:
+        return "token" if visual.pool_type == "tok" else "avg"
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    return pooling
+
+
+def _open_clip_finish(block: nn.Module, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """Residual, MLP and layer scales of a ``ResidualAttentionBlock`` after its attention."""
+    x = raw + block.ls_1(attended)
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 # --------------------------------------------------------------------------- timm
 
 
-class TimmVitSplit(_ViTSplit):
+class TimmVitSplit(ViTSplit):
     """Trunk/tail of a timm ``VisionTransformer`` at its last block."""
 
     def __init__(self, model: nn.Module, target: str = "norm1") -> None:
@@ -325,14 +421,46 @@ class TimmVitSplit(_ViTSplit):
         return attn.proj_drop(attn.proj(attn.norm(attended)))
 
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        block = self.last
-        x = raw + block.drop_path1(block.ls1(attended))
-        return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+        return _timm_finish(self.last, raw, attended)
+
+    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from timm.layers import Attention
+        from timm.models.vision_transformer import Block
+
+        attn = getattr(block, "attn", None)
+        if type(block) is not Block or type(attn) is not Attention or attn.gate is not None:
+            raise ValueError(
+                f"attention maps need standard timm Blocks; {type(block).__name__} is not one"
+            )
+        normed = block.norm1(tokens)
+        n, length = normed.shape[0], normed.shape[1]
+        qkv = attn.qkv(normed).reshape(n, length, 3, attn.num_heads, attn.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        attention = _attention_probabilities(attn.q_norm(q), attn.k_norm(k), attn.scale)
+        attended = attn.proj_drop(attn.proj(attn.norm(_merge_heads(attention, v))))
+        return _timm_finish(block, tokens, attended), attention
+
+    @property
+    def pooling(self) -> str:
+        """timm's own pooling: ``token`` (class token), ``avg``, ``map`` (attention pool) ..."""
+        return str(self.model.global_pool or "none")
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.features_of_tokens(tokens, pre_logits=True)
+
+    def features_of_tokens(self, tokens: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
+        """Tokens after any block -> ``forward_head(norm(tokens), pre_logits)``."""
+        return self.model.forward_head(self.model.norm(tokens), pre_logits=pre_logits)
 
     def features(self, activation: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
         """Target activation -> ``forward_head(norm(last_block), pre_logits)``."""
-        model = self.model
-        return model.forward_head(model.norm(self.last_block(activation)), pre_logits=pre_logits)
+        return self.features_of_tokens(self.last_block(activation), pre_logits)
+
+
+def _timm_finish(block: nn.Module, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """Residual, MLP, layer scales and drop paths of a timm ``Block`` after its attention."""
+    x = raw + block.drop_path1(block.ls1(attended))
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
 
 
 class OpenClipTimmSplit:
@@ -360,11 +488,58 @@ class OpenClipTimmSplit:
 
 
 def open_clip_split(
-    visual: nn.Module, target: str = "norm1"
+    visual: nn.Module, target: str = "norm1", pooling: str | None = None
 ) -> OpenClipVisionSplit | OpenClipTimmSplit:
-    """The split of an open_clip vision tower (ValueError when it cannot be split exactly)."""
+    """The split of an open_clip vision tower (ValueError when it cannot be split exactly).
+
+    ``pooling`` (``token`` | ``avg``) replaces the tower's own pooling: the average-pooled
+    surrogate of a class-token CLIP is what the official Finer-CAM CLIP tutorial explains.
+    """
     from open_clip.timm_model import TimmModel
 
     if isinstance(visual, TimmModel):
+        if pooling is not None:
+            raise ValueError("the pooling choice applies to open_clip ViT towers, not timm towers")
         return OpenClipTimmSplit(visual, target)
-    return OpenClipVisionSplit(visual, target)
+    return OpenClipVisionSplit(visual, target, pooling)
+
+
+class AttentionView:
+    """A split ViT seen through its attention maps, for LeGrad and attention-gradient.
+
+    Args:
+        split: The ViT split (embedding, blocks, explicit attention, pooling).
+        head: Pooled features -> logits ``(N, K)`` (a linear head, CLIP's text similarities).
+        key: Identifies the image side (trunk weights and pooling), for caching tokens.
+    """
+
+    def __init__(
+        self, split: ViTSplit, head: Callable[[torch.Tensor], torch.Tensor], key: str
+    ) -> None:
+        self.split = split
+        self.head = head
+        self.key = key
+
+    @property
+    def pooling(self) -> str:
+        return self.split.pooling
+
+    @property
+    def prefix(self) -> int:
+        return self.split.prefix
+
+    @property
+    def num_blocks(self) -> int:
+        return self.split.num_blocks
+
+    def tokens_before(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        with torch.no_grad():
+            return self.split.tokens_before(x, start)
+
+    def block_scores(
+        self, tokens: torch.Tensor, start: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Logits read out after every block from ``start`` on (the last are the model's own)
+        and each of those blocks' attention probabilities, all in one autograd graph."""
+        outputs, attentions = self.split.attention_blocks(tokens, start)
+        return [self.head(self.split.pool(out)) for out in outputs], attentions

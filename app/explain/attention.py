@@ -1,0 +1,263 @@
+"""ViT-native explanations from attention gradients: LeGrad and attention-gradient, with Finer.
+
+Both read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
+of an explained score with respect to them. Gradients are linear in the score, so the gradient of
+the Finer score y^c − γ·Σ w_d y^d is the same combination of per-class gradients; the
+combination happens here *before* each method's ReLU, so Finer-LeGrad and Finer
+attention-gradient are exact and γ, T and references re-render from cached per-class gradients.
+
+- **LeGrad** (Bousselham et al., 2024): for each block l of the last ones, the logits read out
+  from that block's tokens (pooled, final norm, head — "intermediate predictions") give
+  s^l; E^l = mean over heads and query rows of ReLU(∂s^l_c/∂A^l); the map is Σ_l E^l over the
+  patch columns (min-max scaled later). With class-token pooling only the class-token query row
+  of A^l reaches s^l, so only that row is kept (the mean still divides by the token count).
+- **Attention-gradient** (Chefer et al., 2021, "Generic attention-model explainability"):
+  ∇A^l = ∂y_c/∂A^l of the model's own logits; R ← R + mean_heads(ReLU(∇A^l ⊙ A^l))·R over the
+  blocks, starting from the identity; the map is the class-token row of R over the patches
+  (the mean of the patch rows for average-pooled models).
+
+The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: the tokens entering the
+first explained block come from a no-grad trunk (cached per image), those blocks run once with
+autograd, and per-class gradients are asked for in one batched call per block (LeGrad) or one
+for all blocks (attention-gradient), never into the parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from app.explain.combine import Contrast
+from app.models.vit import AttentionView
+
+log = logging.getLogger(__name__)
+
+LEGRAD = "legrad"
+ATTENTION_GRADIENT = "attention-gradient"
+KINDS = (LEGRAD, ATTENTION_GRADIENT)
+
+#: Blocks explained when the caller does not say, chosen by measurement (README, bench.concepts).
+DEFAULT_BLOCKS = {LEGRAD: 4, ATTENTION_GRADIENT: 4}
+
+BlockGradients = list[np.ndarray]  # one (heads, rows, tokens) array per explained block
+
+
+@dataclass
+class AttentionEntry:
+    """Logits, attention maps and per-class attention gradients of one image under one model.
+
+    Attributes:
+        kind: ``legrad`` or ``attention-gradient`` (which score each block's gradient is of).
+        logits: ``(K,)`` float32 logits of the model (the last block's read-out).
+        probabilities: ``(K,)`` softmax of ``logits``.
+        attentions: One ``(heads, tokens, tokens)`` array per explained block (attention-gradient
+            weights its gradients by them; empty for LeGrad, which does not need them).
+        grid: Patch grid ``(h, w)``.
+        prefix: Class/register tokens before the patch tokens.
+        tokens: Token count (prefix + h·w).
+        pooling: How the model pools its tokens (``token`` keeps only the class-token rows).
+        input_size: ``(height, width)`` of the model input.
+    """
+
+    kind: str
+    logits: np.ndarray
+    probabilities: np.ndarray
+    attentions: list[np.ndarray]
+    grid: tuple[int, int]
+    prefix: int
+    tokens: int
+    pooling: str
+    input_size: tuple[int, int]
+    _leaf: torch.Tensor
+    _scores: list[torch.Tensor]
+    _graph_attentions: list[torch.Tensor]
+    _grads: dict[int, BlockGradients] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def trunk_output(self) -> torch.Tensor:
+        """The tokens entering the first explained block (no graph), reusable across heads."""
+        return self._leaf.detach()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self._graph_attentions)
+
+    def gradients(self, classes: Sequence[int]) -> dict[int, BlockGradients]:
+        """``{class: per-block gradients}``; the missing ones in one batched call per block."""
+        wanted = list(dict.fromkeys(int(k) for k in classes))
+        with self._lock:
+            missing = [k for k in wanted if k not in self._grads]
+            if missing:
+                self._grads.update(self._backward(missing))
+            return {k: self._grads[k] for k in wanted}
+
+    def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
+        if self.kind == LEGRAD:
+            per_block = [
+                batched_gradients(score, [attention], classes)[0]
+                for score, attention in zip(self._scores, self._graph_attentions, strict=True)
+            ]
+        else:
+            per_block = batched_gradients(self._scores[-1], self._graph_attentions, classes)
+        rows = self._rows()
+        arrays = [grads[:, 0, :, rows].float().cpu().numpy() for grads in per_block]
+        return {k: [block[i] for block in arrays] for i, k in enumerate(classes)}
+
+    def _rows(self) -> slice:
+        """Query rows whose gradient can be non-zero: LeGrad on a class-token model reads only
+        the class token's row of each block (the others are exactly zero)."""
+        return slice(0, 1) if self.kind == LEGRAD and self.pooling == "token" else slice(None)
+
+    def nbytes(self) -> int:
+        """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
+        grads = sum(g.nbytes for blocks in self._grads.values() for g in blocks)
+        maps = sum(a.numel() * a.element_size() for a in self._graph_attentions)
+        return grads + 4 * maps + sum(a.nbytes for a in self.attentions) + self.logits.nbytes * 2
+
+
+def compute_attention_entry(
+    view: AttentionView, x: torch.Tensor, kind: str, blocks: int, tokens: torch.Tensor | None = None
+) -> AttentionEntry:
+    """Run the last ``blocks`` blocks of ``view`` on ``x`` with autograd, once.
+
+    Args:
+        view: The model's attention view.
+        x: ``(1, 3, H, W)`` preprocessed input.
+        kind: ``legrad`` or ``attention-gradient``.
+        blocks: How many of the last blocks are explained (1..number of blocks).
+        tokens: The tokens entering the first explained block when already cached (CLIP
+            prompt changes, see :attr:`AttentionEntry.trunk_output`); the trunk is skipped then.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"attention method must be one of {', '.join(KINDS)}, got {kind!r}")
+    start = first_block(view, blocks)
+    if tokens is None:
+        tokens, _ = view.tokens_before(x, start)
+    grid = grid_of(view, x)
+    leaf = tokens.detach().requires_grad_(True)
+    with torch.enable_grad():
+        scores, attentions = view.block_scores(leaf, start)
+    logits = scores[-1].detach().float()[0]
+    return AttentionEntry(
+        kind=kind,
+        logits=logits.cpu().numpy(),
+        probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
+        attentions=(
+            [a.detach()[0].float().cpu().numpy() for a in attentions]
+            if kind == ATTENTION_GRADIENT
+            else []
+        ),
+        grid=grid,
+        prefix=view.prefix,
+        tokens=int(tokens.shape[1]),
+        pooling=view.pooling,
+        input_size=(int(x.shape[-2]), int(x.shape[-1])),
+        _leaf=leaf,
+        _scores=scores,
+        _graph_attentions=attentions,
+    )
+
+
+def first_block(view: AttentionView, blocks: int) -> int:
+    """Index of the first explained block; ValueError outside 1..number of blocks."""
+    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)):
+        raise ValueError(f"blocks must be a whole number, got {blocks!r}")
+    if not 1 <= blocks <= view.num_blocks:
+        raise ValueError(f"blocks must be between 1 and {view.num_blocks}, got {blocks}")
+    return view.num_blocks - int(blocks)
+
+
+def grid_of(view: AttentionView, x: torch.Tensor) -> tuple[int, int]:
+    """Patch grid of an input (the patch size divides it, remainders dropped like the conv)."""
+    ph, pw = view.split.patch_size
+    return int(x.shape[-2]) // int(ph), int(x.shape[-1]) // int(pw)
+
+
+def batched_gradients(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
+) -> list[torch.Tensor]:
+    """∂output[0, k]/∂input for each k and each input: ``(len(classes), *input.shape)`` each.
+
+    One vectorised backward (``is_grads_batched``) when the graph supports it, else a loop over
+    the classes. The graph is retained for later classes.
+    """
+    cotangents = torch.zeros(
+        (len(classes), *output.shape), dtype=output.dtype, device=output.device
+    )
+    cotangents[torch.arange(len(classes)), 0, torch.tensor(classes)] = 1.0
+    try:
+        return list(
+            torch.autograd.grad(
+                output, list(inputs), grad_outputs=cotangents, retain_graph=True,
+                is_grads_batched=True,
+            )
+        )
+    except RuntimeError as error:
+        log.debug("batched attention gradients unavailable (%s); looping over classes", error)
+    per_class = [
+        torch.autograd.grad(output, list(inputs), grad_outputs=cotangent, retain_graph=True)
+        for cotangent in cotangents
+    ]
+    return [torch.stack([grads[i] for grads in per_class]) for i in range(len(inputs))]
+
+
+def combine_blocks(
+    per_class: Mapping[int, BlockGradients], coefficients: Mapping[int, float]
+) -> BlockGradients:
+    """Σ_k coefficients[k] · per_class[k], block by block (before any ReLU)."""
+    blocks = len(next(iter(per_class.values())))
+    combined = []
+    for block in range(blocks):
+        total = None
+        for index, coefficient in coefficients.items():
+            term = per_class[index][block] * np.float32(coefficient)
+            total = term if total is None else total + term
+        combined.append(total)
+    return combined
+
+
+def raw_attention_map(entry: AttentionEntry, contrast: Contrast) -> np.ndarray:
+    """Pre-normalisation map ``(1, h, w)`` of ``contrast`` from a cached entry (no model call)."""
+    coefficients = contrast.coefficients()
+    gradients = combine_blocks(entry.gradients(list(coefficients)), coefficients)
+    if entry.kind == LEGRAD:
+        tokens = legrad_relevance(gradients, entry.tokens)
+    else:
+        tokens = attention_gradient_relevance(
+            gradients, entry.attentions, entry.prefix, entry.pooling
+        )
+    h, w = entry.grid
+    return tokens[entry.prefix : entry.prefix + h * w].reshape(1, h, w).astype(np.float32)
+
+
+def legrad_relevance(gradients: BlockGradients, tokens: int) -> np.ndarray:
+    """``(tokens,)``: Σ over blocks of the mean over heads and query rows of ReLU(gradient)."""
+    total = np.zeros(gradients[0].shape[-1], dtype=np.float32)
+    for gradient in gradients:
+        total += np.maximum(gradient, 0).sum(axis=1).mean(axis=0) / tokens
+    return total
+
+
+def attention_gradient_relevance(
+    gradients: BlockGradients, attentions: Sequence[np.ndarray], prefix: int, pooling: str
+) -> np.ndarray:
+    """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block."""
+    tokens = attentions[0].shape[-1]
+    # float64: the identity dominates R, and the map is the small part added to it
+    relevance = np.eye(tokens, dtype=np.float64)
+    for gradient, attention in zip(gradients, attentions, strict=True):
+        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
+        relevance = relevance + weighted @ relevance
+    if pooling == "token":
+        return relevance[0]
+    return relevance[prefix:].mean(axis=0)

@@ -1,0 +1,340 @@
+"""LeGrad and attention-gradient (plain and Finer) against naive full-autograd references.
+
+The references below share nothing with app/explain/attention.py or the explicit blocks of
+app/models/vit.py: attention probabilities are captured from the models' *own* forward passes
+(open_clip's MultiheadAttention asked for its per-head weights, timm's non-fused attention at
+its dropout), every score is differentiated through the whole network, and the methods'
+formulas are written out again from the papers.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from app.explain import inputs
+from app.explain.attention import compute_attention_entry, raw_attention_map
+from app.explain.combine import Contrast
+from app.explain.service import ExplainSettings, ExplanationService
+from app.models.backbones import TimmBackbone
+from app.models.clip import ClipEngine
+from app.models.cub import LinearHeadModel
+from app.models.vit import AttentionView
+from tests.model_fixtures import register_tiny_clip, tiny_timm_vit
+
+KINDS = ("legrad", "attention-gradient")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.fixture(scope="module")
+def clip_engine(tmp_path_factory) -> ClipEngine:
+    import open_clip
+
+    name = register_tiny_clip(
+        tmp_path_factory.mktemp("clip"), "attn-tiny-clip", image_size=[40, 64], patch_size=8,
+        layers=3,
+    )
+    torch.manual_seed(1)
+    model = open_clip.create_model(name, pretrained=None)
+    with torch.no_grad():
+        model.logit_scale.fill_(4.6)
+    return ClipEngine(model.eval(), open_clip.get_tokenizer(name), "test:attn-tiny-clip")
+
+
+PROMPTS = ("a red crown", "a blue bird", "a yellow wing", "a black beak")
+
+
+def clip_view(engine: ClipEngine, pooling: str):
+    return engine.with_pooling(pooling).view("concepts", PROMPTS, template=None)
+
+
+def timm_model(pooling: str) -> LinearHeadModel:
+    vit = tiny_timm_vit(
+        patch_size=8, img_size=48, global_pool=pooling, class_token=pooling == "token"
+    )
+    backbone = TimmBackbone(vit, f"test:timm-{pooling}", input_size=(40, 64))
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(5, vit.num_features, generator=generator)
+    return LinearHeadModel(backbone, weight, torch.randn(5, generator=generator),
+                           [f"class {i}" for i in range(5)], name=f"timm-{pooling}")
+
+
+def random_input(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- naive references
+
+
+def naive_open_clip(view, x: torch.Tensor, pooling: str):
+    """(per-block logits, per-block attention) through open_clip's own forward."""
+    visual = view.engine.model.visual
+    attentions, outputs = [], []
+
+    def attention(block, q_x, k_x=None, v_x=None, attn_mask=None):
+        out, weights = block.attn(q_x, q_x, q_x, need_weights=True, average_attn_weights=False)
+        attentions.append(weights._base)  # the (batch*heads, q, k) tensor that reached `out`
+        return out
+
+    blocks = visual.transformer.resblocks
+    saved = visual.pool_type
+    hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o)) for b in blocks]
+    try:
+        for block in blocks:
+            block.attention = types.MethodType(attention, block)
+        visual.pool_type = "tok" if pooling == "token" else "avg"
+        with torch.enable_grad():  # frozen weights: the graph starts at the input
+            embedding = visual(x.clone().requires_grad_(True))
+            scores = []
+            for out in outputs:
+                pooled, _ = visual._global_pool(visual.ln_post(out))
+                scores.append(view._similarities(pooled @ visual.proj))
+    finally:
+        visual.pool_type = saved
+        for block in blocks:
+            del block.attention
+        for hook in hooks:
+            hook.remove()
+    final = view._similarities(embedding)
+    torch.testing.assert_close(final, scores[-1], atol=1e-5, rtol=1e-5)
+    return scores, attentions
+
+
+def naive_timm(model: LinearHeadModel, x: torch.Tensor):
+    vit = model.backbone.model
+    attentions, outputs = [], []
+    hooks = []
+    for block in vit.blocks:
+        block.attn.fused_attn = False
+        hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o)))
+        hooks.append(block.register_forward_hook(lambda m, i, o: outputs.append(o)))
+    try:
+        with torch.enable_grad():
+            features = vit.forward_head(
+                vit.forward_features(x.clone().requires_grad_(True)), pre_logits=True
+            )
+            scores = [F.linear(vit.forward_head(vit.norm(o), pre_logits=True), model.weight,
+                               model.bias) for o in outputs]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(F.linear(features, model.weight, model.bias), scores[-1])
+    return scores, attentions
+
+
+def objective(scores: torch.Tensor, coefficients: dict[int, float]) -> torch.Tensor:
+    return sum(c * scores[0, k] for k, c in coefficients.items())
+
+
+def per_head(attention: torch.Tensor) -> torch.Tensor:
+    """``(heads, q, k)`` of the one image, from timm's (1, heads, q, k) or torch's (heads, q, k)."""
+    return attention[0] if attention.ndim == 4 else attention
+
+
+def naive_map(kind, scores, attentions, coefficients, blocks, prefix, grid, pooling):
+    scores, attentions = scores[-blocks:], attentions[-blocks:]
+    tokens = attentions[0].shape[-1]
+    if kind == "legrad":
+        relevance = torch.zeros(tokens)
+        for score, attention in zip(scores, attentions):
+            (grad,) = torch.autograd.grad(objective(score, coefficients), attention,
+                                          retain_graph=True)
+            relevance += per_head(grad).clamp(min=0).mean(dim=0).mean(dim=0)
+    else:
+        grads = torch.autograd.grad(objective(scores[-1], coefficients), attentions,
+                                    retain_graph=True)
+        rollout = torch.eye(tokens, dtype=torch.float64)
+        for grad, attention in zip(grads, attentions):
+            weighted = (per_head(grad) * per_head(attention)).clamp(min=0).mean(dim=0)
+            rollout = rollout + weighted.double() @ rollout
+        relevance = rollout[0] if pooling == "token" else rollout[prefix:].mean(dim=0)
+    h, w = grid
+    return relevance[prefix : prefix + h * w].reshape(1, h, w).detach().float().numpy()
+
+
+def scaled(raw: np.ndarray) -> np.ndarray:
+    raw = np.maximum(raw, 0)
+    return (raw - raw.min()) / (raw.max() - raw.min() + 1e-12)
+
+
+CASES = [("clip", "token"), ("clip", "avg"), ("timm", "token"), ("timm", "avg")]
+
+
+def case_model(kind_of_model, pooling, clip_engine):
+    if kind_of_model == "clip":
+        view = clip_view(clip_engine, pooling)
+        return view, view.attention_view(), lambda x: naive_open_clip(view, x, pooling)
+    model = timm_model(pooling)
+    return model, model.attention_view(), lambda x: naive_timm(model, x)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind_of_model,pooling", CASES)
+@pytest.mark.parametrize("gamma", [0.0, 0.7])
+def test_cached_maps_equal_naive_full_autograd(kind, kind_of_model, pooling, gamma, clip_engine):
+    """Non-square input, 2 of 3 blocks; plain (γ=0) and Finer (linearity of the score)."""
+    model, view, naive = case_model(kind_of_model, pooling, clip_engine)
+    x = random_input(40, 64)  # 5 x 8 patch grid
+    entry = compute_attention_entry(view, x, kind, blocks=2)
+    contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=gamma)
+    ours = raw_attention_map(entry, contrast)
+    scores, attentions = naive(x)
+    reference = naive_map(kind, scores, attentions, contrast.coefficients(), 2, view.prefix,
+                          (5, 8), pooling)
+    assert ours.shape == (1, 5, 8)
+    np.testing.assert_allclose(scaled(ours), scaled(reference), atol=1e-5)
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(entry.logits, scores[-1].detach()[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gamma_zero_is_the_plain_method(kind, clip_engine):
+    view = clip_view(clip_engine, "token").attention_view()
+    entry = compute_attention_entry(view, random_input(40, 64), kind, blocks=3)
+    plain = raw_attention_map(entry, Contrast(target=2))
+    finer_zero = raw_attention_map(entry, Contrast(2, (0, 1), (0.5, 0.5), 0.0))
+    finer = raw_attention_map(entry, Contrast(2, (0, 1), (0.5, 0.5), 1.0))
+    np.testing.assert_array_equal(plain, finer_zero)
+    assert not np.allclose(scaled(plain), scaled(finer), atol=1e-3)
+
+
+def test_class_token_legrad_keeps_only_the_rows_that_matter(clip_engine):
+    """With class-token pooling only the class token's query row reaches each read-out."""
+    view = clip_view(clip_engine, "token").attention_view()
+    entry = compute_attention_entry(view, random_input(40, 64), "legrad", blocks=3)
+    grads = entry.gradients([0])[0]
+    assert all(g.shape[1] == 1 for g in grads)
+    avg_entry = compute_attention_entry(
+        clip_view(clip_engine, "avg").attention_view(), random_input(40, 64), "legrad", blocks=3
+    )
+    assert all(g.shape[1] == g.shape[2] for g in avg_entry.gradients([0])[0])
+
+
+class Counting:
+    """Counts trunk and explicit-block runs of an attention view's split."""
+
+    def __init__(self, view: AttentionView) -> None:
+        self.calls = 0
+        split = view.split
+        for name in ("tokens_before", "attention_blocks"):
+            original = getattr(split, name)
+
+            def counted(*args, _original=original, **kwargs):
+                self.calls += 1
+                return _original(*args, **kwargs)
+
+            setattr(split, name, counted)
+
+
+def test_moving_gamma_t_references_and_weighting_never_runs_the_model():
+    model = timm_model("token")
+    counter = Counting(model.attention_view())
+    model.attention_view = lambda view=model.attention_view(): view  # one counted view
+    service = ExplanationService(lambda name: model)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
+    for kind in KINDS:
+        first = service.explain("m", image, ExplainSettings(method=kind, gamma=0.6, top_t=2))
+        calls = counter.calls
+        assert calls >= 1 and not first.cached
+        variants = [
+            ExplainSettings(method=kind, gamma=0.0),
+            ExplainSettings(method=kind, gamma=1.0, top_t=4),
+            ExplainSettings(method=kind, gamma=0.3, weighting="probability"),
+            ExplainSettings(method=kind, reference_mode="weights", top_t=3),
+            ExplainSettings(method=kind, reference_mode="manual", manual_references=(0, 4)),
+            ExplainSettings(method=kind, target=3, gamma=0.8),
+        ]
+        maps = [service.explain("m", image, settings) for settings in variants]
+        assert counter.calls == calls, "a re-render ran the model"
+        assert all(m.cached for m in maps)
+        assert not np.allclose(maps[0].finer, maps[1].finer)
+
+
+def test_concept_prompts_reuse_the_trunk_tokens(clip_engine):
+    view = clip_view(clip_engine, "token")
+    counter = Counting(view.attention_view())
+    service = ExplanationService(lambda name: view)
+    image = Image.new("RGB", (60, 40), (200, 30, 30))
+    settings = ExplainSettings(method="legrad", gamma=1.0)
+    service.explain_concepts("c", image, "a red crown", "a blue bird", settings)
+    trunk_calls = counter.calls
+    explanation = service.explain_concepts("c", image, "a red crown", "a bird, a wing", settings)
+    assert explanation.target.name == "a red crown"
+    assert counter.calls == trunk_calls + 1  # only the explained blocks ran again
+
+
+def test_pooling_choice_is_explained_and_named(clip_engine):
+    view = clip_view(clip_engine, "token")
+    service = ExplanationService(lambda name: view)
+    image = Image.new("RGB", (48, 48), (20, 90, 200))
+    token = service.explain_concepts("c", image, "a red crown", "a blue bird",
+                                     ExplainSettings(method="gradcam"))
+    avg = service.explain_concepts("c", image, "a red crown", "a blue bird",
+                                   ExplainSettings(method="gradcam", pooling="avg"))
+    assert (token.pooling, avg.pooling) == ("token", "avg")
+    assert not np.allclose(token.target.logit, avg.target.logit)
+    with pytest.raises(inputs.InvalidInputError, match="pooling must be one of"):
+        service.explain_concepts("c", image, "a red crown", "a blue bird",
+                                 ExplainSettings(pooling="max"))
+
+
+def test_methods_show_where_they_apply_and_cnns_get_a_clear_message(tiny_adapter, clip_engine):
+    vit = timm_model("token")
+    service = ExplanationService({"cnn": tiny_adapter, "vit": vit}.__getitem__)
+    names = lambda model: [m.name for m in service.methods_for(model)]  # noqa: E731
+    assert "legrad" in names("vit") and "attention-gradient" in names("vit")
+    assert "legrad" not in names("cnn") and "gradcam" in names("cnn")
+    image = Image.new("RGB", (48, 48), (20, 90, 200))
+    with pytest.raises(inputs.InvalidInputError, match="attention maps; .* has none"):
+        service.explain("cnn", image, ExplainSettings(method="legrad"))
+    with pytest.raises(inputs.InvalidInputError, match="Turn off high resolution"):
+        service.explain("vit", image, ExplainSettings(method="legrad", fgcam=True))
+    with pytest.raises(inputs.InvalidInputError, match="blocks must be between 1 and 3"):
+        service.explain("vit", image, ExplainSettings(method="legrad", attention_blocks=9))
+    with pytest.raises(inputs.InvalidInputError, match="pooling choice applies to CLIP"):
+        service.explain("vit", image, ExplainSettings(pooling="avg"))
+    ok = service.explain("vit", image, ExplainSettings(method="attention-gradient",
+                                                       attention_blocks=3))
+    assert ok.finer.shape == (48, 48) and ok.method == "Attention-gradient"
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_legrad_matches_torchcam_where_the_definitions_agree(blocks, clip_engine):
+    """torchcam 0.5.0's LeGrad with our class-token read-out as its ``score_projection``.
+
+    torchcam hooks torchvision-style blocks (a ``self_attention`` MultiheadAttention child), so
+    a copy of the CLIP tower gets that alias. Its default projection (torchvision ViTs) reads the
+    mean of *all* tokens, a surrogate; with the model's own read-out the maps agree.
+    """
+    import copy
+
+    from torchcam.methods import LeGrad
+
+    view = clip_view(clip_engine, "token")
+    x = random_input(40, 64)
+    ours = raw_attention_map(
+        compute_attention_entry(view.attention_view(), x, "legrad", blocks), Contrast(2)
+    )
+    model = copy.deepcopy(clip_engine.model).requires_grad_(True)
+    visual = model.visual
+    for block in visual.transformer.resblocks:
+        block.self_attention = block.attn
+
+    def read_out(tokens: torch.Tensor) -> torch.Tensor:
+        return view._similarities(visual.ln_post(tokens[:, 0]) @ visual.proj)
+
+    targets = list(visual.transformer.resblocks)[-blocks:]
+    with LeGrad(model, targets, score_projection=read_out, grid_shape=(5, 8)) as extractor:
+        scores = view._similarities(model.encode_image(x))
+        anchor = extractor(2, scores)[0].detach().numpy().reshape(5, 8)
+    np.testing.assert_allclose(scaled(ours[0]), scaled(anchor), atol=1e-5)
