@@ -8,21 +8,23 @@ only a new image, model or method runs the network.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from app.explain.methods import METHODS
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.registry import ModelRegistry, model_specs
+from app.models.registry import ModelRegistry
 from app.ui.common import (
-    image_with_examples,
+    LIVE,
     SCORE_HEADERS,
     DownloadDir,
     file_stem,
     gpu,
-    panel_titles,
+    image_with_examples,
+    method_choices,
+    method_dropdown,
     progress_fn,
     score_rows,
     show_notices,
@@ -30,6 +32,15 @@ from app.ui.common import (
     top_scores,
     user_errors,
     with_image,
+)
+from app.ui.panels import (
+    Panels,
+    build_downloads,
+    build_panels,
+    gamma_slider,
+    model_and_method,
+    opacity_slider,
+    panel_values,
 )
 
 log = logging.getLogger(__name__)
@@ -41,7 +52,6 @@ REFERENCE_MODE_CHOICES = [
     ("Manual (pick classes)", "manual"),
 ]
 WEIGHTING_CHOICES = [("Uniform (paper)", "uniform"), ("Softmax probability", "probability")]
-METHOD_CHOICES = [(method.label, method.name) for method in METHODS.values()]
 
 
 @dataclass
@@ -52,31 +62,31 @@ class ClassifierTab:
     on_load: tuple[Any, list[Any], list[Any]]
 
 
-def model_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
-    """``(label, name)`` pairs for the model dropdown, in registry order."""
-    summaries = {spec.name: spec.summary for spec in model_specs(task)}  # type: ignore[arg-type]
-    return [
-        (f"{name} — {summaries.get(name, '')}".rstrip(" —"), name) for name in registry.names(task)
-    ]  # type: ignore[arg-type]
+@dataclass
+class _Controls:
+    """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
+    image: Any
+    model: gr.Dropdown
+    method: gr.Dropdown
+    gamma: gr.Slider
+    top_t: gr.Slider
+    reference_mode: gr.Radio
+    manual: gr.Dropdown
+    target: gr.Dropdown
+    weighting: gr.Radio
+    opacity: gr.Slider
+    high_res: gr.Checkbox
+    fg_layer: gr.Dropdown
+    fg_denoise: gr.Checkbox
+    run: gr.Button
 
-def default_model(registry: ModelRegistry, task: str) -> str | None:
-    """The model selected on page load.
-
-    The first of ``--models``/``FINERCAM_MODELS`` when given; else, online, the first Hub model
-    (CUB-200 / CLIP: the real thing, with the demo as its fallback); offline, the first demo.
-    """
-    names = registry.names(task)  # type: ignore[arg-type]
-    if not names:
-        return None
-    for wanted in registry.settings.models:
-        if wanted in names:
-            return wanted
-    if not registry.settings.offline:
-        hub = [spec.name for spec in model_specs(task) if not spec.offline and spec.name in names]  # type: ignore[arg-type]
-        if hub:
-            return hub[0]
-    return names[0]
+    def inputs(self) -> list[Any]:
+        return [
+            self.image, self.model, self.method, self.gamma, self.top_t, self.reference_mode,
+            self.manual, self.target, self.weighting, self.opacity, self.high_res,
+            self.fg_layer, self.fg_denoise,
+        ]  # fmt: skip
 
 
 def build_classifier_tab(
@@ -87,136 +97,108 @@ def build_classifier_tab(
     examples: list[str],
 ) -> ClassifierTab:
     """Lay out the tab inside the current ``gr.Blocks`` and wire its events."""
-    models = model_choices(registry, "classifier")
-    selected = default_model(registry, "classifier")
-
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_with_examples("clf", examples)
-            model = gr.Dropdown(models, value=selected, label="Model", elem_id="clf-model")
-            method = gr.Dropdown(
-                METHOD_CHOICES, value="gradcam", label="CAM method", elem_id="clf-method"
-            )
-            gamma = gr.Slider(
-                0,
-                1,
-                value=0.6,
-                step=0.05,
-                label="γ (contrast strength)",
-                elem_id="clf-gamma",
-                info="0 = plain CAM; higher subtracts more of the look-alike classes",
-            )
-            top_t = gr.Slider(
-                1, 5, value=3, step=1, label="T (number of reference classes)", elem_id="clf-t"
-            )
-            reference_mode = gr.Radio(
-                REFERENCE_MODE_CHOICES,
-                value="logits",
-                label="Reference classes",
-                elem_id="clf-refmode",
-            )
-            manual = gr.Dropdown(
-                [],
-                value=[],
-                multiselect=True,
-                filterable=True,
-                allow_custom_value=True,
-                label="Manual references (type to search)",
-                visible=False,
-                elem_id="clf-manual",
-            )
-            target = gr.Dropdown(
-                [PREDICTED],
-                value=PREDICTED,
-                filterable=True,
-                allow_custom_value=True,
-                label="Target class",
-                elem_id="clf-target",
-            )
-            weighting = gr.Radio(
-                WEIGHTING_CHOICES,
-                value="uniform",
-                label="Reference weighting",
-                elem_id="clf-weighting",
-            )
-            opacity = gr.Slider(
-                0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="clf-opacity"
-            )
-            high_res = gr.Checkbox(
-                False,
-                label="High resolution (FG-CAM)",
-                info="Carry both maps down to pixels (plain CNNs and ResNets only)",
-                visible=False,  # shown on model load for models FG-CAM supports
-                elem_id="clf-fgcam",
-            )
-            fg_layer = gr.Dropdown(
-                [("input (full resolution)", 0)],
-                value=0,
-                label="FG-CAM output layer",
-                visible=False,
-                elem_id="clf-fgcam-layer",
-            )
-            fg_denoise = gr.Checkbox(
-                False, label="FG-CAM SVD denoising", visible=False, elem_id="clf-fgcam-denoise"
-            )
-            run = gr.Button("Explain", variant="primary", elem_id="clf-run")
+            controls = _build_controls(service, registry, examples)
         with gr.Column(scale=2):
-            with gr.Row(equal_height=True):  # titles in their own row keep the panels aligned
-                cam_title = gr.Markdown("**CAM**", label="CAM title", elem_id="clf-cam-title")
-                finer_title = gr.Markdown(
-                    "**Finer-CAM**", label="Finer-CAM title", elem_id="clf-finer-title"
-                )
-            with gr.Row(equal_height=True):
-                cam_image = gr.Image(
-                    label="CAM",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    elem_id="clf-cam",
-                    elem_classes=["finercam-panel"],
-                )
-                finer_image = gr.Image(
-                    label="Finer-CAM",
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    elem_id="clf-finer",
-                    elem_classes=["finercam-panel"],
-                )
-            used = gr.Dataframe(
-                headers=SCORE_HEADERS,
-                label="Target and references used",
-                interactive=False,
-                wrap=True,
-                elem_id="clf-used",
-                column_widths=["18%", "40%", "14%", "14%", "14%"],
+            panels = build_panels("clf")
+            used, top5 = _build_scores()
+            panels.files = build_downloads(
+                "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
-            top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="clf-top5")
-            files = gr.File(
-                label="Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)",
-                file_count="multiple",
-                interactive=False,
-                elem_id="clf-files",
-            )
+    outputs = [top5, used, *panels.outputs(), panels.files, status]
+    explain = _explain_handler(service, registry, downloads)
+    load = _load_handler(service, registry)
+    loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
+              controls.method, status]  # fmt: skip
+    _wire(controls, panels, outputs, explain, load, loaded)
+    return ClassifierTab(on_load=(load, [controls.model, controls.method], loaded))
 
-    cleared = (None, None, "**CAM**", None, "**Finer-CAM**", None, None, gr.skip())
-    controls = [
-        image,
-        model,
-        method,
-        gamma,
-        top_t,
-        reference_mode,
-        manual,
-        target,
-        weighting,
-        opacity,
-        high_res,
-        fg_layer,
-        fg_denoise,
-    ]
-    outputs = [top5, used, cam_title, cam_image, finer_title, finer_image, files, status]
 
+def _build_controls(
+    service: ExplanationService, registry: ModelRegistry, examples: list[str]
+) -> _Controls:
+    image = image_with_examples("clf", examples)
+    model, method = model_and_method("clf", service, registry, "classifier", "Model")
+    gamma = gamma_slider("clf", "0 = plain CAM; higher subtracts more of the look-alike classes")
+    top_t, reference_mode, manual, target, weighting = _reference_controls()
+    opacity = opacity_slider("clf")
+    high_res, fg_layer, fg_denoise = _fgcam_controls()
+    run = gr.Button("Explain", variant="primary", elem_id="clf-run")
+    return _Controls(image, model, method, gamma, top_t, reference_mode, manual, target,
+                     weighting, opacity, high_res, fg_layer, fg_denoise, run)  # fmt: skip
+
+
+def _reference_controls() -> tuple[Any, ...]:
+    """T, the reference rule, the manual references, the target class and the weighting."""
+    top_t = gr.Slider(
+        1, 5, value=3, step=1, label="T (number of reference classes)", elem_id="clf-t"
+    )
+    reference_mode = gr.Radio(
+        REFERENCE_MODE_CHOICES, value="logits", label="Reference classes", elem_id="clf-refmode"
+    )
+    manual = gr.Dropdown(
+        [],
+        value=[],
+        multiselect=True,
+        filterable=True,
+        allow_custom_value=True,
+        label="Manual references (type to search)",
+        visible=False,
+        elem_id="clf-manual",
+    )
+    target = gr.Dropdown(
+        [PREDICTED],
+        value=PREDICTED,
+        filterable=True,
+        allow_custom_value=True,
+        label="Target class",
+        elem_id="clf-target",
+    )
+    weighting = gr.Radio(
+        WEIGHTING_CHOICES, value="uniform", label="Reference weighting", elem_id="clf-weighting"
+    )
+    return top_t, reference_mode, manual, target, weighting
+
+
+def _fgcam_controls() -> tuple[gr.Checkbox, gr.Dropdown, gr.Checkbox]:
+    """FG-CAM's switch, output layer and denoising (shown on model load where supported)."""
+    high_res = gr.Checkbox(
+        False,
+        label="High resolution (FG-CAM)",
+        info="Carry both maps down to pixels (plain CNNs and ResNets only)",
+        visible=False,
+        elem_id="clf-fgcam",
+    )
+    fg_layer = gr.Dropdown(
+        [("input (full resolution)", 0)],
+        value=0,
+        label="FG-CAM output layer",
+        visible=False,
+        elem_id="clf-fgcam-layer",
+    )
+    fg_denoise = gr.Checkbox(
+        False, label="FG-CAM SVD denoising", visible=False, elem_id="clf-fgcam-denoise"
+    )
+    return high_res, fg_layer, fg_denoise
+
+
+def _build_scores() -> tuple[gr.Dataframe, gr.Label]:
+    used = gr.Dataframe(
+        headers=SCORE_HEADERS,
+        label="Target and references used",
+        interactive=False,
+        wrap=True,
+        elem_id="clf-used",
+        column_widths=["18%", "40%", "14%", "14%", "14%"],
+    )
+    top5 = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="clf-top5")
+    return used, top5
+
+
+def _explain_handler(
+    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
+) -> Callable[..., tuple[Any, ...]]:
     @gpu
     @user_errors
     def explain_classifier(
@@ -266,32 +248,30 @@ def build_classifier_tab(
         explanation = service.explain(model, image, settings, progress=progress_fn(progress))
         log.info("classifier %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
         show_notices(explanation, None if explanation.cached else registry.notice(model))
-        cam_title, finer_title = panel_titles(explanation)
         stem = file_stem(model, method, explanation.target.name, f"g{explanation.gamma:g}")
         return (
             top_scores(explanation),
             score_rows(explanation),
-            f"**{cam_title}**",
-            explanation.cam_overlay,
-            f"**{finer_title}**",
-            explanation.finer_overlay,
+            *panel_values(explanation),
             downloads.save(explanation, stem),
             status_line(registry),
         )
 
-    # A control moved: re-render when there is an image (a cache hit unless the image, model
-    # or method changed). A cleared image clears the outputs.
-    live = with_image(explain_classifier, lambda: tuple(gr.skip() for _ in outputs))
-    image_changed = with_image(explain_classifier, lambda: cleared)
+    return explain_classifier
 
+
+def _load_handler(
+    service: ExplanationService, registry: ModelRegistry
+) -> Callable[..., tuple[Any, ...]]:
     @user_errors
     def load_model(
         name: str,
+        method: str | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
-        """Load the chosen model (with progress) and offer its class names."""
+        """Load the chosen model (with progress); offer its class names and methods."""
         if not name:
-            return (gr.skip(),) * 4 + (status_line(registry),)
+            return (gr.skip(),) * 5 + (status_line(registry),)
         progress(0.0, desc=f"Loading {name}…")
         labels = list(registry.get(name).labels)
         notice = registry.notice(name)
@@ -303,46 +283,52 @@ def build_classifier_tab(
             gr.Dropdown(choices=labels, value=[]),
             gr.Checkbox(visible=bool(stops), value=False),
             gr.Dropdown(choices=stops or [("input (full resolution)", 0)], value=0, visible=False),
+            method_dropdown(method_choices(service, name), method),
             status_line(registry),
         )
 
-    common = {"concurrency_id": "explain", "trigger_mode": "always_last"}
-    run.click(
-        explain_classifier,
-        controls,
-        outputs,
-        api_name="explain_classifier",
-        concurrency_id="explain",
-    )
-    image.change(image_changed, controls, outputs, api_visibility="private", **common)
-    loaded = [target, manual, high_res, fg_layer, status]
-    model.input(
-        load_model,
-        [model],
-        loaded,
-        api_visibility="private",
-        concurrency_id="explain",
-    ).success(live, controls, outputs, api_visibility="private", **common)
-    reference_mode.input(
-        lambda mode: gr.Dropdown(visible=mode == "manual"),
-        [reference_mode],
-        [manual],
-        queue=False,
-        api_visibility="private",
-    )
-    for slider in (gamma, top_t, opacity):
-        slider.change(
-            live, controls, outputs, api_visibility="private", show_progress="minimal", **common
-        )
-    high_res.input(
-        lambda on: (gr.Dropdown(visible=on), gr.Checkbox(visible=on)),
-        [high_res],
-        [fg_layer, fg_denoise],
-        queue=False,
-        api_visibility="private",
-    )
-    for control in (method, reference_mode, manual, target, weighting, high_res, fg_layer,
-                    fg_denoise):
-        control.input(live, controls, outputs, api_visibility="private", **common)
+    return load_model
 
-    return ClassifierTab(on_load=(load_model, [model], loaded))
+
+def _wire(
+    controls: _Controls,
+    panels: Panels,
+    outputs: list[Any],
+    explain: Callable[..., tuple[Any, ...]],
+    load: Callable[..., tuple[Any, ...]],
+    loaded: list[Any],
+) -> None:
+    """Run button (the named API endpoint), live controls and the model loader."""
+    inputs = controls.inputs()
+    cleared = (None, None, *panels.cleared(), None, gr.skip())
+    # A control moved: re-render when there is an image (a cache hit unless the image, model
+    # or method changed). A cleared image clears the outputs.
+    live = with_image(explain, lambda: tuple(gr.skip() for _ in outputs))
+    image_changed = with_image(explain, lambda: cleared)
+    controls.run.click(
+        explain, inputs, outputs, api_name="explain_classifier", concurrency_id="explain"
+    )
+    controls.image.change(image_changed, inputs, outputs, **LIVE)
+    controls.model.input(
+        load, [controls.model, controls.method], loaded, api_visibility="private",
+        concurrency_id="explain",
+    ).success(live, inputs, outputs, **LIVE)  # fmt: skip
+    controls.reference_mode.input(
+        lambda mode: gr.Dropdown(visible=mode == "manual"),
+        [controls.reference_mode],
+        [controls.manual],
+        queue=False,
+        api_visibility="private",
+    )
+    for slider in (controls.gamma, controls.top_t, controls.opacity):
+        slider.change(live, inputs, outputs, show_progress="minimal", **LIVE)
+    controls.high_res.input(
+        lambda on: (gr.Dropdown(visible=on), gr.Checkbox(visible=on)),
+        [controls.high_res],
+        [controls.fg_layer, controls.fg_denoise],
+        queue=False,
+        api_visibility="private",
+    )
+    for control in (controls.method, controls.reference_mode, controls.manual, controls.target,
+                    controls.weighting, controls.high_res, controls.fg_layer, controls.fg_denoise):  # fmt: skip
+        control.input(live, inputs, outputs, **LIVE)

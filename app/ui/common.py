@@ -21,13 +21,17 @@ import gradio as gr
 import numpy as np
 
 from app.explain.gradients import ProgressFn
-from app.explain.service import Explanation
-from app.models.registry import ModelLoadError, ModelRegistry
+from app.explain.methods import METHODS
+from app.explain.service import Explanation, ExplanationService
+from app.models.registry import ModelLoadError, ModelRegistry, model_specs
 from app.ui.image_input import ImagePath
 
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Event options of live controls: private, one explanation queue, only the latest move counts.
+LIVE = {"api_visibility": "private", "concurrency_id": "explain", "trigger_mode": "always_last"}
 
 #: Shown instead of a traceback when something unexpected breaks.
 INTERNAL_ERROR = "Something went wrong while explaining this image; the error was logged. Please try another image or setting."
@@ -217,3 +221,47 @@ def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:
     if examples:
         gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
     return image
+
+
+def model_choices(registry: ModelRegistry, task: str) -> list[tuple[str, str]]:
+    """``(label, name)`` pairs for the model dropdown, in registry order."""
+    summaries = {spec.name: spec.summary for spec in model_specs(task)}  # type: ignore[arg-type]
+    return [
+        (f"{name} — {summaries.get(name, '')}".rstrip(" —"), name) for name in registry.names(task)
+    ]  # type: ignore[arg-type]
+
+
+def default_model(registry: ModelRegistry, task: str) -> str | None:
+    """The model selected on page load.
+
+    The first of ``--models``/``FINERCAM_MODELS`` when given; else, online, the first Hub model
+    (CUB-200 / CLIP: the real thing, with the demo as its fallback); offline, the first demo.
+    """
+    names = registry.names(task)  # type: ignore[arg-type]
+    if not names:
+        return None
+    for wanted in registry.settings.models:
+        if wanted in names:
+            return wanted
+    if not registry.settings.offline:
+        hub = [spec.name for spec in model_specs(task) if not spec.offline and spec.name in names]  # type: ignore[arg-type]
+        if hub:
+            return hub[0]
+    return names[0]
+
+
+def method_choices(service: ExplanationService, model_name: str | None) -> list[tuple[str, str]]:
+    """``(label, name)`` pairs for the CAM-method dropdown of ``model_name``.
+
+    The one place that decides which methods a model offers (both tabs, on page load and on
+    every model change); today every model offers every method.
+    """
+    del service, model_name  # every method applies to every model for now
+    return [(method.label, method.name) for method in METHODS.values()]
+
+
+def method_dropdown(choices: list[tuple[str, str]], current: str | None) -> Any:
+    """The method dropdown after a model change: its choices, keeping ``current`` if offered."""
+    names = [name for _, name in choices]
+    value = current if current in names else (names[0] if names else None)
+    return gr.Dropdown(choices=choices, value=value)

@@ -9,24 +9,36 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from app.explain.service import ExplainSettings, ExplanationService
+from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
-from app.ui.classifier_tab import METHOD_CHOICES, default_model, model_choices
 from app.ui.common import (
-    image_with_examples,
+    LIVE,
     DownloadDir,
     file_stem,
     gpu,
-    panel_titles,
+    image_with_examples,
+    method_choices,
+    method_dropdown,
     progress_fn,
     show_notices,
     status_line,
     user_errors,
     with_image,
+)
+from app.ui.panels import (
+    Panels,
+    build_downloads,
+    build_panels,
+    gamma_slider,
+    model_and_method,
+    opacity_slider,
+    panel_values,
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +54,25 @@ FINER_LABEL = "Finer-CAM(target − γ·contrast)"
 SCORE_HEADERS = ["role", "prompt", "similarity (logit)", "probability"]
 
 
+@dataclass
+class _Controls:
+    """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
+
+    image: Any
+    model: gr.Dropdown
+    target: gr.Textbox
+    contrast: gr.Textbox
+    template: gr.Dropdown
+    gamma: gr.Slider
+    method: gr.Dropdown
+    opacity: gr.Slider
+    run: gr.Button
+
+    def inputs(self) -> list[Any]:
+        return [self.image, self.model, self.target, self.contrast, self.template, self.gamma,
+                self.method, self.opacity]  # fmt: skip
+
+
 def build_concepts_tab(
     service: ExplanationService,
     registry: ModelRegistry,
@@ -50,67 +81,11 @@ def build_concepts_tab(
     examples: list[str],
 ) -> None:
     """Lay out the tab inside the current ``gr.Blocks`` and wire its events."""
-    models = model_choices(registry, "concepts")
-    selected = default_model(registry, "concepts")
-
     with gr.Row():
         with gr.Column(scale=1):
-            image = image_with_examples("con", examples)
-            model = gr.Dropdown(models, value=selected, label="CLIP model", elem_id="con-model")
-            target = gr.Textbox(
-                label="Target concept",
-                placeholder="e.g. a bird with a red crown",
-                max_lines=1,
-                elem_id="con-target",
-            )
-            contrast = gr.Textbox(
-                value=DEFAULT_CONTRAST,
-                lines=3,
-                label="Contrast prompts (one per line, or comma separated)",
-                elem_id="con-contrast",
-            )
-            template = gr.Dropdown(
-                TEMPLATE_CHOICES,
-                value="{}",
-                allow_custom_value=True,
-                label="Prompt template ({} = the prompt)",
-                elem_id="con-template",
-            )
-            gamma = gr.Slider(
-                0, 1, value=0.6, step=0.05, label="γ (contrast strength)", elem_id="con-gamma"
-            )
-            method = gr.Dropdown(
-                METHOD_CHOICES, value="gradcam", label="CAM method", elem_id="con-method"
-            )
-            opacity = gr.Slider(
-                0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id="con-opacity"
-            )
-            run = gr.Button("Explain", variant="primary", elem_id="con-run")
+            controls = _build_controls(service, registry, examples)
         with gr.Column(scale=2):
-            with gr.Row(equal_height=True):  # titles in their own row keep the panels aligned
-                cam_title = gr.Markdown(
-                    f"**{CAM_LABEL}**", label="CAM title", elem_id="con-cam-title"
-                )
-                finer_title = gr.Markdown(
-                    f"**{FINER_LABEL}**", label="Finer-CAM title", elem_id="con-finer-title"
-                )
-            with gr.Row(equal_height=True):
-                cam_image = gr.Image(
-                    label=CAM_LABEL,
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    elem_id="con-cam",
-                    elem_classes=["finercam-panel"],
-                )
-                finer_image = gr.Image(
-                    label=FINER_LABEL,
-                    type="numpy",
-                    format="png",
-                    interactive=False,
-                    elem_id="con-finer",
-                    elem_classes=["finercam-panel"],
-                )
+            panels = build_panels("con", CAM_LABEL, FINER_LABEL)
             scores = gr.Dataframe(
                 headers=SCORE_HEADERS,
                 label="Similarity scores",
@@ -118,16 +93,62 @@ def build_concepts_tab(
                 wrap=True,
                 elem_id="con-scores",
             )
-            files = gr.File(
-                label="Download: raw maps (.npy) and composite (.png)",
-                file_count="multiple",
-                interactive=False,
-                elem_id="con-files",
-            )
+            panels.files = build_downloads("con", "Download: raw maps (.npy) and composite (.png)")
+    outputs = [scores, *panels.outputs(), panels.files, status]
+    explain = _explain_handler(service, registry, downloads)
+    _wire(controls, panels, outputs, explain, _load_handler(service, registry), status)
 
-    controls = [image, model, target, contrast, template, gamma, method, opacity]
-    outputs = [scores, cam_title, cam_image, finer_title, finer_image, files, status]
 
+def _build_controls(
+    service: ExplanationService, registry: ModelRegistry, examples: list[str]
+) -> _Controls:
+    image = image_with_examples("con", examples)
+    model, method = model_and_method("con", service, registry, "concepts", "CLIP model")
+    target = gr.Textbox(
+        label="Target concept",
+        placeholder="e.g. a bird with a red crown",
+        max_lines=1,
+        elem_id="con-target",
+    )
+    contrast = gr.Textbox(
+        value=DEFAULT_CONTRAST,
+        lines=3,
+        label="Contrast prompts (one per line, or comma separated)",
+        elem_id="con-contrast",
+    )
+    template = gr.Dropdown(
+        TEMPLATE_CHOICES,
+        value="{}",
+        allow_custom_value=True,
+        label="Prompt template ({} = the prompt)",
+        elem_id="con-template",
+    )
+    gamma = gamma_slider("con")
+    opacity = opacity_slider("con")
+    run = gr.Button("Explain", variant="primary", elem_id="con-run")
+    return _Controls(image, model, target, contrast, template, gamma, method, opacity, run)
+
+
+def score_rows(explanation: Explanation) -> list[list[Any]]:
+    """The target prompt and every contrast prompt with its similarity and probability."""
+    rows = [
+        [
+            "target",
+            explanation.target.name,
+            round(explanation.target.logit, 4),
+            round(explanation.target.probability, 4),
+        ]
+    ]
+    rows += [
+        [f"contrast {i}", ref.name, round(ref.logit, 4), round(ref.probability, 4)]
+        for i, ref in enumerate(explanation.references, 1)
+    ]
+    return rows
+
+
+def _explain_handler(
+    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
+) -> Callable[..., tuple[Any, ...]]:
     @gpu
     @user_errors
     def explain_concepts(
@@ -165,72 +186,70 @@ def build_concepts_tab(
         )
         log.info("concepts %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
         show_notices(explanation, None if explanation.cached else registry.notice(model))
-        cam_title, finer_title = panel_titles(explanation)
-        rows = [
-            [
-                "target",
-                explanation.target.name,
-                round(explanation.target.logit, 4),
-                round(explanation.target.probability, 4),
-            ]
-        ]
-        rows += [
-            [f"contrast {i}", ref.name, round(ref.logit, 4), round(ref.probability, 4)]
-            for i, ref in enumerate(explanation.references, 1)
-        ]
         stem = file_stem("concepts", model, method, f"g{explanation.gamma:g}")
         return (
-            rows,
-            f"**{cam_title}**",
-            explanation.cam_overlay,
-            f"**{finer_title}**",
-            explanation.finer_overlay,
+            score_rows(explanation),
+            *panel_values(explanation),
             downloads.save(explanation, stem),
             status_line(registry),
         )
 
-    def skip() -> tuple[Any, ...]:
-        return tuple(gr.skip() for _ in outputs)
+    return explain_concepts
 
-    cleared = (None, f"**{CAM_LABEL}**", None, f"**{FINER_LABEL}**", None, None, gr.skip())
 
-    @functools.wraps(explain_concepts)
-    def live(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        # Re-render only once there is an image and a target concept to explain.
-        if args[0] is None or not str(args[2] or "").strip():
-            return skip()
-        return explain_concepts(*args, **kwargs)
-
-    image_changed = with_image(live, lambda: cleared)
-
+def _load_handler(
+    service: ExplanationService, registry: ModelRegistry
+) -> Callable[..., tuple[Any, ...]]:
     @user_errors
     def load_model(
         name: str,
+        method: str | None = None,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
-    ) -> Any:
+    ) -> tuple[Any, ...]:
+        """Load the chosen CLIP model (with progress) and offer its methods."""
         if not name:
-            return status_line(registry)
+            return gr.skip(), status_line(registry)
         progress(0.0, desc=f"Loading {name}…")
         registry.get(name)
         notice = registry.notice(name)
         if notice:
             gr.Warning(notice)
-        return status_line(registry)
+        return method_dropdown(method_choices(service, name), method), status_line(registry)
 
-    common = {"concurrency_id": "explain", "trigger_mode": "always_last"}
-    run.click(
-        explain_concepts, controls, outputs, api_name="explain_concepts", concurrency_id="explain"
+    return load_model
+
+
+def _wire(
+    controls: _Controls,
+    panels: Panels,
+    outputs: list[Any],
+    explain: Callable[..., tuple[Any, ...]],
+    load: Callable[..., tuple[Any, ...]],
+    status: gr.Markdown,
+) -> None:
+    """Run button and Enter (the named API endpoint), live controls and the model loader."""
+    inputs = controls.inputs()
+
+    @functools.wraps(explain)
+    def live(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        # Re-render only once there is an image and a target concept to explain.
+        if args[0] is None or not str(args[2] or "").strip():
+            return tuple(gr.skip() for _ in outputs)
+        return explain(*args, **kwargs)
+
+    image_changed = with_image(live, lambda: (None, *panels.cleared(), None, gr.skip()))
+    controls.run.click(
+        explain, inputs, outputs, api_name="explain_concepts", concurrency_id="explain"
     )
-    target.submit(
-        explain_concepts, controls, outputs, api_visibility="private", concurrency_id="explain"
+    controls.target.submit(
+        explain, inputs, outputs, api_visibility="private", concurrency_id="explain"
     )
-    image.change(image_changed, controls, outputs, api_visibility="private", **common)
-    model.input(
-        load_model, [model], [status], api_visibility="private", concurrency_id="explain"
-    ).success(live, controls, outputs, api_visibility="private", **common)
-    for slider in (gamma, opacity):
-        slider.change(
-            live, controls, outputs, api_visibility="private", show_progress="minimal", **common
-        )
-    for control in (method, template):
-        control.input(live, controls, outputs, api_visibility="private", **common)
+    controls.image.change(image_changed, inputs, outputs, **LIVE)
+    controls.model.input(
+        load, [controls.model, controls.method], [controls.method, status],
+        api_visibility="private", concurrency_id="explain",
+    ).success(live, inputs, outputs, **LIVE)  # fmt: skip
+    for slider in (controls.gamma, controls.opacity):
+        slider.change(live, inputs, outputs, show_progress="minimal", **LIVE)
+    for control in (controls.method, controls.template):
+        control.input(live, inputs, outputs, **LIVE)
