@@ -4,7 +4,9 @@
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
-VGG16-BN at 224 px and its ratio to one forward pass. Random weights: timing does not depend on
+VGG16-BN at 224 px and its ratio to one forward pass, (e) LeGrad and attention-gradient CAM +
+Finer side by side against one forward pass and torchcam's LeGrad, and their re-render time.
+Random weights: timing does not depend on
 them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
 """
 
@@ -110,6 +112,65 @@ def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     return timings
 
 
+def bench_attention(args: argparse.Namespace) -> dict[str, float]:
+    """LeGrad / attention-gradient, CAM + Finer (T=3) side by side, against one forward pass and
+    against torchcam's LeGrad (one plain map: torchcam has no contrastive LeGrad)."""
+    import copy
+
+    from torchcam.methods import LeGrad
+
+    from app.explain.attention import DEFAULT_BLOCKS
+
+    engine = load_open_clip(args.model, None, "cpu")
+    view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    x = view.preprocess(image)
+    service = ExplanationService(lambda name: view)
+    runs: dict[str, Callable[[], object]] = {}
+    for method in DEFAULT_BLOCKS:
+        settings = ExplainSettings(method=method, gamma=0.6, top_t=3)
+
+        def cold(settings: ExplainSettings = settings) -> None:
+            service.entries.clear()
+            service.trunks.clear()
+            service.explain("bench", image, settings)
+
+        runs[method] = cold
+
+    def forward() -> None:
+        with torch.no_grad():
+            view.tail(view.trunk(x))
+
+    model = copy.deepcopy(engine.model).requires_grad_(True)
+    visual = model.visual
+    for block in visual.transformer.resblocks:
+        block.self_attention = block.attn  # torchcam hooks torchvision-style blocks
+    texts = view.text_embeddings()
+    blocks = list(visual.transformer.resblocks)[-DEFAULT_BLOCKS["legrad"]:]
+    extractor = LeGrad(
+        model, blocks, grid_shape=view.grid_size(*engine.input_size),
+        score_projection=lambda t: engine.similarity_logits(visual.ln_post(t[:, 0]) @ visual.proj,
+                                                            texts),
+    )
+
+    def torchcam_legrad() -> None:
+        scores = engine.similarity_logits(model.encode_image(x), texts)
+        extractor(int(scores.argmax()), scores)
+
+    runs |= {"forward": forward, "torchcam": torchcam_legrad}
+    timings = interleaved_medians(runs, args.repeats)
+    for method in DEFAULT_BLOCKS:
+        service.explain("bench", image, ExplainSettings(method=method))
+        gammas = iter(np.linspace(0.05, 1.0, 10_000))
+        timings[f"{method} rerender"] = interleaved_medians(
+            {"r": lambda m=method: service.explain(
+                "bench", image, ExplainSettings(method=m, gamma=float(next(gammas))))},
+            args.repeats * 4,
+        )["r"]
+    extractor.remove_hooks()
+    return timings
+
+
 def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
     from torchvision.models import vgg16_bn
 
@@ -131,6 +192,20 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
     )
 
 
+def print_attention(timings: dict[str, float]) -> None:
+    from app.explain.attention import DEFAULT_BLOCKS
+
+    forward = timings["forward"]
+    print(f"(e) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
+          f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) {timings['torchcam'] * 1000:.1f} ms")
+    for method, blocks in DEFAULT_BLOCKS.items():
+        cold, rerender = timings[method], timings[f"{method} rerender"]
+        print(f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
+              f"   ratio /forward = {cold / forward:.3f}"
+              f"   ratio /torchcam = {cold / timings['torchcam']:.3f}"
+              f"   re-render {rerender * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -138,6 +213,7 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
     parser.add_argument("--skip-fgcam", action="store_true")
+    parser.add_argument("--skip-attention", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -151,6 +227,8 @@ def main() -> None:
     print(f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
           f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}")
     print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
+    if not args.skip_attention:
+        print_attention(bench_attention(args))
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
         print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"

@@ -120,6 +120,7 @@ def test_named_endpoints_are_documented(client):
         "gamma",
         "method",
         "opacity",
+        "pooling",
     ]
     assert len(api) == 2  # the live-control events are private
 
@@ -226,6 +227,15 @@ def test_concepts_scores_sizes_and_gamma(client, server, picture, monkeypatch):
     assert runs[0] == 0  # same image and prompts: no model run
     concepts(client, server, picture, target="a bird with a blue crown", gamma=1.0)
     assert runs == [1, 1]  # new prompts: the tail runs again, the image trunk comes from the cache
+
+
+def test_concepts_vit_native_methods_and_pooling_are_named_in_titles(client, server, picture):
+    token = concepts(client, server, picture, method="legrad", gamma=1.0)
+    avg = concepts(client, server, picture, method="attention-gradient", pooling="avg", gamma=1.0)
+    assert "LeGrad, class token" in token["cam_title"]
+    assert "Attention-gradient, average-pooled surrogate" in avg["cam_title"]
+    assert pixels(avg["finer"]).shape == (72, 96, 3)
+    assert token["scores"]["data"][0][2] != avg["scores"]["data"][0][2]  # another read-out
 
 
 # --------------------------------------------------------------------------- bad input

@@ -338,3 +338,16 @@ def test_legrad_matches_torchcam_where_the_definitions_agree(blocks, clip_engine
         scores = view._similarities(model.encode_image(x))
         anchor = extractor(2, scores)[0].detach().numpy().reshape(5, 8)
     np.testing.assert_allclose(scaled(ours[0]), scaled(anchor), atol=1e-5)
+
+
+def test_method_dropdown_offers_vit_native_methods_only_for_vits():
+    from app.models.registry import ModelRegistry
+    from app.ui.common import method_choices
+
+    registry = ModelRegistry()
+    service = ExplanationService(registry.get)
+    names = lambda model, **kw: [name for _, name in method_choices(service, model, **kw)]  # noqa: E731
+    assert "legrad" in names("demo-tinyclip") and "attention-gradient" in names("demo-tinyclip")
+    assert "legrad" not in names("vgg16bn-imagenet")  # from the registry's hint: nothing loads
+    assert "legrad" not in names("demo-cnn", loaded=True) and "gradcam" in names("demo-cnn")
+    assert "legrad" in names("demo-tinyclip-species", loaded=True)

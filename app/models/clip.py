@@ -423,5 +423,6 @@ register_model(
         task="concepts",
         build=_build_concepts,
         fallback="demo-tinyclip",
+        attention=True,
     )
 )

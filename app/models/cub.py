@@ -334,6 +334,7 @@ register_model(
         task="classifier",
         build=build_zeroshot,
         fallback="demo-cnn",
+        attention=True,
     )
 )
 register_model(
@@ -343,5 +344,6 @@ register_model(
         task="classifier",
         build=build_linear,
         fallback="demo-cnn",
+        attention=True,
     )
 )

@@ -93,6 +93,7 @@ register_model(
         task="classifier",
         build=build_demo_cnn,
         offline=True,
+        attention=False,
     )
 )
 register_model(
@@ -102,6 +103,7 @@ register_model(
         task="concepts",
         build=build_tinyclip,
         offline=True,
+        attention=True,
     )
 )
 register_model(
@@ -111,5 +113,6 @@ register_model(
         task="classifier",
         build=build_tinyclip_species,
         offline=True,
+        attention=True,
     )
 )

@@ -36,6 +36,8 @@ class ModelSpec:
         build: Factory from :class:`Settings` to an adapter.
         offline: True when the weights ship in the repository.
         fallback: Offline model served when this one cannot load (no network, missing file).
+        attention: Whether it is a ViT whose attention maps LeGrad / attention-gradient read,
+            so the UI can offer them before loading it; None when only loading tells.
     """
 
     name: str
@@ -44,6 +46,7 @@ class ModelSpec:
     build: Callable[[Settings], ExplainableModel]
     offline: bool = False
     fallback: str | None = None
+    attention: bool | None = None
 
 
 _SPECS: dict[str, ModelSpec] = {}

@@ -201,6 +201,7 @@ register_model(
         task="classifier",
         build=build_vgg16bn,
         fallback="demo-cnn",
+        attention=False,
     )
 )
 register_model(
@@ -210,5 +211,6 @@ register_model(
         task="classifier",
         build=build_resnet50,
         fallback="demo-cnn",
+        attention=False,
     )
 )

@@ -283,7 +283,7 @@ def _load_handler(
             gr.Dropdown(choices=labels, value=[]),
             gr.Checkbox(visible=bool(stops), value=False),
             gr.Dropdown(choices=stops or [("input (full resolution)", 0)], value=0, visible=False),
-            method_dropdown(method_choices(service, name), method),
+            method_dropdown(method_choices(service, name, loaded=True), method),
             status_line(registry),
         )
 

@@ -23,7 +23,7 @@ import numpy as np
 from app.explain.gradients import ProgressFn
 from app.explain.methods import METHODS
 from app.explain.service import Explanation, ExplanationService
-from app.models.registry import ModelLoadError, ModelRegistry, model_specs
+from app.models.registry import ModelLoadError, ModelRegistry, get_spec, model_specs
 from app.ui.image_input import ImagePath
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,10 @@ def panel_titles(explanation: Explanation, target_label: str = "") -> tuple[str,
     """Titles of the two panels: what each map explains."""
     target = target_label or explanation.target.name
     refs = ", ".join(ref.name for ref in explanation.references) or "no references"
+    pooled = POOLING_LABELS.get(explanation.pooling or "")
+    method = f"{explanation.method}, {pooled}" if pooled else explanation.method
     return (
-        f"CAM ({explanation.method}): {target}",
+        f"CAM ({method}): {target}",
         f"Finer-CAM (γ={explanation.gamma:g}): {target} − γ·[{refs}]",
     )
 
@@ -250,14 +252,33 @@ def default_model(registry: ModelRegistry, task: str) -> str | None:
     return names[0]
 
 
-def method_choices(service: ExplanationService, model_name: str | None) -> list[tuple[str, str]]:
+def method_choices(
+    service: ExplanationService, model_name: str | None, loaded: bool = False
+) -> list[tuple[str, str]]:
     """``(label, name)`` pairs for the CAM-method dropdown of ``model_name``.
 
     The one place that decides which methods a model offers (both tabs, on page load and on
-    every model change); today every model offers every method.
+    every model change): LeGrad and attention-gradient only for ViTs. Once the model is
+    ``loaded`` the answer is exact (the served model may be an offline fallback); before, the
+    registry's hint decides, so building the page never loads a model.
     """
-    del service, model_name  # every method applies to every model for now
-    return [(method.label, method.name) for method in METHODS.values()]
+    if loaded and model_name:
+        methods = service.methods_for(model_name)
+    else:
+        hint = _attention_hint(model_name)
+        methods = [m for m in METHODS.values() if hint or not m.is_attention]
+    return [(method.label, method.name) for method in methods]
+
+
+def _attention_hint(model_name: str | None) -> bool:
+    try:
+        return bool(model_name) and bool(get_spec(model_name).attention)
+    except ValueError:
+        return False
+
+
+#: How the panel titles name what a CLIP model's maps explain.
+POOLING_LABELS = {"token": "class token", "avg": "average-pooled surrogate"}
 
 
 def method_dropdown(choices: list[tuple[str, str]], current: str | None) -> Any:

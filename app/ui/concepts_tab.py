@@ -66,11 +66,17 @@ class _Controls:
     gamma: gr.Slider
     method: gr.Dropdown
     opacity: gr.Slider
+    pooling: gr.Radio
     run: gr.Button
 
     def inputs(self) -> list[Any]:
         return [self.image, self.model, self.target, self.contrast, self.template, self.gamma,
-                self.method, self.opacity]  # fmt: skip
+                self.method, self.opacity, self.pooling]  # fmt: skip
+
+
+POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
+                   ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
+DEFAULT_POOLING = "token"
 
 
 def build_concepts_tab(
@@ -125,8 +131,17 @@ def _build_controls(
     )
     gamma = gamma_slider("con")
     opacity = opacity_slider("con")
+    pooling = gr.Radio(
+        POOLING_CHOICES,
+        value=DEFAULT_POOLING,
+        label="What is explained",
+        info="CLIP's class token, or the average of its patch tokens (the surrogate the "
+        "official Finer-CAM CLIP tutorial explains)",
+        elem_id="con-pooling",
+    )
     run = gr.Button("Explain", variant="primary", elem_id="con-run")
-    return _Controls(image, model, target, contrast, template, gamma, method, opacity, run)
+    return _Controls(image, model, target, contrast, template, gamma, method, opacity, pooling,
+                     run)  # fmt: skip
 
 
 def score_rows(explanation: Explanation) -> list[list[Any]]:
@@ -160,12 +175,14 @@ def _explain_handler(
         gamma: float = 0.6,
         method: str = "gradcam",
         opacity: float = 0.5,
+        pooling: str = DEFAULT_POOLING,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
 
         `contrast_prompts`: one per line or comma separated. `template` wraps every prompt
-        ("{}" = as typed). Returns the similarity scores, the CAM title and overlay, the
+        ("{}" = as typed). `pooling`: "token" explains CLIP's class token, "avg" the
+        average-pooled surrogate. Returns the similarity scores, the CAM title and overlay, the
         Finer-CAM title and overlay (PNG, the input's size), the downloads
         ([maps.npy, composite.png]) and the status line.
         """
@@ -173,7 +190,7 @@ def _explain_handler(
             raise gr.Error("Upload an image first (or pick an example).")
         progress(0.0, desc=f"Loading {model}…")
         registry.get(model)
-        settings = ExplainSettings(method=method, gamma=gamma, opacity=opacity)
+        settings = ExplainSettings(method=method, gamma=gamma, opacity=opacity, pooling=pooling)
         progress(0.1, desc="Explaining…")
         explanation = service.explain_concepts(
             model,
@@ -214,7 +231,8 @@ def _load_handler(
         notice = registry.notice(name)
         if notice:
             gr.Warning(notice)
-        return method_dropdown(method_choices(service, name), method), status_line(registry)
+        choices = method_choices(service, name, loaded=True)
+        return method_dropdown(choices, method), status_line(registry)
 
     return load_model
 
@@ -251,5 +269,5 @@ def _wire(
     ).success(live, inputs, outputs, **LIVE)  # fmt: skip
     for slider in (controls.gamma, controls.opacity):
         slider.change(live, inputs, outputs, show_progress="minimal", **LIVE)
-    for control in (controls.method, controls.template):
+    for control in (controls.method, controls.template, controls.pooling):
         control.input(live, inputs, outputs, **LIVE)
