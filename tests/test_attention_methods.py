@@ -226,7 +226,7 @@ class Counting:
     def __init__(self, view: AttentionView) -> None:
         self.calls = 0
         split = view.split
-        for name in ("tokens_before", "attention_blocks"):
+        for name in ("tokens_before", "attention_blocks", "record_blocks"):
             original = getattr(split, name)
 
             def counted(*args, _original=original, **kwargs):
@@ -260,17 +260,21 @@ def test_moving_gamma_t_references_and_weighting_never_runs_the_model():
         assert not np.allclose(maps[0].finer, maps[1].finer)
 
 
-def test_concept_prompts_reuse_the_trunk_tokens(clip_engine):
+@pytest.mark.parametrize("kind,runs", [("legrad", 0), ("attention-gradient", 1)])
+def test_concept_prompts_reuse_what_the_image_computed(kind, runs, clip_engine):
+    """New prompts: LeGrad re-reads the recorded blocks (no model run); attention-gradient
+    re-runs only the explained blocks from the cached tokens (the trunk is not run)."""
     view = clip_view(clip_engine, "token")
     counter = Counting(view.attention_view())
     service = ExplanationService(lambda name: view)
     image = Image.new("RGB", (60, 40), (200, 30, 30))
-    settings = ExplainSettings(method="legrad", gamma=1.0)
+    settings = ExplainSettings(method=kind, gamma=1.0)
     service.explain_concepts("c", image, "a red crown", "a blue bird", settings)
-    trunk_calls = counter.calls
+    first = counter.calls
     explanation = service.explain_concepts("c", image, "a red crown", "a bird, a wing", settings)
     assert explanation.target.name == "a red crown"
-    assert counter.calls == trunk_calls + 1  # only the explained blocks ran again
+    assert [r.name for r in explanation.references] == ["a bird", "a wing"]
+    assert counter.calls == first + runs
 
 
 def test_pooling_choice_is_explained_and_named(clip_engine):

@@ -10,16 +10,17 @@ attention-gradient are exact and γ, T and references re-render from cached per-
   from that block's tokens (pooled, final norm, head — "intermediate predictions") give
   s^l; E^l = mean over heads and query rows of ReLU(∂s^l_c/∂A^l); the map is Σ_l E^l over the
   patch columns (min-max scaled later). With class-token pooling only the class-token query row
-  of A^l reaches s^l, so only that row is kept (the mean still divides by the token count).
+  of A^l reaches s^l, so only that row is differentiated (the mean still divides by the token
+  count), and since A^l reaches s^l only through block l, each block gets its own small graph
+  after one no-grad pass.
 - **Attention-gradient** (Chefer et al., 2021, "Generic attention-model explainability"):
   ∇A^l = ∂y_c/∂A^l of the model's own logits; R ← R + mean_heads(ReLU(∇A^l ⊙ A^l))·R over the
   blocks, starting from the identity; the map is the class-token row of R over the patches
   (the mean of the patch rows for average-pooled models).
 
-The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: the tokens entering the
-first explained block come from a no-grad trunk (cached per image), those blocks run once with
-autograd, and per-class gradients are asked for in one batched call per block (LeGrad) or one
-for all blocks (attention-gradient), never into the parameters.
+The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: what does not depend on
+the head is cached per image, and per-class gradients are asked for in one batched call per
+block (LeGrad) or one for all blocks (attention-gradient), never into the parameters.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from app.explain.combine import Contrast
-from app.models.vit import AttentionView
+from app.models.vit import AttentionView, BlockState
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ class AttentionEntry:
         tokens: Token count (prefix + h·w).
         pooling: How the model pools its tokens (``token`` keeps only the class-token rows).
         input_size: ``(height, width)`` of the model input.
+        trunk_output: What the model computed that does not depend on the head, reusable for
+            another head on the same image (CLIP prompts): the recorded blocks (LeGrad) or the
+            tokens entering the first explained block (attention-gradient).
     """
 
     kind: str
@@ -73,16 +77,11 @@ class AttentionEntry:
     tokens: int
     pooling: str
     input_size: tuple[int, int]
-    _leaf: torch.Tensor
+    trunk_output: torch.Tensor | list[BlockState]
     _scores: list[torch.Tensor]
     _graph_attentions: list[torch.Tensor]
     _grads: dict[int, BlockGradients] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def trunk_output(self) -> torch.Tensor:
-        """The tokens entering the first explained block (no graph), reusable across heads."""
-        return self._leaf.detach()
 
     @property
     def num_classes(self) -> int:
@@ -109,61 +108,77 @@ class AttentionEntry:
             ]
         else:
             per_block = batched_gradients(self._scores[-1], self._graph_attentions, classes)
-        rows = self._rows()
-        arrays = [grads[:, 0, :, rows].float().cpu().numpy() for grads in per_block]
+        arrays = [grads[:, 0].float().cpu().numpy() for grads in per_block]
         return {k: [block[i] for block in arrays] for i, k in enumerate(classes)}
-
-    def _rows(self) -> slice:
-        """Query rows whose gradient can be non-zero: LeGrad on a class-token model reads only
-        the class token's row of each block (the others are exactly zero)."""
-        return slice(0, 1) if self.kind == LEGRAD and self.pooling == "token" else slice(None)
 
     def nbytes(self) -> int:
         """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
         grads = sum(g.nbytes for blocks in self._grads.values() for g in blocks)
         maps = sum(a.numel() * a.element_size() for a in self._graph_attentions)
-        return grads + 4 * maps + sum(a.nbytes for a in self.attentions) + self.logits.nbytes * 2
+        kept = sum(a.nbytes for a in self.attentions) + self.logits.nbytes * 2
+        return grads + 4 * maps + kept + trunk_bytes(self.trunk_output)
+
+
+def trunk_bytes(trunk: torch.Tensor | list[BlockState]) -> int:
+    """Bytes of an entry's :attr:`AttentionEntry.trunk_output`."""
+    if isinstance(trunk, torch.Tensor):
+        return trunk.numel() * trunk.element_size()
+    return sum(state.nbytes() for state in trunk)
 
 
 def compute_attention_entry(
-    view: AttentionView, x: torch.Tensor, kind: str, blocks: int, tokens: torch.Tensor | None = None
+    view: AttentionView,
+    x: torch.Tensor,
+    kind: str,
+    blocks: int,
+    trunk: torch.Tensor | list[BlockState] | None = None,
 ) -> AttentionEntry:
-    """Run the last ``blocks`` blocks of ``view`` on ``x`` with autograd, once.
+    """Explain the last ``blocks`` blocks of ``view`` on ``x``, running the model once.
+
+    LeGrad needs ∂s^l/∂A^l only, whose path stays inside block l: one no-grad pass records each
+    block's input, attention and values, and each block gets its own small graph from its
+    attention (only the class-token row with class-token pooling) through its second half and
+    the read-out. Attention-gradient needs ∂y/∂A^l through every later block: the explained
+    blocks run once with autograd.
 
     Args:
         view: The model's attention view.
         x: ``(1, 3, H, W)`` preprocessed input.
         kind: ``legrad`` or ``attention-gradient``.
         blocks: How many of the last blocks are explained (1..number of blocks).
-        tokens: The tokens entering the first explained block when already cached (CLIP
-            prompt changes, see :attr:`AttentionEntry.trunk_output`); the trunk is skipped then.
+        trunk: What an earlier entry of the same image and view left in
+            :attr:`AttentionEntry.trunk_output` (CLIP prompt changes): the model is not run
+            again for it.
     """
     if kind not in KINDS:
         raise ValueError(f"attention method must be one of {', '.join(KINDS)}, got {kind!r}")
     start = first_block(view, blocks)
-    if tokens is None:
-        tokens, _ = view.tokens_before(x, start)
-    grid = grid_of(view, x)
-    leaf = tokens.detach().requires_grad_(True)
-    with torch.enable_grad():
-        scores, attentions = view.block_scores(leaf, start)
+    if kind == LEGRAD:
+        states = trunk if trunk is not None else view.record(x, start)
+        rows = slice(0, 1) if view.pooling == "token" else slice(None)
+        leaves, scores = zip(*(view.block_readout(state, rows) for state in states), strict=True)
+        attentions, kept, trunk_output = list(leaves), [], list(states)
+        tokens = int(states[0].tokens.shape[1])
+    else:
+        tokens_in = trunk if trunk is not None else view.tokens_before(x, start)[0]
+        leaf = tokens_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores, attentions = view.block_scores(leaf, start)
+        kept = [a.detach()[0].float().cpu().numpy() for a in attentions]
+        trunk_output, tokens = tokens_in.detach(), int(tokens_in.shape[1])
     logits = scores[-1].detach().float()[0]
     return AttentionEntry(
         kind=kind,
         logits=logits.cpu().numpy(),
         probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
-        attentions=(
-            [a.detach()[0].float().cpu().numpy() for a in attentions]
-            if kind == ATTENTION_GRADIENT
-            else []
-        ),
-        grid=grid,
+        attentions=kept,
+        grid=grid_of(view, x),
         prefix=view.prefix,
-        tokens=int(tokens.shape[1]),
+        tokens=tokens,
         pooling=view.pooling,
         input_size=(int(x.shape[-2]), int(x.shape[-1])),
-        _leaf=leaf,
-        _scores=scores,
+        trunk_output=trunk_output,
+        _scores=list(scores),
         _graph_attentions=attentions,
     )
 

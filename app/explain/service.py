@@ -25,6 +25,7 @@ from app.explain.attention import (
     compute_attention_entry,
     first_block,
     raw_attention_map,
+    trunk_bytes,
 )
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
@@ -35,7 +36,7 @@ from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.models.base import ExplainableModel
-from app.models.vit import AttentionView
+from app.models.vit import AttentionView, BlockState
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ class ExplanationService:
         self._get_model = get_model
         self.max_side = max_side
         self.entries: BoundedLRU[Entry] = BoundedLRU(max_entries, max_bytes, _entry_bytes)
-        self.trunks: BoundedLRU[torch.Tensor] = BoundedLRU(max_entries, max_bytes, _tensor_bytes)
+        self.trunks: BoundedLRU[torch.Tensor | list[BlockState]] = BoundedLRU(
+            max_entries, max_bytes, trunk_bytes
+        )
         self.traces: BoundedLRU[FGCAMTrace] = BoundedLRU(
             max(1, max_entries // 4), max_bytes // 4, _trace_bytes
         )
@@ -390,7 +393,7 @@ class ExplanationService:
             trunk_key = (model.trunk_key, digest)
             compute = lambda: compute_entry(model, x, (), activation=self.trunks.get(trunk_key))  # noqa: E731
         else:
-            trunk_key = (source.view.key, f"blocks:{source.blocks}", digest)
+            trunk_key = (source.view.key, source.kind, f"blocks:{source.blocks}", digest)
             compute = lambda: compute_attention_entry(  # noqa: E731
                 source.view, x, source.kind, source.blocks, self.trunks.get(trunk_key)
             )
@@ -512,10 +515,6 @@ def _score(
 
 def _entry_bytes(entry: Entry) -> int:
     return entry.nbytes()
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
 
 
 def _trace_bytes(trace: FGCAMTrace) -> int:

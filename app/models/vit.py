@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -104,13 +105,18 @@ class ViTSplit(ABC):
         """Residual, MLP and layer scale of the last block after attention."""
 
     @abstractmethod
-    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One block with its attention computed by hand: ``(output tokens, probabilities)``.
+    def _attention_parts(
+        self, block: nn.Module, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block's attention computed by hand: probabilities ``(N, heads, tokens, tokens)``
+        and values ``(N, heads, tokens, dim)``. ValueError for non-standard blocks."""
 
-        The probabilities ``(N, heads, tokens, tokens)`` are part of the graph, so the
-        gradient of any later score with respect to them can be asked for (LeGrad,
-        attention-gradient). Raises ValueError for blocks whose arithmetic is not standard.
-        """
+    @abstractmethod
+    def _attention_output(
+        self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """The block's output for the query rows of ``attention`` (``tokens`` holds the same
+        rows of the block's input): attention output, residuals and MLP."""
 
     @abstractmethod
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -132,13 +138,31 @@ class ViTSplit(ABC):
     def attention_blocks(
         self, tokens: torch.Tensor, start: int
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Run blocks ``start..`` by hand: each block's output tokens and attention probabilities."""
+        """Run blocks ``start..`` by hand: each block's output tokens and attention probabilities
+        (in the caller's autograd mode: with it, the probabilities are part of the graph)."""
         outputs, attentions = [], []
         for block in self._blocks()[start:]:
-            tokens, attention = self._explicit_block(block, tokens)
+            attention, values = self._attention_parts(block, tokens)
+            tokens = self._attention_output(block, tokens, attention, values)
             outputs.append(tokens)
             attentions.append(attention)
         return outputs, attentions
+
+    def record_blocks(self, tokens: torch.Tensor, start: int) -> list[BlockState]:
+        """Run blocks ``start..`` by hand without autograd, keeping what each one attended with."""
+        states = []
+        with torch.no_grad():
+            for index, block in enumerate(self._blocks()[start:], start):
+                attention, values = self._attention_parts(block, tokens)
+                states.append(BlockState(index, tokens, attention, values))
+                tokens = self._attention_output(block, tokens, attention, values)
+        return states
+
+    def replay_block(self, state: BlockState, attention_rows: torch.Tensor, rows: slice) -> torch.Tensor:
+        """The output ``rows`` of a recorded block recomputed from (some rows of) its attention:
+        a graph from those attention rows alone, through the block's second half."""
+        block = self._blocks()[state.index]
+        return self._attention_output(block, state.tokens[:, rows], attention_rows, state.values)
 
     # split -----------------------------------------------------------------------------------
 
@@ -187,9 +211,23 @@ def _attention_probabilities(q: torch.Tensor, k: torch.Tensor, scale: float) -> 
 
 
 def _merge_heads(attention: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``attention @ v`` with heads merged back: ``(N, tokens, heads*dim)``."""
-    n, heads, length, head_dim = v.shape
-    return (attention @ v).transpose(1, 2).reshape(n, length, heads * head_dim)
+    """``attention @ v`` with heads merged back: ``(N, queries, heads*dim)``."""
+    n, heads, queries = attention.shape[:3]
+    return (attention @ v).transpose(1, 2).reshape(n, queries, heads * v.shape[-1])
+
+
+@dataclass(frozen=True)
+class BlockState:
+    """What one block attended with on one input (no graph): its index, input tokens,
+    attention probabilities and values. Enough to recompute its output from its attention."""
+
+    index: int
+    tokens: torch.Tensor
+    attention: torch.Tensor
+    values: torch.Tensor
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.tokens, self.attention, self.values))
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -298,7 +336,9 @@ class OpenClipVisionSplit(ViTSplit):
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         return _open_clip_finish(self.last, raw, attended)
 
-    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attention_parts(
+        self, block: nn.Module, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not is_standard_open_clip_block(block):
             raise ValueError(
                 f"attention maps need standard attention blocks; {type(block).__name__} is not one"
@@ -312,8 +352,12 @@ class OpenClipVisionSplit(ViTSplit):
             part.reshape(n, length, heads, width // heads).transpose(1, 2)
             for part in qkv.split(width, dim=-1)
         )
-        attention = _attention_probabilities(q, k, (width // heads) ** -0.5)
-        return _open_clip_finish(block, tokens, mha.out_proj(_merge_heads(attention, v))), attention
+        return _attention_probabilities(q, k, (width // heads) ** -0.5), v
+
+    def _attention_output(
+        self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        return _open_clip_finish(block, tokens, block.attn.out_proj(_merge_heads(attention, values)))
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class token or mean of the patch tokens (``pooling``), ``ln_post`` and ``proj``.
@@ -423,7 +467,9 @@ class TimmVitSplit(ViTSplit):
     def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         return _timm_finish(self.last, raw, attended)
 
-    def _explicit_block(self, block: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attention_parts(
+        self, block: nn.Module, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         from timm.layers import Attention
         from timm.models.vision_transformer import Block
 
@@ -436,9 +482,14 @@ class TimmVitSplit(ViTSplit):
         n, length = normed.shape[0], normed.shape[1]
         qkv = attn.qkv(normed).reshape(n, length, 3, attn.num_heads, attn.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        attention = _attention_probabilities(attn.q_norm(q), attn.k_norm(k), attn.scale)
-        attended = attn.proj_drop(attn.proj(attn.norm(_merge_heads(attention, v))))
-        return _timm_finish(block, tokens, attended), attention
+        return _attention_probabilities(attn.q_norm(q), attn.k_norm(k), attn.scale), v
+
+    def _attention_output(
+        self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        attn = block.attn
+        attended = attn.proj_drop(attn.proj(attn.norm(_merge_heads(attention, values))))
+        return _timm_finish(block, tokens, attended)
 
     @property
     def pooling(self) -> str:
@@ -535,6 +586,19 @@ class AttentionView:
     def tokens_before(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, tuple[int, int]]:
         with torch.no_grad():
             return self.split.tokens_before(x, start)
+
+    def record(self, x: torch.Tensor, start: int) -> list[BlockState]:
+        """One no-grad pass, keeping what blocks ``start..`` attended with (head-independent)."""
+        tokens, _ = self.tokens_before(x, start)
+        return self.split.record_blocks(tokens, start)
+
+    def block_readout(self, state: BlockState, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(leaf = the block's attention ``rows``, logits read out after the block): a graph
+        through that block's second half only — what LeGrad differentiates."""
+        leaf = state.attention[:, :, rows].detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = self.split.replay_block(state, leaf, rows)
+            return leaf, self.head(self.split.pool(out))
 
     def block_scores(
         self, tokens: torch.Tensor, start: int
