@@ -188,7 +188,15 @@ class Worker:
         self.work = work
         self.kinds = kinds
         self.rng = np.random.default_rng([work.seed, index])
-        self.client = Client(work.url, verbose=False, analytics_enabled=False, download_files=False)
+        # gradio_client's HTTP calls (upload, queue join) time out after 5 s by default, which an
+        # overloaded CPU exceeds; a browser waits, so the clients wait up to --timeout too.
+        self.client = Client(
+            work.url,
+            verbose=False,
+            analytics_enabled=False,
+            download_files=False,
+            httpx_kwargs={"timeout": work.timeout},
+        )
         self.http = httpx.Client(timeout=work.timeout)
         self.last_image: Path = EXAMPLES[index % len(EXAMPLES)]
         self.results: list[Result] = []

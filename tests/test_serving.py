@@ -101,6 +101,39 @@ def test_past_capacity_a_request_is_refused_at_once_with_a_busy_message(
         client.close()
 
 
+def test_while_stopping_new_requests_are_refused_with_a_message(server, tmp_path, monkeypatch):
+    admission = serving(server.demo).admission
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    client = _client(server.url)
+    try:
+        monkeypatch.setattr(admission, "stopping", True)
+        with pytest.raises(AppError, match="restarting; please try again"):
+            client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+        monkeypatch.setattr(admission, "stopping", False)
+        assert client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+    finally:
+        client.close()
+
+
+def test_finished_sessions_are_forgotten_and_serving_goes_on(server, tmp_path):
+    admission = serving(server.demo).admission
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    sessions = admission.queue.pending_event_ids_session
+    for _ in range(3):  # a client per visit, as browsers are: each leaves a session behind
+        client = _client(server.url)
+        client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+        client.close()
+    assert sum(not ids for ids in sessions.values()) >= 3
+    assert admission.forget_finished_sessions() >= 3
+    assert all(sessions.values())
+    client = _client(server.url)
+    try:  # the same client twice after the sweep: its session is simply recreated
+        for _ in range(2):
+            client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+    finally:
+        client.close()
+
+
 def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monkeypatch):
     disk = serving(server.demo).disk
     assert disk is not None and disk.is_alive()
