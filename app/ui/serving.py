@@ -6,8 +6,8 @@ neither how busy nor for how long. :class:`Admission` refuses an explanation onc
 delivered like any ``gr.Error`` (a toast in the browser, ``AppError`` in ``gradio_client``).
 On SIGTERM/SIGINT :func:`serve_until_stopped` refuses new events, lets the ones already
 accepted finish (at most ``grace_s``), closes the server and returns, so the process exits 0.
-:class:`DiskCap` keeps Gradio's file cache plus our download folder under a byte cap whatever the
-traffic, removing the oldest files first.
+:class:`DiskCap` keeps this server's files (Gradio's cached uploads and outputs, our downloads)
+under a byte cap whatever the traffic, removing the oldest files first.
 
 Hooks into ``Queue.push`` (gradio 6); ``tests/test_serving.py`` breaks when that changes.
 """
@@ -97,11 +97,11 @@ class Admission:
         )
 
     def in_flight(self) -> int:
-        """Events waiting or running, plus answers not yet sent to their client."""
-        waiting = sum(len(q.queue) for q in self.queue.event_queue_per_concurrency_id.values())
+        """Events accepted whose answer has not reached its client yet (waiting, running, or
+        done but not streamed); Gradio forgets those of a client that disconnects."""
+        undelivered = sum(len(ids) for ids in self.queue.pending_event_ids_session.values())
         running = sum(job is not None for job in self.queue.active_jobs)
-        unsent = sum(q.qsize() for q in self.queue.pending_messages_per_session.values())
-        return waiting + running + unsent
+        return max(undelivered, running)
 
 
 def serve_until_stopped(demo: gr.Blocks, admission: Admission, grace_s: float) -> None:
@@ -152,6 +152,8 @@ class DiskCap(threading.Thread):
 
     def run(self) -> None:
         while not self._done.wait(self.period):
+            if getattr(self.demo, "has_launched", False) and not self.demo.is_running:
+                return  # the server was closed: nothing more will be written
             try:
                 self.sweep()
             except Exception:  # a failed sweep must not end the thread
