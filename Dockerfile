@@ -52,6 +52,10 @@ RUN if [ "$PREFETCH" = "1" ]; then \
     fi
 
 EXPOSE 7860
+# python is PID 1 and handles SIGTERM itself (app.ui.serving): it stops taking new requests,
+# finishes those in flight within FINERCAM_STOP_GRACE (8 s, inside Docker's 10 s default) and
+# exits 0, so `docker stop` never has to SIGKILL it.
+STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
     CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7860/', timeout=4)"
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "7860"]

@@ -95,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from app.allocator import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before torch and the server start their threads
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     if not registry.names("classifier") and not registry.names("concepts"):
         raise SystemExit("error: no models to offer with these --models/--offline settings")
 
-    from app.ui import build_app, create_service, launch
+    from app.ui import build_app, create_service, serve
 
     if args.preload:
         for task in ("classifier", "concepts"):
@@ -144,12 +147,15 @@ def main(argv: list[str] | None = None) -> None:
                     registry.get(names[0])
                 except Exception as error:  # noqa: BLE001 - the UI reports it again on use
                     logging.getLogger("app").warning("could not preload %s: %s", names[0], error)
+    from app.diagnostics import start_from_env
+
+    start_from_env()  # after the imports and preloads: traces what serving allocates
     service = create_service(registry, settings)
     demo = build_app(service, registry, settings, concurrency=args.concurrency)
     logging.getLogger("app").info(
         "serving on http://%s:%d (device %s)", args.host, args.port, device
     )
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    serve(demo, host=args.host, port=args.port, share=args.share)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
 | FINERCAM_CUB_BACKBONE | backbone of that head when its file does not name one | (from the head) |
 | FINERCAM_CACHE_ENTRIES / FINERCAM_CACHE_MB | gradient cache bounds | 64 / 1024 |
 | FINERCAM_MAX_SIDE | longest image side handed to the models | 1024 |
+| FINERCAM_QUEUE_WAITING | explanations allowed to wait; past it a "busy" message | 16 |
+| FINERCAM_DISK_MB | cap on the server's files (Gradio's cache + downloads) | 300 |
+| FINERCAM_STOP_GRACE | seconds SIGTERM waits for requests in flight | 8 |
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Settings:
     cache_entries: int = 64
     cache_mb: int = 1024
     max_side: int = 1024
+    queue_waiting: int = 16
+    disk_mb: int = 300
+    stop_grace_s: float = 8.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +77,9 @@ class Settings:
             cache_entries=int(env.get("FINERCAM_CACHE_ENTRIES", "64")),
             cache_mb=int(env.get("FINERCAM_CACHE_MB", "1024")),
             max_side=int(env.get("FINERCAM_MAX_SIDE", "1024")),
+            queue_waiting=int(env.get("FINERCAM_QUEUE_WAITING", "16")),
+            disk_mb=int(env.get("FINERCAM_DISK_MB", "300")),
+            stop_grace_s=float(env.get("FINERCAM_STOP_GRACE", "8")),
         )
 
     @property

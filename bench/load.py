@@ -46,6 +46,7 @@ import httpx
 import numpy as np
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
 from PIL import Image
 
 from app.synthbirds import NUM_SPECIES, render_sample
@@ -69,9 +70,12 @@ CONCEPT_TARGETS = (
 CONCEPT_CONTRASTS = ("a photo of a bird", "a bird with a blue crown\na photo of a bird")
 WINDOW_S = 10.0
 
-OK, REFUSED, FAILED = "ok", "refused", "FAILED"
+OK, REFUSED, BUSY, FAILED = "ok", "refused", "busy", "FAILED"
+#: The server's "busy" answer past capacity (app.ui.serving.BUSY) or Gradio's own full queue.
+BUSY_MESSAGE = re.compile(r"server is busy: \d+ requests? ahead|queue is full", re.IGNORECASE)
+BUSY_BACKOFF_S = (0.5, 2.0)  # a refused client waits this long (uniform) before its next try
 CONCEPT_KINDS = ("concepts", "bad-empty-prompt", "bad-long-prompt")
-HEADER = "kind                     n    ok  refused  FAILED  p50 ms  p95 ms"
+HEADER = "kind                     n    ok  refused   busy  FAILED  p50 ms  p95 ms"
 
 
 # ------------------------------------------------------------------------------- results
@@ -85,7 +89,7 @@ class Result:
     valid: bool
     started: float
     latency: float
-    outcome: str  # OK | REFUSED (an invalid input refused with its message) | FAILED
+    outcome: str  # OK | REFUSED (invalid input refused with its message) | BUSY | FAILED
     message: str = ""
 
 
@@ -184,7 +188,15 @@ class Worker:
         self.work = work
         self.kinds = kinds
         self.rng = np.random.default_rng([work.seed, index])
-        self.client = Client(work.url, verbose=False, analytics_enabled=False, download_files=False)
+        # gradio_client's HTTP calls (upload, queue join) time out after 5 s by default, which an
+        # overloaded CPU exceeds; a browser waits, so the clients wait up to --timeout too.
+        self.client = Client(
+            work.url,
+            verbose=False,
+            analytics_enabled=False,
+            download_files=False,
+            httpx_kwargs={"timeout": work.timeout},
+        )
         self.http = httpx.Client(timeout=work.timeout)
         self.last_image: Path = EXAMPLES[index % len(EXAMPLES)]
         self.results: list[Result] = []
@@ -207,7 +219,10 @@ class Worker:
     def run(self, budget: Budget) -> None:
         while budget.take():
             kind = self.kinds[int(self.rng.choice(len(self.kinds), p=self._p))]
-            self.results.append(self.request(kind))
+            result = self.request(kind)
+            self.results.append(result)
+            if result.outcome == BUSY:
+                time.sleep(float(self.rng.uniform(*BUSY_BACKOFF_S)))
         self.client.close()
         self.http.close()
 
@@ -215,7 +230,10 @@ class Worker:
         start = time.monotonic()
         try:
             self._send[kind.name]()
-        except AppError as error:
+        except (AppError, QueueError) as error:
+            if BUSY_MESSAGE.search(str(error)):
+                return Result(kind.name, kind.valid, start, time.monotonic() - start, BUSY,
+                              str(error))
             return self._refusal(kind, start, str(error))
         except Exception as error:  # noqa: BLE001 - every failure is recorded, none ends the run
             return Result(kind.name, kind.valid, start, time.monotonic() - start, FAILED,
@@ -398,25 +416,32 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Report:
             timeout=args.timeout,
             defaults=classifier_defaults(server.url),
         )
-        workers = [Worker(i, work, kinds) for i in range(args.clients)]
-        load_start = time.monotonic()
-        budget = Budget(load_start + args.duration, args.max_requests)
-        threads = [
-            threading.Thread(target=w.run, args=(budget,), name=f"client-{i}", daemon=True)
-            for i, w in enumerate(workers)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=max(0.0, budget.deadline - time.monotonic()) + args.timeout + 30)
-        load_end = time.monotonic()
+        results, load_start, load_end = drive(work, kinds, args.clients, args.duration,
+                                              args.max_requests)
         alive = server.alive()
         sampler.stop()
         if not alive:
             log.error("the server died during the run:\n%s", server.log_tail())
-    results = [r for w in workers for r in w.results]
     loadavg = (loadavg_before, _loadavg())
     return Report(results, sampler.samples, load_start, load_end, alive, args.clients, loadavg)
+
+
+def drive(
+    work: Workload, kinds: tuple[Kind, ...], clients: int, duration: float, max_requests: int
+) -> tuple[list[Result], float, float]:
+    """``clients`` threads send the mix for ``duration`` s; return (results, start, end)."""
+    workers = [Worker(i, work, kinds) for i in range(clients)]
+    start = time.monotonic()
+    budget = Budget(start + duration, max_requests)
+    threads = [
+        threading.Thread(target=w.run, args=(budget,), name=f"client-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=max(0.0, budget.deadline - time.monotonic()) + work.timeout + 30)
+    return [r for w in workers for r in w.results], start, time.monotonic()
 
 
 def _loadavg() -> str:
@@ -469,6 +494,36 @@ def _windows(samples: list[tuple[float, int]], start: float) -> list[list[int]]:
     return windows
 
 
+def kind_table(results: list[Result]) -> list[str]:
+    """One row per request kind: counts by outcome and p50/p95 latency."""
+    lines = []
+    for kind in KINDS:
+        rows = [r for r in results if r.kind == kind.name]
+        if not rows:
+            continue
+        latencies = [r.latency for r in rows]
+        counts = {o: sum(r.outcome == o for r in rows) for o in (OK, REFUSED, BUSY, FAILED)}
+        lines.append(
+            f"{kind.name:20s} {len(rows):5d} {counts[OK]:5d} {counts[REFUSED]:8d} "
+            f"{counts[BUSY]:6d} {counts[FAILED]:7d} {_ms(latencies, 50):>7s} "
+            f"{_ms(latencies, 95):>7s}"
+        )
+    return lines
+
+
+def errors_by_kind(results: list[Result]) -> list[str]:
+    """Per kind, the number of non-OK answers and a sample message (a failure when any)."""
+    lines = ["errors by kind (sample message):"]
+    for kind in KINDS:
+        errors = [r for r in results if r.kind == kind.name and r.outcome != OK]
+        if errors:
+            sample = next((r for r in errors if r.outcome == FAILED), errors[0])
+            lines.append(
+                f"  {kind.name:20s} {len(errors):4d} {sample.outcome}: {sample.message[:140]}"
+            )
+    return lines
+
+
 def format_report(report: Report, args: argparse.Namespace) -> str:
     results = report.results
     elapsed = report.load_end - report.load_start
@@ -491,16 +546,7 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
         "",
         HEADER,
     ]
-    for kind in KINDS:
-        rows = [r for r in results if r.kind == kind.name]
-        if not rows:
-            continue
-        latencies = [r.latency for r in rows]
-        counts = {o: sum(r.outcome == o for r in rows) for o in (OK, REFUSED, FAILED)}
-        lines.append(
-            f"{kind.name:20s} {len(rows):5d} {counts[OK]:5d} {counts[REFUSED]:8d} "
-            f"{counts[FAILED]:7d} {_ms(latencies, 50):>7s} {_ms(latencies, 95):>7s}"
-        )
+    lines += kind_table(results)
     valid_latencies = [r.latency for r in valid if r.outcome == OK]
     lines += [
         "",
@@ -508,14 +554,8 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
             f"valid requests latency: p50 {_ms(valid_latencies, 50)} ms, "
             f"p95 {_ms(valid_latencies, 95)} ms (includes queueing behind the other clients)"
         ),
-        "errors by kind (sample message):",
     ]
-    for kind in KINDS:
-        errors = [r for r in results if r.kind == kind.name and r.outcome != OK]
-        if errors:
-            sample = next((r for r in errors if r.outcome == FAILED), errors[0])
-            outcome = "FAILED" if sample.outcome == FAILED else "refused"
-            lines.append(f"  {kind.name:20s} {len(errors):4d} {outcome}: {sample.message[:140]}")
+    lines += errors_by_kind(results)
     lines += rss_summary(report)
     lines += [
         f"server alive after the run: {'yes' if report.server_alive else 'NO'}",
@@ -525,13 +565,8 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.load", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (%(default)s)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds (%(default)s)")
-    parser.add_argument("--max-requests", type=int, default=2000, help="cap in all (%(default)s)")
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options ``bench.load`` and ``bench.soak`` share: seed, models, server settings."""
     parser.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     parser.add_argument(
         "--models",
@@ -543,6 +578,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concept-model", default="demo-tinyclip", help="concepts model ('' for none)"
     )
     parser.add_argument(
+        "--concurrency", type=int, default=None, help="server queue concurrency (app default)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="server torch threads (1)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.load", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (%(default)s)")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds (%(default)s)")
+    parser.add_argument("--max-requests", type=int, default=2000, help="cap in all (%(default)s)")
+    add_server_arguments(parser)
+    parser.add_argument(
         "--kinds",
         default=None,
         type=lambda text: {k.strip() for k in text.split(",") if k.strip()},
@@ -550,11 +600,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + ", ".join(k.name for k in KINDS)
         + ")",
     )
-    parser.add_argument(
-        "--concurrency", type=int, default=None, help="server queue concurrency (app default)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="server torch threads (1)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
     parser.add_argument(
         "--cache-entries", type=int, default=None, help="server gradient cache size (app default)"
     )

@@ -3,4 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Fewer glibc malloc arenas: a threaded server's RSS then stops creeping (the app also caps them
+# in-process when this is unset, for a Gradio-SDK Space that never runs this script).
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "${PYTHON:-python3}" -m app "$@"

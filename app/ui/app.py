@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from app.config import Settings
 from app.explain import inputs
@@ -16,13 +18,18 @@ from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
 from app.ui.common import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
+from app.ui.serving import Admission, DiskCap, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 DEFAULT_CONCURRENCY = 2
-QUEUE_MAX_SIZE = 64
+QUEUE_MAX_SIZE = 64  # Gradio's own hard cap; Admission refuses with a message well before it
+# Gradio's cache: every `frequency` s remove the files older than `age` s (the byte cap binds
+# first under heavy traffic; this keeps a quiet server's files short-lived too).
+DELETE_CACHE = (300, 1800)
+EVENT_RECORDS = 500  # Gradio's monitoring records kept (its default: 10,000)
 # Small inputs (the demo birds are 128 px) are shown scaled up to the panel width. Cosmetic:
 # if Gradio renames these classes the images simply keep their natural size.
 CSS = """
@@ -81,8 +88,8 @@ def build_app(
     """
     settings = settings or registry.settings
     examples = example_images() if examples is None else examples
-    downloads = DownloadDir()
-    with gr.Blocks(title="Finer-CAM Studio", delete_cache=(1800, 3600)) as demo:
+    downloads = DownloadDir(parent=Path(get_upload_folder()))
+    with gr.Blocks(title="Finer-CAM Studio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
         with gr.Tab("Fine-grained classifier", id="classifier"):
@@ -95,10 +102,52 @@ def build_app(
         demo.load(
             load_fn, load_inputs, load_outputs, api_visibility="private", concurrency_id="explain"
         )
+    bound_event_records()
     demo.queue(
         default_concurrency_limit=concurrency or default_concurrency(), max_size=QUEUE_MAX_SIZE
     )
+    compact_images(demo)
+    demo.serving = Serving(  # type: ignore[attr-defined]
+        Admission(demo, settings.queue_waiting), downloads, settings
+    )
     return demo
+
+
+def bound_event_records() -> None:
+    """Keep Gradio's per-event records (for its monitoring page) few and rarely summarised.
+
+    By default the queue keeps the last 10,000 events and rebuilds a pandas summary of all of
+    them after every event: memory that grows for hours of traffic and CPU on every request.
+    Read when the queue is created; an explicit environment setting wins.
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", str(EVENT_RECORDS))
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(EVENT_RECORDS // 10))
+
+
+@dataclass
+class Serving:
+    """What keeps a long-running server in bounds: admission, downloads, the configured caps."""
+
+    admission: Admission
+    downloads: DownloadDir
+    settings: Settings
+    disk: DiskCap | None = None
+
+
+def serving(demo: gr.Blocks) -> Serving:
+    """The :class:`Serving` that :func:`build_app` attached to ``demo``."""
+    return demo.serving  # type: ignore[attr-defined,no-any-return]
+
+
+def compact_images(demo: gr.Blocks) -> None:
+    """Return output images as WebP (a 128 px overlay: ~2 KB instead of ~29 KB of PNG).
+
+    Every returned image is a file in Gradio's cache until it expires, so its size times the
+    request rate is the server's disk churn. Inputs keep their format.
+    """
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Image) and not block.interactive:
+            block.format = "webp"
 
 
 def launch(
@@ -108,7 +157,14 @@ def launch(
     share: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths)."""
+    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths).
+
+    Also starts the disk cap over Gradio's cache and the download folder.
+    """
+    state = serving(demo)
+    if state.disk is None:
+        state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
+        state.disk.start()
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -119,3 +175,12 @@ def launch(
         css=CSS,
         **kwargs,
     )
+
+
+def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+    """Launch and serve until SIGTERM/SIGINT; then finish the requests in flight and return."""
+    launch(demo, host=host, port=port, share=share, prevent_thread_lock=True)
+    state = serving(demo)
+    serve_until_stopped(demo, state.admission, state.settings.stop_grace_s)
+    if state.disk is not None:
+        state.disk.stop()

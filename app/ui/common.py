@@ -145,22 +145,39 @@ def panel_titles(explanation: Explanation, target_label: str = "") -> tuple[str,
 
 
 class DownloadDir:
-    """Files offered for download, in one private temp folder pruned by age and count.
+    """Files offered for download, in one private folder pruned by age and count.
 
-    Gradio copies returned files into its own cache, so ours only need to live until the
-    response is sent; old ones are removed on later writes.
+    Created inside Gradio's file cache (``parent``) when given, so Gradio serves the files where
+    they are instead of copying them, and the disk cap (``app.ui.serving.DiskCap``) sees them.
+    When the disk is full the explanation is still shown; only the download is missing.
     """
 
-    def __init__(self, max_age_s: float = 3600.0, max_files: int = 200) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="finercam-downloads-"))
+    def __init__(
+        self, max_age_s: float = 900.0, max_files: int = 32, parent: Path | None = None
+    ) -> None:
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="finercam-downloads-", dir=parent))
         self.max_age_s = max_age_s
         self.max_files = max_files
         self._lock = threading.Lock()
 
     def save(self, explanation: Explanation, stem: str) -> list[str]:
-        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG."""
+        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG.
+
+        Returns ``[]`` with a warning toast when they cannot be written (a full disk).
+        """
         self._prune()
         folder = self.root / uuid.uuid4().hex[:12]
+        try:
+            return self._write(explanation, stem, folder)
+        except OSError as error:
+            log.warning("downloads not written (%s): %s", type(error).__name__, error)
+            _remove_tree(folder)
+            gr.Warning(DOWNLOAD_UNAVAILABLE)
+            return []
+
+    def _write(self, explanation: Explanation, stem: str, folder: Path) -> list[str]:
         folder.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "finercam"
         maps = folder / f"{safe}-maps.npy"
@@ -170,17 +187,39 @@ class DownloadDir:
         return [str(maps), str(composite)]
 
     def _prune(self) -> None:
+        """Drop folders past ``max_files`` or ``max_age_s`` (the disk cap may remove any first)."""
         with self._lock:
-            folders = sorted(
-                (p for p in self.root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime
-            )
+            ages = []
+            for folder in self.root.glob("*/"):
+                try:
+                    ages.append((folder.stat().st_mtime, folder))
+                except FileNotFoundError:
+                    continue
+            ages.sort()
             now = time.time()
-            excess = max(0, len(folders) - self.max_files)
-            for i, folder in enumerate(folders):
-                if i < excess or now - folder.stat().st_mtime > self.max_age_s:
-                    for file in folder.iterdir():
-                        file.unlink(missing_ok=True)
-                    folder.rmdir()
+            excess = max(0, len(ages) - self.max_files)
+            for i, (mtime, folder) in enumerate(ages):
+                if i < excess or now - mtime > self.max_age_s:
+                    _remove_tree(folder)
+
+
+#: Shown (as a warning) when the download files could not be written.
+DOWNLOAD_UNAVAILABLE = (
+    "The download is unavailable right now: the server could not write the files (its disk "
+    "may be full). The explanation above is complete."
+)
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a download folder (flat: files only); whatever is already gone is fine."""
+    if not folder.is_dir():
+        return
+    try:
+        for file in folder.iterdir():
+            file.unlink(missing_ok=True)
+        folder.rmdir()
+    except OSError:
+        log.debug("could not remove %s", folder, exc_info=True)
 
 
 def file_stem(*parts: Any) -> str:

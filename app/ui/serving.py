@@ -1,0 +1,226 @@
+"""Serving strangers for days: a busy message past capacity, a graceful stop, a disk cap.
+
+Gradio's queue waits without bound and its "queue full" answer is a fixed sentence that says
+neither how busy nor for how long. :class:`Admission` refuses an explanation once
+``max_waiting`` events wait ahead of it, with a message saying how many and for about how long,
+delivered like any ``gr.Error`` (a toast in the browser, ``AppError`` in ``gradio_client``).
+On SIGTERM/SIGINT :func:`serve_until_stopped` refuses new events, lets the ones already
+accepted finish (at most ``grace_s``), closes the server and returns, so the process exits 0.
+:class:`DiskCap` keeps this server's files (Gradio's cached uploads and outputs, our downloads)
+under a byte cap whatever the traffic, removing the oldest files first.
+
+Hooks into ``Queue.push`` (gradio 6); ``tests/test_serving.py`` breaks when that changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio.server_messages import ProcessCompletedMessage
+from gradio.utils import error_payload
+
+log = logging.getLogger(__name__)
+
+BUSY = (
+    "The server is busy: {ahead} request{s} ahead of yours. Please try again in about {wait} s."
+)
+STOPPING = "The server is restarting; please try again in a minute."
+FORGET_EVERY = 256  # events between two sweeps of Gradio's finished sessions
+
+
+class Admission:
+    """Refuse queued events past ``max_waiting`` (and all of them while stopping) with a message.
+
+    The event is first queued by Gradio, then, when too many wait ahead of it, taken out again
+    and answered at once with an error, so the client learns immediately instead of spinning.
+    """
+
+    def __init__(self, demo: gr.Blocks, max_waiting: int) -> None:
+        self.queue = demo._queue
+        self.max_waiting = max_waiting
+        self.stopping = False
+        self.refused = 0
+        self._pushes = 0
+        self._push = self.queue.push
+        self.queue.push = self.push  # type: ignore[method-assign]
+
+    async def push(self, body: Any, request: Any, username: str | None) -> tuple[Any, ...]:
+        self._pushes += 1
+        if self._pushes % FORGET_EVERY == 0:
+            self.forget_finished_sessions()
+        accepted, event_id, state = await self._push(body, request, username)
+        event = self.queue.event_ids_to_events.get(event_id) if accepted else None
+        if event is None:  # refused by Gradio itself, or answered from a cache
+            return accepted, event_id, state
+        waiting = self.queue.event_queue_per_concurrency_id[event.concurrency_id]
+        ahead = len(waiting.queue) - 1 + waiting.current_concurrency
+        if self.stopping or len(waiting.queue) > self.max_waiting:
+            waiting.queue.remove(event)
+            self.queue.event_ids_to_events.pop(event_id, None)
+            self._refuse(event, STOPPING if self.stopping else self._busy(event, waiting, ahead))
+        return accepted, event_id, state
+
+    def forget_finished_sessions(self) -> int:
+        """Drop the empty per-session id sets Gradio leaves behind; return how many.
+
+        Gradio keeps a set of undelivered event ids per session and never removes a set once
+        empty, so every browser visit and every ``/call`` request leaves one entry for good.
+        Runs on the event loop (from :meth:`push`), like the code that reads these sets.
+        """
+        sessions = self.queue.pending_event_ids_session
+        finished = [session for session, ids in sessions.items() if not ids]
+        for session in finished:
+            del sessions[session]
+        return len(finished)
+
+    def _busy(self, event: Any, waiting: Any, ahead: int) -> str:
+        average = self.queue.process_time_per_fn[event.fn].avg_time or 1.0
+        workers = max(1, waiting.concurrency_limit or 1)
+        wait = max(1, math.ceil(average * ahead / workers))
+        return BUSY.format(ahead=ahead, s="" if ahead == 1 else "s", wait=wait)
+
+    def _refuse(self, event: Any, message: str) -> None:
+        self.refused += 1
+        log.info("refused an event: %s", message)
+        content = error_payload(gr.Error(message, title="Busy", print_exception=False), True)
+        self.queue.send_message(
+            event, ProcessCompletedMessage(output=content, title="Busy", success=False)
+        )
+
+    def in_flight(self) -> int:
+        """Events accepted whose answer has not reached its client yet (waiting, running, or
+        done but not streamed); Gradio forgets those of a client that disconnects."""
+        undelivered = sum(len(ids) for ids in self.queue.pending_event_ids_session.values())
+        running = sum(job is not None for job in self.queue.active_jobs)
+        return max(undelivered, running)
+
+
+def serve_until_stopped(demo: gr.Blocks, admission: Admission, grace_s: float) -> None:
+    """Block until SIGTERM or SIGINT, then drain (at most ``grace_s``) and close the server."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("%s received: finishing the requests in flight", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+    while not stop.wait(1.0):
+        if not demo.is_running:
+            return
+    admission.stopping = True
+    deadline = time.monotonic() + grace_s
+    while admission.in_flight() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = admission.in_flight()
+    if left:
+        log.warning("stopping with %d event(s) unfinished after %.0f s", left, grace_s)
+    demo.close(verbose=False)
+    log.info("server stopped")
+
+
+class DiskCap(threading.Thread):
+    """Keep this server's files within ``cap_bytes``: oldest first, every ``period`` seconds.
+
+    This server's files are the ones Gradio records as written for this app (uploads, returned
+    images and files: its per-component sets of temp files) plus everything under ``owned``
+    (our download folder). Other files in a shared cache folder are never touched, nor are the
+    files Gradio keeps on purpose (examples, default values). Removed paths are also dropped from
+    Gradio's sets, which otherwise grow with every request until the age-based cleanup.
+    """
+
+    def __init__(
+        self, demo: gr.Blocks, owned: Iterable[Path], cap_bytes: int, period: float = 5.0
+    ) -> None:
+        super().__init__(name="disk-cap", daemon=True)
+        self.demo = demo
+        self.owned = tuple(Path(p).resolve() for p in owned)
+        self.cap_bytes = cap_bytes
+        self.period = period
+        self.sweeps = 0
+        self.removed = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.period):
+            if getattr(self.demo, "has_launched", False) and not self.demo.is_running:
+                return  # the server was closed: nothing more will be written
+            try:
+                self.sweep()
+            except Exception:  # a failed sweep must not end the thread
+                log.exception("disk sweep failed")
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, files) of this server's files."""
+        files = self._files()
+        return sum(size for _, _, size in files), len(files)
+
+    def sweep(self) -> int:
+        """Remove the oldest files until the total is under the cap; return the bytes freed."""
+        files = sorted(self._files())  # (mtime, path, size): oldest first
+        total = sum(size for _, _, size in files)
+        keep = self._kept()
+        freed = 0
+        removed: set[str] = set()
+        for _, path, size in files:
+            if total - freed <= self.cap_bytes:
+                break
+            if path in keep:
+                continue
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+            freed += size
+            removed.add(path)
+            _remove_empty_parent(Path(path).parent)
+        for temp_files in self._temp_sets():
+            temp_files.difference_update(removed)
+        self.sweeps += 1
+        self.removed += len(removed)
+        if removed:
+            log.info("disk cap: removed %d file(s), %.1f MB", len(removed), freed / 2**20)
+        return freed
+
+    def _temp_sets(self) -> list[set[str]]:
+        return list(getattr(self.demo, "temp_file_sets", []))
+
+    def _files(self) -> list[tuple[float, str, int]]:
+        paths = {p for temp_files in self._temp_sets() for p in list(temp_files)}
+        for root in self.owned:
+            for folder, _, names in os.walk(root):
+                paths.update(os.path.join(folder, name) for name in names)
+        files = []
+        for path in paths:
+            try:
+                stat = os.lstat(path)
+            except OSError:
+                continue
+            files.append((stat.st_mtime, path, stat.st_size))
+        return files
+
+    def _kept(self) -> set[str]:
+        keep: set[str] = set()
+        for block in self.demo.blocks.values():
+            keep.update(str(p) for p in getattr(block, "keep_in_cache", ()))
+        return keep
+
+
+def _remove_empty_parent(folder: Path) -> None:
+    """Gradio stores each file in a folder of its own (named by hash): drop it once empty."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

@@ -1,0 +1,255 @@
+"""Holding a public server: a busy message past capacity, a disk cap under many requests, the
+explanation still shown when the disk is full, and a graceful stop on SIGTERM (issue 17)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from appserver import REPO_ROOT, free_port, running_server, write_image
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from app.synthbirds import NUM_SPECIES, render_sample
+from app.ui.app import serving
+from app.ui.common import DOWNLOAD_UNAVAILABLE, DownloadDir
+
+pytestmark = pytest.mark.timeout(300)
+
+API = "/explain_classifier"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The real app, with its Gradio cache in a folder of its own (the disk test measures it)."""
+    saved = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio-cache"))
+    try:
+        with running_server() as srv:
+            yield srv
+    finally:
+        if saved is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = saved
+
+
+def _client(url: str) -> Client:
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def _bird(folder: Path, index: int) -> Path:
+    """A distinct synthetic bird per ``index`` (new pixels: a new upload and new outputs)."""
+    sample = render_sample(index % NUM_SPECIES, np.random.SeedSequence([17, index]), size=96)
+    path = folder / f"bird-{index:03d}.png"
+    sample.image.save(path)
+    return path
+
+
+def test_past_capacity_a_request_is_refused_at_once_with_a_busy_message(
+    server, tmp_path, monkeypatch
+):
+    admission = serving(server.demo).admission
+    monkeypatch.setattr(admission, "max_waiting", 2)
+    gate, started = threading.Event(), threading.Semaphore(0)
+    explain = server.service.explain
+
+    def held(*args, **kwargs):  # the workers stay busy until the test lets them go
+        started.release()
+        gate.wait(60)
+        return explain(*args, **kwargs)
+
+    monkeypatch.setattr(server.service, "explain", held)
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    client = _client(server.url)
+    try:
+        jobs = [
+            client.submit(image=handle_file(str(image)), model=server.classifier, api_name=API)
+            for _ in range(2)
+        ]
+        for _ in range(2):  # the default concurrency: both workers are now held
+            assert started.acquire(timeout=60)
+        jobs += [
+            client.submit(image=handle_file(str(image)), model=server.classifier, api_name=API)
+            for _ in range(2)
+        ]
+        deadline = time.monotonic() + 30
+        while sum(len(q.queue) for q in admission.queue.event_queue_per_concurrency_id.values()) < 2:
+            assert time.monotonic() < deadline, "the two waiting requests never queued"
+            time.sleep(0.05)
+        refused_before = admission.refused
+        extra = client.submit(
+            image=handle_file(str(image)), model=server.classifier, api_name=API
+        )
+        with pytest.raises(AppError, match=r"busy: 4 requests ahead of yours.*try again"):
+            extra.result(timeout=30)  # answered while every worker is still held
+        assert admission.refused == refused_before + 1
+        gate.set()
+        for job in jobs:  # the accepted requests are all served
+            assert job.result(timeout=120)[3] is not None
+    finally:
+        gate.set()
+        client.close()
+
+
+def test_while_stopping_new_requests_are_refused_with_a_message(server, tmp_path, monkeypatch):
+    admission = serving(server.demo).admission
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    client = _client(server.url)
+    try:
+        monkeypatch.setattr(admission, "stopping", True)
+        with pytest.raises(AppError, match="restarting; please try again"):
+            client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+        monkeypatch.setattr(admission, "stopping", False)
+        assert client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+    finally:
+        client.close()
+
+
+def test_finished_sessions_are_forgotten_and_serving_goes_on(server, tmp_path):
+    admission = serving(server.demo).admission
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    sessions = admission.queue.pending_event_ids_session
+    for _ in range(3):  # a client per visit, as browsers are: each leaves a session behind
+        client = _client(server.url)
+        client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+        client.close()
+    assert sum(not ids for ids in sessions.values()) >= 3
+    assert admission.forget_finished_sessions() >= 3
+    assert all(sessions.values())
+    client = _client(server.url)
+    try:  # the same client twice after the sweep: its session is simply recreated
+        for _ in range(2):
+            client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+    finally:
+        client.close()
+
+
+def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monkeypatch):
+    disk = serving(server.demo).disk
+    assert disk is not None and disk.is_alive()
+    cap = 256 * 2**10
+    monkeypatch.setattr(disk, "cap_bytes", cap)
+    monkeypatch.setattr(disk, "period", 0.2)
+    client = _client(server.url)
+    written = 0
+    try:
+        for i in range(24):
+            before, _ = disk.usage()
+            result = client.predict(
+                image=handle_file(str(_bird(tmp_path, i))), model=server.classifier, api_name=API
+            )
+            assert result[3] is not None and result[5] is not None
+            written += max(0, disk.usage()[0] - before)
+            sweeps = disk.sweeps
+            deadline = time.monotonic() + 20
+            while disk.sweeps < sweeps + 2:  # a whole sweep after this request's files exist
+                assert time.monotonic() < deadline, "the disk cap stopped sweeping"
+                time.sleep(0.05)
+            used, files = disk.usage()
+            assert used <= cap, f"{used} bytes in {files} files after request {i + 1}"
+    finally:
+        client.close()
+    assert written > 2 * cap  # the requests wrote far more than the cap: the cap was binding
+    assert disk.removed > 0
+    kept = [p for block in server.demo.blocks.values() for p in getattr(block, "keep_in_cache", ())]
+    assert all(Path(p).exists() for p in kept)  # the examples survive the sweeps
+
+
+def test_a_full_disk_still_shows_the_explanation_and_says_the_download_is_unavailable(
+    server, tmp_path, monkeypatch
+):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(DownloadDir, "_write", full_disk)
+    client = _client(server.url)
+    try:
+        job = client.submit(
+            image=handle_file(str(_bird(tmp_path, 99))), model=server.classifier, api_name=API
+        )
+        result = job.result(timeout=120)
+        warnings = []
+        while not job.communicator.updates.empty():
+            update = job.communicator.updates.get_nowait()
+            if getattr(update, "log", None):
+                warnings.append(update.log[0])
+    finally:
+        client.close()
+    assert result[3] is not None and result[5] is not None  # both panels
+    assert not result[6]  # no download files
+    assert DOWNLOAD_UNAVAILABLE in warnings
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_the_process_exit_0(tmp_path):
+    port = free_port()
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(tmp_path / "cache"),
+        OMP_NUM_THREADS="1",
+        FINERCAM_STOP_GRACE="90",  # generous on a shared CPU; the default is a few seconds
+    )
+    command = [sys.executable, "-m", "app", "--offline", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--models", "demo-cnn", "--preload"]
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_up(url, process, log_path)
+        client = _client(url)
+        # Score-CAM runs one masked forward pass per channel: long enough to still be running.
+        big = write_image(tmp_path / "big.png", (512, 512))
+        job = client.submit(
+            image=handle_file(str(big)), model="demo-cnn", method="scorecam", api_name=API
+        )
+        _wait_until_running(log_path, job)
+        process.send_signal(signal.SIGTERM)
+        result = job.result(timeout=120)
+        assert result[3] is not None and result[5] is not None
+        assert process.wait(timeout=60) == 0, log_path.read_text()
+        client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    log = log_path.read_text()
+    assert "SIGTERM received" in log and "server stopped" in log
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log_path.read_text()
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the server did not come up:\n{log_path.read_text()}")
+
+
+def _wait_until_running(log_path: Path, job) -> None:
+    """Until the job is being processed (not just queued) and has not finished."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = job.status()
+        if status.code.name == "PROCESSING" or status.progress_data:
+            assert not job.done(), "the request finished before SIGTERM: make it slower"
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the request never started:\n{log_path.read_text()}")
