@@ -12,6 +12,10 @@
 | FINERCAM_CUB_BACKBONE | backbone of that head when its file does not name one | (from the head) |
 | FINERCAM_CACHE_ENTRIES / FINERCAM_CACHE_MB | gradient cache bounds | 64 / 1024 |
 | FINERCAM_MAX_SIDE | longest image side handed to the models | 1024 |
+| FINERCAM_MAX_LOADED | models built from the Hub kept in memory (LRU) | 4 |
+
+Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
+configured in :mod:`app.models.hub`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Settings:
     cache_entries: int = 64
     cache_mb: int = 1024
     max_side: int = 1024
+    max_loaded: int = 4
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -71,6 +76,7 @@ class Settings:
             cache_entries=int(env.get("FINERCAM_CACHE_ENTRIES", "64")),
             cache_mb=int(env.get("FINERCAM_CACHE_MB", "1024")),
             max_side=int(env.get("FINERCAM_MAX_SIDE", "1024")),
+            max_loaded=int(env.get("FINERCAM_MAX_LOADED", "4")),
         )
 
     @property

@@ -16,6 +16,7 @@ from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
 from app.ui.common import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
+from app.ui.hub_models import build_hub_loader, build_status_details, hub_notice
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,15 @@ def build_app(
     with gr.Blocks(title="Finer-CAM Studio", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
+        build_status_details(registry)
         with gr.Tab("Fine-grained classifier", id="classifier"):
             classifier = build_classifier_tab(service, registry, downloads, status, examples)
+            build_hub_loader(registry, "classifier", classifier.on_load[1][0], status,
+                             then=classifier.on_load)
         with gr.Tab("CLIP concepts", id="concepts"):
-            build_concepts_tab(service, registry, downloads, status, examples)
+            concepts_model = build_concepts_tab(service, registry, downloads, status, examples)
+            build_hub_loader(registry, "concepts", concepts_model, status)
+        demo.load(lambda: hub_notice(registry), None, None, api_visibility="private", queue=False)
 
         # Load the default classifier (with progress) and fill its class lists on page load.
         load_fn, load_inputs, load_outputs = classifier.on_load

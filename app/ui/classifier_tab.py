@@ -75,7 +75,8 @@ def default_model(registry: ModelRegistry, task: str) -> str | None:
     if not registry.settings.offline:
         hub = [spec.name for spec in model_specs(task) if not spec.offline and spec.name in names]  # type: ignore[arg-type]
         if hub:
-            return hub[0]
+            serving = registry.serving(hub[0])  # its offline fallback when the Hub is unreachable
+            return serving if serving in names else hub[0]
     return names[0]
 
 
@@ -93,7 +94,8 @@ def build_classifier_tab(
     with gr.Row():
         with gr.Column(scale=1):
             image = image_with_examples("clf", examples)
-            model = gr.Dropdown(models, value=selected, label="Model", elem_id="clf-model")
+            model = gr.Dropdown(models, value=selected, label="Model", elem_id="clf-model",
+                                allow_custom_value=True)  # Hub ids (API, Hub loader)
             method = gr.Dropdown(
                 METHOD_CHOICES, value="gradcam", label="CAM method", elem_id="clf-method"
             )
@@ -265,7 +267,7 @@ def build_classifier_tab(
         progress(0.1, desc="Explaining…")
         explanation = service.explain(model, image, settings, progress=progress_fn(progress))
         log.info("classifier %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation, None if explanation.cached else registry.notice(model))
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
         cam_title, finer_title = panel_titles(explanation)
         stem = file_stem(model, method, explanation.target.name, f"g{explanation.gamma:g}")
         return (

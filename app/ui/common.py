@@ -196,14 +196,25 @@ def with_image(fn: F, on_missing: Callable[[], Any]) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+STATUS_MAX_CHARS = 400
+
+
 def status_line(registry: ModelRegistry) -> str:
-    """Which models are loaded, from where (Hub or offline demo), and on which device."""
-    mode = (
-        "offline: shipped demo models only"
-        if registry.settings.offline
-        else "online: weights from the Hugging Face Hub, offline demo models as fallback"
-    )
-    return f"**Status:** {registry.status()} ({mode})"
+    """One or two short lines: device, models loaded, fallbacks, Hub state (≤ 400 chars)."""
+    from app.models import hub
+
+    if registry.settings.offline:
+        mode = "Offline: shipped demo models only."
+    elif hub.user_offline():
+        mode = "Hub: offline (HF_HUB_OFFLINE), cached models and demos."
+    elif hub.hub_online():
+        mode = "Hub: online."
+    else:
+        mode = "Hub: unreachable, cached models and demos serve."
+    text = f"**Status:** {registry.status()}  \n{mode}"
+    if len(text) > STATUS_MAX_CHARS:
+        text = text[: STATUS_MAX_CHARS - len(mode) - 5] + "…  \n" + mode
+    return text
 
 
 def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:

@@ -48,15 +48,17 @@ def build_concepts_tab(
     downloads: DownloadDir,
     status: gr.Markdown,
     examples: list[str],
-) -> None:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its events."""
+) -> gr.Dropdown:
+    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; returns the model
+    dropdown (the Hub loader selects loaded models in it)."""
     models = model_choices(registry, "concepts")
     selected = default_model(registry, "concepts")
 
     with gr.Row():
         with gr.Column(scale=1):
             image = image_with_examples("con", examples)
-            model = gr.Dropdown(models, value=selected, label="CLIP model", elem_id="con-model")
+            model = gr.Dropdown(models, value=selected, label="CLIP model", elem_id="con-model",
+                                allow_custom_value=True)  # Hub ids (API, Hub loader)
             target = gr.Textbox(
                 label="Target concept",
                 placeholder="e.g. a bird with a red crown",
@@ -164,7 +166,7 @@ def build_concepts_tab(
             progress=progress_fn(progress),
         )
         log.info("concepts %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation, None if explanation.cached else registry.notice(model))
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
         cam_title, finer_title = panel_titles(explanation)
         rows = [
             [
@@ -234,3 +236,4 @@ def build_concepts_tab(
         )
     for control in (method, template):
         control.input(live, controls, outputs, api_visibility="private", **common)
+    return model
