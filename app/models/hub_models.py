@@ -254,9 +254,11 @@ def prepare(hub_id: hub.HubId, allow_list: bool = True) -> None:
     """Before a Hub load: allow-list, cache repair, size and safetensors from the metadata."""
     if allow_list:
         hub.check_allowed(hub_id)
-    hub.repair_cache(hub_id.repo)
+    removed = hub.repair_cache(hub_id.repo)
     if hub.hub_online():
-        hub.check_metadata(hub_id)
+        hub.check_metadata(hub_id)  # then the removed files download again now
+    elif removed:
+        raise OSError(_incomplete(hub_id, removed))
     elif not hub.cached_weights(hub_id):  # fail in milliseconds, before building the network
         raise OSError(
             f"{hub_id.name} is not in the Hub cache ({hf_cache_dir()}) and the Hub cannot be "
@@ -264,13 +266,15 @@ def prepare(hub_id: hub.HubId, allow_list: bool = True) -> None:
         )
 
 
+def _incomplete(hub_id: hub.HubId, removed: list[str]) -> str:
+    return (f"the cached download of {hub_id.name} was incomplete ({', '.join(removed)}); it "
+            "was removed and is downloaded again on the next try")
+
+
 def load_error(hub_id: hub.HubId, error: BaseException) -> OSError:
     removed = hub.repair_cache(hub_id.repo)
     if removed:
-        return OSError(
-            f"the cached download of {hub_id.name} was incomplete ({', '.join(removed)}); it "
-            "was removed and is downloaded again on the next try"
-        )
+        return OSError(_incomplete(hub_id, removed))
     source = f"the Hugging Face Hub ({hub_id.repo})"
     return hub_error(hub_id.name, source, hf_cache_dir(), error)
 

@@ -117,6 +117,12 @@ class ModelLoadError(RuntimeError):
 
 
 def _short(error: BaseException) -> str:
+    """A few words for the notice (the full error is in :meth:`ModelRegistry.details`)."""
+    from app.models import hub
+
+    if isinstance(error, OSError) and not hub.hub_online():
+        offline = "offline mode" if hub.user_offline() else "Hub unreachable"
+        return f"{offline}, not in the local cache"
     text = str(error).split(". ")[0].strip() or type(error).__name__
     return text if len(text) <= NOTICE_DETAIL_CHARS else text[: NOTICE_DETAIL_CHARS - 1] + "…"
 
@@ -172,6 +178,10 @@ class ModelRegistry:
             for old in evicted:
                 self._release(old)
             return model
+
+    def loaded(self, name: str) -> bool:
+        """Whether ``name`` is in memory now."""
+        return name in self._loaded
 
     def hub_names(self, task: Task | None = None) -> list[str]:
         """Loaded models named by a Hub id (not registered), for the dropdowns."""

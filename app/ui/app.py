@@ -107,14 +107,31 @@ def build_app(
     return demo
 
 
+def health_route(registry: ModelRegistry) -> Any:
+    """``GET /health``: 200 ``{"status": "ok"}``, or 503 ``"degraded"`` while a model load is
+    stuck (the other models keep serving); for the container's HEALTHCHECK."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def health(request: Any) -> JSONResponse:
+        report = registry.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return Route("/health", health, methods=["GET"])
+
+
 def launch(
     demo: gr.Blocks,
     host: str = "127.0.0.1",
     port: int = 7860,
     share: bool = False,
+    registry: ModelRegistry | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths)."""
+    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths);
+    with ``registry``, also ``GET /health``."""
+    if registry is not None:
+        kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
     return demo.launch(
         server_name=host,
         server_port=port,
