@@ -237,3 +237,35 @@ def test_hanging_hub_stalls_no_one(cache, online, monkeypatch, rgb_image):
     assert notice.startswith("birds525-dinov2 unavailable") and len(notice) < 200
     assert registry.health()["status"] == "ok"
     assert not hub.hub_online()  # remembered: the next Hub model goes to the cache at once
+
+
+def test_cli_explains_with_a_hub_id(cache, tmp_path, capsys):
+    from PIL import Image
+
+    from app.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (40, 30), (200, 40, 40)).save(folder / "bird.png")
+    out = ["--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(["explain", str(folder), "--model", TIMM_ID, *out]) == 0
+    assert list((tmp_path / "out").rglob("*.npy"))
+    assert main(["explain", str(folder), "--model", CLIP_ID, *out]) == 2
+    assert f"{CLIP_ID}@cub200" in capsys.readouterr().err
+
+
+def test_ui_turns_typed_ids_into_registry_names():
+    from app.ui.hub_models import hub_model_name
+
+    assert hub_model_name("resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"
+    assert hub_model_name("timm:timm/resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"
+    assert hub_model_name("hf-hub:imageomics/bioclip", "classifier", "birds525") == (
+        "hf-hub:imageomics/bioclip@birds525")
+    assert hub_model_name("imageomics/bioclip", "concepts") == "hf-hub:imageomics/bioclip"
+    custom = hub_model_name("hf-hub:org/clip", "classifier", "custom", "Fox Sparrow\nSong Sparrow")
+    assert custom.startswith("hf-hub:org/clip@list-")
+    assert hub_models.class_list(custom.partition("@")[2])[0] == ["Fox Sparrow", "Song Sparrow"]
+    with pytest.raises(ValueError, match="concepts tab needs an open_clip model"):
+        hub_model_name("timm:resnet50.a1_in1k", "concepts")
+    with pytest.raises(ValueError, match="at least two class names"):
+        hub_model_name("hf-hub:org/clip", "classifier", "custom", "only one")

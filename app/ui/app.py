@@ -94,7 +94,8 @@ def build_app(
         with gr.Tab("CLIP concepts", id="concepts"):
             concepts_model = build_concepts_tab(service, registry, downloads, status, examples)
             build_hub_loader(registry, "concepts", concepts_model, status)
-        demo.load(lambda: hub_notice(registry), None, None, api_visibility="private", queue=False)
+        demo.load(lambda: hub_notice(registry), None, None, api_visibility="private",
+                  concurrency_limit=None)
 
         # Load the default classifier (with progress) and fill its class lists on page load.
         load_fn, load_inputs, load_outputs = classifier.on_load
