@@ -120,7 +120,7 @@ def _short(error: BaseException) -> str:
     """A few words for the notice (the full error is in :meth:`ModelRegistry.details`)."""
     from app.models import hub
 
-    if isinstance(error, OSError) and not hub.hub_online():
+    if isinstance(error, OSError) and "cache" in str(error) and not hub.hub_online():
         offline = "offline mode" if hub.user_offline() else "Hub unreachable"
         return f"{offline}, not in the local cache"
     text = str(error).split(". ")[0].strip() or type(error).__name__

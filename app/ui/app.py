@@ -16,7 +16,7 @@ from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
 from app.ui.common import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
-from app.ui.hub_models import build_hub_loader, build_status_details, hub_notice
+from app.ui.hub_models import build_hub_loader, build_status_details
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def build_app(
     with gr.Blocks(title="Finer-CAM Studio", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
-        build_status_details(registry)
+        details_load, details = build_status_details(registry)
         with gr.Tab("Fine-grained classifier", id="classifier"):
             classifier = build_classifier_tab(service, registry, downloads, status, examples)
             build_hub_loader(registry, "classifier", classifier.on_load[1][0], status,
@@ -94,8 +94,7 @@ def build_app(
         with gr.Tab("CLIP concepts", id="concepts"):
             concepts_model = build_concepts_tab(service, registry, downloads, status, examples)
             build_hub_loader(registry, "concepts", concepts_model, status)
-        demo.load(lambda: hub_notice(registry), None, None, api_visibility="private",
-                  concurrency_limit=None)
+        demo.load(details_load, None, details, api_visibility="private", concurrency_limit=None)
 
         # Load the default classifier (with progress) and fill its class lists on page load.
         load_fn, load_inputs, load_outputs = classifier.on_load

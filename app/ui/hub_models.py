@@ -98,13 +98,21 @@ def build_hub_loader(registry: ModelRegistry, task: str, model: gr.Dropdown,
         event.success(*then, api_visibility="private", concurrency_id="explain")
 
 
-def build_status_details(registry: ModelRegistry) -> None:
-    """A closed "details" accordion under the status line: the full text of every notice."""
+def build_status_details(registry: ModelRegistry) -> tuple[Any, gr.Markdown]:
+    """A closed "details" accordion under the status line: the full text of every notice,
+    refreshed on Refresh; returns ``(fn, output)`` for the page-load event, which also shows
+    one short toast when the Hub is unreachable."""
     with gr.Accordion("Details", open=False):
-        details = gr.Markdown(lambda: details_text(registry), elem_id="status-details")
+        details = gr.Markdown(details_text(registry), elem_id="status-details")
         refresh = gr.Button("Refresh", size="sm")
     refresh.click(lambda: details_text(registry), None, details, api_visibility="private",
                   queue=False)
+
+    def on_page_load() -> str:
+        hub_notice(registry)
+        return details_text(registry)
+
+    return on_page_load, details
 
 
 def details_text(registry: ModelRegistry) -> str:
