@@ -269,3 +269,22 @@ def test_ui_turns_typed_ids_into_registry_names():
         hub_model_name("timm:resnet50.a1_in1k", "concepts")
     with pytest.raises(ValueError, match="at least two class names"):
         hub_model_name("hf-hub:org/clip", "classifier", "custom", "only one")
+
+
+def test_hanging_proxy_gives_up_fast(cache, online, monkeypatch):
+    """The issue's setup: an HTTPS_PROXY that accepts and never answers."""
+    from huggingface_hub.utils import close_session
+
+    with hanging_server() as hanging:
+        monkeypatch.setenv("HTTPS_PROXY", hanging)
+        monkeypatch.setenv("HTTP_PROXY", hanging)
+        online("https://huggingface.co")
+        close_session()  # a new client picks the proxy up from the environment
+        registry = _registry()
+        started = time.monotonic()
+        model = registry.get("birds525-dinov2")
+        seconds = time.monotonic() - started
+    close_session()
+    assert model.name == "demo-cnn" and seconds < 15.0, seconds
+    assert registry.notice("birds525-dinov2") == (
+        "birds525-dinov2 unavailable (Hub unreachable, not in the local cache); serving demo-cnn.")
