@@ -172,6 +172,7 @@ class ModelRegistry:
                     self._loading.pop(name, None)
             with self._lock:
                 self._loaded[name] = model
+                self._locks.pop(name, None)  # later calls find the model; no lock to keep
                 if not spec.offline and name not in self._served_by:
                     self._hub_built[name] = None
                 evicted = self._evict(keep=name)
@@ -189,7 +190,10 @@ class ModelRegistry:
         for name in list(self._loaded):
             if name in _SPECS or name in self._served_by:
                 continue
-            spec = get_spec(name)
+            try:
+                spec = get_spec(name)
+            except ValueError:  # e.g. a custom class list that has been forgotten
+                continue
             if task is None or spec.task == task:
                 names.append(name)
         return names
