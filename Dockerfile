@@ -1,4 +1,6 @@
-# Finer-CAM Studio: the web app as a container (Hugging Face Spaces "docker" SDK, app_port 7860).
+# Finer-CAM Studio: the web app as a container, for dedicated hardware (your server, or a
+# Hugging Face Space switched to the "docker" SDK with app_port 7860; the README's front matter
+# is the Gradio SDK, which ZeroGPU requires).
 #
 #   docker build -t finercam-studio .                                     # CUDA torch from PyPI
 #   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t finercam-studio .
@@ -57,5 +59,5 @@ EXPOSE 7860
 # exits 0, so `docker stop` never has to SIGKILL it.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s \
-    CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7860/', timeout=4)"
+    CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7860/health', timeout=4)"
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "7860"]

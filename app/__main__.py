@@ -11,12 +11,19 @@ Flags override the environment (see ``app.config`` for the ``FINERCAM_*`` variab
     --concurrency FINERCAM_CONCURRENCY  explanations run at once (2)
     --preload    FINERCAM_PRELOAD=1  load the default models before serving
 
-``python app/__main__.py`` works too (the Hugging Face Spaces Gradio SDK runs a file).
+``python app/__main__.py`` works too: it is the ``app_file`` of the Hugging Face Space (the
+Gradio SDK runs ``python app/__main__.py`` from the repository root). On ZeroGPU
+(``SPACES_ZERO_GPU`` set) ``spaces`` is imported first, as ZeroGPU requires, and
+``spaces.GPU`` wraps each explanation (``app.ui.common.gpu``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+
+if os.environ.get("SPACES_ZERO_GPU"):
+    import spaces  # noqa: F401 - must come before torch on ZeroGPU (preinstalled there)
 
 if not __package__:  # run as a file: make the repository root importable, not app/ itself
     from pathlib import Path
@@ -28,7 +35,6 @@ if not __package__:  # run as a file: make the repository root importable, not a
 import argparse
 import dataclasses
 import logging
-import os
 
 
 def _env_flag(*names: str) -> bool:
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("app").info(
         "serving on http://%s:%d (device %s)", args.host, args.port, device
     )
-    serve(demo, host=args.host, port=args.port, share=args.share)
+    serve(demo, host=args.host, port=args.port, share=args.share, registry=registry)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@
 | FINERCAM_QUEUE_WAITING | explanations allowed to wait; past it a "busy" message | 16 |
 | FINERCAM_DISK_MB | cap on the server's files (Gradio's cache + downloads) | 300 |
 | FINERCAM_STOP_GRACE | seconds SIGTERM waits for requests in flight | 8 |
+| FINERCAM_MAX_LOADED | models built from the Hub kept in memory (LRU) | 4 |
+
+Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
+configured in :mod:`app.models.hub`.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Settings:
     queue_waiting: int = 16
     disk_mb: int = 300
     stop_grace_s: float = 8.0
+    max_loaded: int = 4
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +85,7 @@ class Settings:
             queue_waiting=int(env.get("FINERCAM_QUEUE_WAITING", "16")),
             disk_mb=int(env.get("FINERCAM_DISK_MB", "300")),
             stop_grace_s=float(env.get("FINERCAM_STOP_GRACE", "8")),
+            max_loaded=int(env.get("FINERCAM_MAX_LOADED", "4")),
         )
 
     @property

@@ -256,7 +256,7 @@ def test_evaluate_refuses_a_fallback_model_but_explain_warns(tiny_model, image_f
     assert main(["evaluate", str(image_folder), "--model", "needs-a-head", *out]) == 2
     assert "Refusing to score the fallback" in capsys.readouterr().err
     assert main(["explain", str(image_folder), "--model", "needs-a-head", *out]) == 0
-    assert "could not be loaded (no head file)" in capsys.readouterr().err
+    assert "needs-a-head unavailable (no head file); serving" in capsys.readouterr().err
 
 
 def test_a_folder_of_only_bad_files_exits_1_and_lists_them(tiny_model, tmp_path, capsys):

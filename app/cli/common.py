@@ -89,11 +89,17 @@ def check_model(model_name: str) -> None:
     from app.models.registry import get_spec
 
     try:
-        get_spec(model_name)
+        spec = get_spec(model_name)
     except ValueError as error:
         raise CliError(str(error)) from error
     except ImportError as error:  # an adapter module that cannot be imported
         raise CliError(f"the model registry could not be loaded: {error}") from error
+    if spec.task == "concepts" and model_name.startswith("hf-hub:"):
+        raise CliError(
+            f"{model_name} is a concept (prompt) model; the CLI explains classifiers. For an "
+            f"open_clip Hub model add a class list: {model_name}@cub200 (or @birds525, "
+            "@cars196, @imagenet)"
+        )
 
 
 def open_session(

@@ -23,7 +23,8 @@ from .options import REGIONS, SYNTH_TEST_SEED, CliError
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
     model = parser.add_argument_group("model and maps")
     model.add_argument("--model", default="demo-cnn",
-                       help="registry name (default: demo-cnn, the offline demo model)")
+                       help="registry name (default: demo-cnn, the offline demo model) or an "
+                       "allowed Hub id: timm:NAME, timm:org/repo, hf-hub:org/repo@cub200")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s): gradcam, hirescam, gradcam++, xgradcam, layercam, "
                             "gradcam-elementwise, scorecam, and for ViTs legrad, "

@@ -167,7 +167,10 @@ def _load(arch: Callable[..., nn.Module], weights) -> nn.Module:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """No network: ``HF_HUB_OFFLINE`` or the Hub probe failed (then nothing answers quickly)."""
+    from app.models.hub import hub_online
+
+    return not hub_online()
 
 
 def build_vgg16bn(settings: Settings) -> TorchvisionCNN:

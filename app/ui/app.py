@@ -18,6 +18,7 @@ from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
 from app.ui.common import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
+from app.ui.hub_models import build_hub_loader, build_status_details
 from app.ui.serving import Admission, DiskCap, serve_until_stopped
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,15 @@ def build_app(
     with gr.Blocks(title="Finer-CAM Studio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
+        details_load, details = build_status_details(registry)
         with gr.Tab("Fine-grained classifier", id="classifier"):
             classifier = build_classifier_tab(service, registry, downloads, status, examples)
+            build_hub_loader(registry, "classifier", classifier.on_load[1][0], status,
+                             then=classifier.on_load)
         with gr.Tab("CLIP concepts", id="concepts"):
-            build_concepts_tab(service, registry, downloads, status, examples)
+            concepts_model = build_concepts_tab(service, registry, downloads, status, examples)
+            build_hub_loader(registry, "concepts", concepts_model, status)
+        demo.load(details_load, None, details, api_visibility="private", concurrency_limit=None)
 
         # Load the default classifier (with progress) and fill its class lists on page load.
         load_fn, load_inputs, load_outputs = classifier.on_load
@@ -150,17 +156,33 @@ def compact_images(demo: gr.Blocks) -> None:
             block.format = "webp"
 
 
+def health_route(registry: ModelRegistry) -> Any:
+    """``GET /health``: 200 ``{"status": "ok"}``, or 503 ``"degraded"`` while a model load is
+    stuck (the other models keep serving); for the container's HEALTHCHECK."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    def health(request: Any) -> JSONResponse:
+        report = registry.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
+
+    return Route("/health", health, methods=["GET"])
+
+
 def launch(
     demo: gr.Blocks,
     host: str = "127.0.0.1",
     port: int = 7860,
     share: bool = False,
+    registry: ModelRegistry | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths).
-
-    Also starts the disk cap over Gradio's cache and the download folder.
+    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths);
+    with ``registry``, also ``GET /health``. Also starts the disk cap over Gradio's cache and the
+    download folder.
     """
+    if registry is not None:
+        kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
     state = serving(demo)
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
@@ -177,9 +199,15 @@ def launch(
     )
 
 
-def serve(demo: gr.Blocks, host: str, port: int, share: bool = False) -> None:
+def serve(
+    demo: gr.Blocks,
+    host: str,
+    port: int,
+    share: bool = False,
+    registry: ModelRegistry | None = None,
+) -> None:
     """Launch and serve until SIGTERM/SIGINT; then finish the requests in flight and return."""
-    launch(demo, host=host, port=port, share=share, prevent_thread_lock=True)
+    launch(demo, host=host, port=port, share=share, registry=registry, prevent_thread_lock=True)
     state = serving(demo)
     serve_until_stopped(demo, state.admission, state.settings.stop_grace_s)
     if state.disk is not None:

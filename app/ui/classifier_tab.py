@@ -247,7 +247,7 @@ def _explain_handler(
         progress(0.1, desc="Explaining…")
         explanation = service.explain(model, image, settings, progress=progress_fn(progress))
         log.info("classifier %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation, None if explanation.cached else registry.notice(model))
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
         stem = file_stem(model, method, explanation.target.name, f"g{explanation.gamma:g}")
         return (
             top_scores(explanation),

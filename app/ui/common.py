@@ -241,14 +241,25 @@ def with_image(fn: F, on_missing: Callable[[], Any]) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+STATUS_MAX_CHARS = 400
+
+
 def status_line(registry: ModelRegistry) -> str:
-    """Which models are loaded, from where (Hub or offline demo), and on which device."""
-    mode = (
-        "offline: shipped demo models only"
-        if registry.settings.offline
-        else "online: weights from the Hugging Face Hub, offline demo models as fallback"
-    )
-    return f"**Status:** {registry.status()} ({mode})"
+    """One or two short lines: device, models loaded, fallbacks, Hub state (≤ 400 chars)."""
+    from app.models import hub
+
+    if registry.settings.offline:
+        mode = "Offline: shipped demo models only."
+    elif hub.user_offline():
+        mode = "Hub: offline (HF_HUB_OFFLINE), cached models and demos."
+    elif hub.hub_online():
+        mode = "Hub: online."
+    else:
+        mode = "Hub: unreachable, cached models and demos serve."
+    text = f"**Status:** {registry.status()}  \n{mode}"
+    if len(text) > STATUS_MAX_CHARS:
+        text = text[: STATUS_MAX_CHARS - len(mode) - 5] + "…  \n" + mode
+    return text
 
 
 def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:
@@ -287,7 +298,8 @@ def default_model(registry: ModelRegistry, task: str) -> str | None:
     if not registry.settings.offline:
         hub = [spec.name for spec in model_specs(task) if not spec.offline and spec.name in names]  # type: ignore[arg-type]
         if hub:
-            return hub[0]
+            serving = registry.serving(hub[0])  # its offline fallback when the Hub is unreachable
+            return serving if serving in names else hub[0]
     return names[0]
 
 

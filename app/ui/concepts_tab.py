@@ -85,8 +85,9 @@ def build_concepts_tab(
     downloads: DownloadDir,
     status: gr.Markdown,
     examples: list[str],
-) -> None:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its events."""
+) -> gr.Dropdown:
+    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; returns the model
+    dropdown (the Hub loader selects loaded models in it)."""
     with gr.Row():
         with gr.Column(scale=1):
             controls = _build_controls(service, registry, examples)
@@ -103,6 +104,7 @@ def build_concepts_tab(
     outputs = [scores, *panels.outputs(), panels.files, status]
     explain = _explain_handler(service, registry, downloads)
     _wire(controls, panels, outputs, explain, _load_handler(service, registry), status)
+    return controls.model
 
 
 def _build_controls(
@@ -202,7 +204,7 @@ def _explain_handler(
             progress=progress_fn(progress),
         )
         log.info("concepts %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation, None if explanation.cached else registry.notice(model))
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
         stem = file_stem("concepts", model, method, f"g{explanation.gamma:g}")
         return (
             score_rows(explanation),

@@ -72,7 +72,8 @@ def model_and_method(
     """The model dropdown (default model selected) and the CAM-method dropdown it offers."""
     selected = default_model(registry, task)
     model = gr.Dropdown(
-        model_choices(registry, task), value=selected, label=label, elem_id=f"{prefix}-model"
+        model_choices(registry, task), value=selected, label=label, elem_id=f"{prefix}-model",
+        allow_custom_value=True,  # Hub ids (API, Hub loader)
     )
     method = gr.Dropdown(
         method_choices(service, selected),

@@ -1,0 +1,214 @@
+"""A local Hugging Face Hub for tests: the cache layout, tiny real models, a fake endpoint.
+
+* :func:`write_repo` lays files out exactly as huggingface_hub writes its cache
+  (``models--org--name/{blobs,refs/main,snapshots/<commit>/...}``, LFS blobs named by sha256,
+  other blobs by their git blob sha1, snapshot entries as relative symlinks).
+* :func:`tiny_timm_files` / :func:`tiny_open_clip_files`: a tiny timm ViT classifier (timm's own
+  ``save_for_hf`` format) and a tiny open_clip model (``open_clip_config.json`` + safetensors),
+  created and saved by the test itself.
+* :class:`FakeHub`: a real HTTP server on 127.0.0.1 answering the Hub API calls huggingface_hub
+  makes (``/api/models/...`` metadata, ``HEAD``/``GET .../resolve/...``); it records requests.
+* :func:`hanging_server`: a socket that accepts connections and never answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import torch
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+TIMM_LABELS = ["Acadian Flycatcher", "Least Flycatcher", "Alder Flycatcher", "Willow Flycatcher",
+               "Yellow-bellied Flycatcher"]
+
+
+def blob_name(filename: str, data: bytes) -> str:
+    """The blob name huggingface_hub uses: sha256 for LFS files, git blob sha1 otherwise."""
+    if filename.endswith(LFS_SUFFIXES):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def commit_of(files: dict[str, bytes]) -> str:
+    digest = hashlib.sha1()
+    for name in sorted(files):
+        digest.update(name.encode() + blob_name(name, files[name]).encode())
+    return digest.hexdigest()
+
+
+def write_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """Put ``files`` into the Hub cache at ``cache`` as revision ``main`` of ``repo``."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    commit = commit_of(files)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    (root / "blobs").mkdir(exist_ok=True)
+    snapshot = root / "snapshots" / commit
+    for name, data in files.items():
+        blob = root / "blobs" / blob_name(name, data)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    return snapshot
+
+
+def _read_dir(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def tiny_timm_files() -> dict[str, bytes]:
+    """config.json + model.safetensors of a 2-block timm ViT classifier with label names."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    args = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=len(TIMM_LABELS), **args)
+    config = {"label_names": TIMM_LABELS}
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hf(model, folder, model_config=config, model_args=args, safe_serialization=True)
+        files = _read_dir(Path(folder))
+    files.pop("pytorch_model.bin", None)
+    return files
+
+
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def tiny_open_clip_files() -> dict[str, bytes]:
+    """open_clip_config.json + open_clip_model.safetensors of a tiny ViT CLIP."""
+    from open_clip.model import CLIP
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    model = CLIP(**TINY_CLIP_CFG)
+    config = {"model_cfg": TINY_CLIP_CFG,
+              "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return {"open_clip_config.json": json.dumps(config).encode(),
+            "open_clip_model.safetensors": save(state)}
+
+
+class FakeHub:
+    """Serves ``repos`` ({repo: {filename: bytes}}) like the Hub; ``sizes`` overrides the
+    sizes reported in the metadata; ``requests`` lists (method, path) received."""
+
+    def __init__(self, repos: dict[str, dict[str, bytes]],
+                 sizes: dict[str, int] | None = None) -> None:
+        self.repos, self.sizes = repos, sizes or {}
+        self.requests: list[tuple[str, str]] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_HEAD(self):
+                hub.requests.append(("HEAD", self.path))
+                self._answer(body=False)
+
+            def do_GET(self):
+                hub.requests.append(("GET", self.path))
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                status, headers, data = hub.route(self.path)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def route(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        path = path.split("?")[0]
+        if path.startswith("/api/models/"):
+            repo = "/".join(path.removeprefix("/api/models/").split("/")[:2])
+            if repo not in self.repos:
+                return 404, {"X-Error-Code": "RepoNotFound"}, b"{}"
+            files = self.repos[repo]
+            siblings = [{"rfilename": n, "size": self.sizes.get(n, len(d)),
+                         "blobId": blob_name(n, d)} for n, d in files.items()]
+            info = {"id": repo, "modelId": repo, "sha": commit_of(files), "siblings": siblings,
+                    "private": False, "tags": []}
+            return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
+        if "/resolve/" in path:
+            repo_part, _, rest = path.lstrip("/").partition("/resolve/")
+            filename = rest.partition("/")[2]
+            data = self.repos.get(repo_part, {}).get(filename)
+            if data is None:
+                return 404, {"X-Error-Code": "EntryNotFound"}, b""
+            files = self.repos[repo_part]
+            etag = f'"{blob_name(filename, data)}"'
+            headers = {"X-Repo-Commit": commit_of(files), "ETag": etag}
+            if filename.endswith(LFS_SUFFIXES):
+                headers["X-Linked-Etag"] = etag
+                headers["X-Linked-Size"] = str(len(data))
+            return 200, headers, data
+        return 200, {"Content-Type": "text/plain"}, b"fake hub"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def hanging_server() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a socket that accepts and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def tiny_timm_cnn_files() -> dict[str, bytes]:
+    """A tiny timm ResNet with a 1000-class head and no label names (ImageNet fallback)."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=1000)
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hf(model, folder, safe_serialization=True)
+        files = _read_dir(Path(folder))
+    files.pop("pytorch_model.bin", None)
+    return files
