@@ -4,7 +4,9 @@
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
-VGG16-BN at 224 px and its ratio to one forward pass. Random weights: timing does not depend on
+VGG16-BN at 224 px and its ratio to one forward pass, (e) the library entry ``contrastive_cam`` on
+an arbitrary hooked model (torchvision ViT-B/16): one Finer map (T=3) against pytorch-grad-cam's
+FinerCAM and against one forward. Random weights: timing does not depend on
 them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
 """
 
@@ -131,6 +133,41 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
     )
 
 
+def bench_generic(args: argparse.Namespace) -> dict[str, float]:
+    """The hooked path: ``contrastive_cam`` on torchvision's ViT-B/16 vs FinerCAM and a forward."""
+    from torchvision.models import vit_b_16
+
+    from app.explain import contrastive_cam
+
+    torch.manual_seed(0)
+    model = vit_b_16(weights=None).eval()
+    layer = model.encoder.layers[-1].ln_1
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        logits = model(x)[0]
+    target = int(logits.argmax())
+    references = [int(i) for i in torch.argsort((logits - logits[target]).abs())[1:4]]
+    finercam = FinerCAM(model, [layer], reshape_transform=vit_reshape)
+
+    def anchor() -> None:
+        finercam(x, alpha=0.6, comparison_categories=[1, 2, 3], target_idx=target)
+
+    def ours() -> None:
+        contrastive_cam(model, layer, x, target, references, 0.6, reshape_transform=vit_reshape)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    return interleaved_medians({"anchor": anchor, "ours": ours, "forward": forward}, args.repeats)
+
+
+def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
+    """torchvision ViT tokens ``(N, 1 + 14·14, D)`` -> ``(N, D, 14, 14)``."""
+    side = int(round((tokens.size(1) - 1) ** 0.5))
+    return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).permute(0, 3, 1, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -138,6 +175,7 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
     parser.add_argument("--skip-fgcam", action="store_true")
+    parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -156,6 +194,14 @@ def main() -> None:
         print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"
               f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
               f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
+    if not args.skip_generic:
+        gen = bench_generic(args)
+        print("(e) contrastive_cam, torchvision ViT-B/16, one Finer map (T=3), hooked path:")
+        print(f"    pytorch-grad-cam FinerCAM               : {gen['anchor'] * 1000:8.1f} ms")
+        print(f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
+              f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}")
+        print(f"    one plain no-grad forward pass          : {gen['forward'] * 1000:8.1f} ms"
+              f"   ratio ours/forward = {gen['ours'] / gen['forward']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""``--engine ray``: the batch CLI on a local Ray runtime of 2 CPUs writes what the local engine
+writes, and resumes the same way (Ray is optional for the app; CI installs it)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.cli import main
+
+pytest.importorskip("ray.data")
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(420)
+
+
+def _images(folder: Path, count: int = 4) -> Path:
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (72 + 8 * i, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"bird{i}.png")
+    return folder
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *argv], cwd=REPO, env=env, capture_output=True,
+        text=True, timeout=300,
+    )
+
+
+def _live_processes_of(session: str) -> list[str]:
+    """Command lines of running processes that belong to a Ray session (its raylet, GCS...)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if session in cmdline:
+            found.append(cmdline[:120])
+    return found
+
+
+def _maps(out: Path) -> dict[str, np.ndarray]:
+    return {p.relative_to(out).as_posix(): np.load(p) for p in sorted(out.rglob("*.npy"))}
+
+
+def test_explain_on_ray_matches_local_and_resumes(tmp_path):
+    folder = _images(tmp_path / "photos")
+    common = ["--method", "gradcam,layercam", "--gamma", "0.3,0.8", "--no-progress", "--workers", "0"]
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert main(["explain", str(folder), "--out", str(local), *common]) == 0
+    # Half the images done by an earlier (interrupted) run, then the Ray run does the rest.
+    assert main(["explain", str(folder), "--out", str(on_ray), "--limit", "2", *common]) == 0
+    run = _cli("explain", str(folder), "--out", str(on_ray), "--engine", "ray", "--ray-cpus", "2",
+               *common)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 of 4 image(s) already done" in run.stderr
+    assert "explained 2 image(s)" in run.stderr
+
+    expected, got = _maps(local), _maps(on_ray)
+    assert len(expected) == 4 * 2 * 3  # images x methods x (CAM + 2 γ)
+    assert got.keys() == expected.keys()
+    for name, array in expected.items():
+        assert got[name].shape == array.shape
+        np.testing.assert_allclose(got[name], array, atol=1e-5, err_msg=name)
+    with open(on_ray / "explanations.csv", newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle))) == 4 * 2 * 2
+    sessions = set(re.findall(r"session_[0-9_-]+", run.stderr))
+    assert sessions, "the run should name its Ray session in its log"
+    assert not [p for s in sessions for p in _live_processes_of(s)], "Ray processes outlived the run"
+
+    again = _cli("explain", str(folder), "--out", str(on_ray), "--engine", "ray", *common)
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+
+
+def test_evaluate_on_ray_matches_local(tmp_path):
+    _images(tmp_path / "photos" / "some_species", count=3)
+    folder = tmp_path / "photos"
+    common = ["--target", "predicted", "--steps", "4", "--gamma", "0.6", "--no-progress",
+              "--workers", "0"]
+    local, on_ray = tmp_path / "local", tmp_path / "ray"
+    assert main(["evaluate", str(folder), "--out", str(local), *common]) == 0
+    run = _cli("evaluate", str(folder), "--out", str(on_ray), "--engine", "ray", "--ray-cpus", "2",
+               *common)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    def rows(out: Path) -> list[dict[str, str]]:
+        with open(out / "per_image.csv", newline="", encoding="utf-8") as handle:
+            return sorted(csv.DictReader(handle), key=lambda r: (r["image"], r["variant"]))
+
+    expected, got = rows(local), rows(on_ray)
+    assert len(expected) == 3 * 2 and [r["image"] for r in got] == [r["image"] for r in expected]
+    for want, have in zip(expected, got):
+        assert want["target_index"] == have["target_index"]
+        for column in ("deletion_auc", "insertion_auc", "rel_conf_drop"):
+            assert float(have[column]) == pytest.approx(float(want[column]), abs=1e-5), column
