@@ -102,6 +102,7 @@ def ray_runtime(address: str | None, cpus: int | None) -> Iterator[object]:
         yield ray
         return
     options: dict[str, object] = {"include_dashboard": False, "log_to_driver": False}
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
     if address:
         options["address"] = address
     else:
