@@ -113,7 +113,7 @@ def ray_runtime(address: str | None, cpus: int | None) -> Iterator[object]:
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
     try:
         ray.init(**options)
-    except (ConnectionError, RuntimeError, ValueError) as error:
+    except Exception as error:  # Ray raises bare Exceptions too (e.g. a start-up timeout)
         raise CliError(f"could not start or reach Ray ({address or 'local'}): {error}") from error
     try:
         yield ray
