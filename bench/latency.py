@@ -4,9 +4,11 @@
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
-VGG16-BN at 224 px and its ratio to one forward pass, (e) LeGrad and attention-gradient CAM +
-Finer side by side against one forward pass and torchcam's LeGrad, and their re-render time.
-Random weights: timing does not depend on
+VGG16-BN at 224 px and its ratio to one forward pass, (e) the library entry ``contrastive_cam`` on
+an arbitrary hooked model (torchvision ViT-B/16): one Finer map (T=3) against pytorch-grad-cam's
+FinerCAM and against one forward, (f) LeGrad and attention-gradient CAM + Finer side by side
+against one forward pass and torchcam's LeGrad, and their re-render time. Random weights: timing
+does not depend on
 them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
 """
 
@@ -31,8 +33,14 @@ from app.models.clip import ClipEngine, load_open_clip
 log = logging.getLogger("bench.latency")
 
 
+#: What the timings read: wall time, or this process's CPU time (``--clock cpu``), which other
+#: jobs on a shared machine do not inflate (use it with ``--threads 1``: no spinning workers).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, timed in alternating rounds after one warm-up each.
+    """Median time of each function, timed in alternating rounds after one warm-up each.
 
     Interleaving keeps the ratios fair when the machine's load changes during the run.
     """
@@ -41,9 +49,9 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> 
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
-            start = time.perf_counter()
+            start = clock()
             run()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -192,11 +200,54 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
     )
 
 
+def bench_generic(args: argparse.Namespace) -> dict[str, float]:
+    """The hooked path: ``contrastive_cam`` on torchvision's ViT-B/16 vs FinerCAM and a forward."""
+    from torchvision.models import vit_b_16
+
+    from app.explain import contrastive_cam
+    from app.explain.engine import HookedLayerModel
+    from app.explain.gradients import compute_entry
+
+    torch.manual_seed(0)
+    model = vit_b_16(weights=None).eval()
+    layer = model.encoder.layers[-1].ln_1
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        logits = model(x)[0]
+    target = int(logits.argmax())
+    references = [int(i) for i in torch.argsort((logits - logits[target]).abs())[1:4]]
+    finercam = FinerCAM(model, [layer], reshape_transform=vit_reshape)
+
+    def anchor() -> None:
+        finercam(x, alpha=0.6, comparison_categories=[1, 2, 3], target_idx=target)
+
+    def ours() -> None:
+        contrastive_cam(model, layer, x, target, references, 0.6, reshape_transform=vit_reshape)
+
+    def per_class() -> None:
+        # The per-class cache entry of the service: one tail backward per class when the tail
+        # refuses ``is_grads_batched`` (this ViT does), what contrastive_cam used to run.
+        compute_entry(HookedLayerModel(model, layer, vit_reshape), x, [target, *references])
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    runs = {"anchor": anchor, "ours": ours, "per_class": per_class, "forward": forward}
+    return interleaved_medians(runs, args.repeats)
+
+
+def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
+    """torchvision ViT tokens ``(N, 1 + 14·14, D)`` -> ``(N, D, 14, 14)``."""
+    side = round((tokens.size(1) - 1) ** 0.5)
+    return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).permute(0, 3, 1, 2)
+
+
 def print_attention(timings: dict[str, float]) -> None:
     from app.explain.attention import DEFAULT_BLOCKS
 
     forward = timings["forward"]
-    print(f"(e) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
+    print(f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
           f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) {timings['torchcam'] * 1000:.1f} ms")
     for method, blocks in DEFAULT_BLOCKS.items():
         cold, rerender = timings[method], timings[f"{method} rerender"]
@@ -212,28 +263,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall time, or CPU time of this process (robust on a shared machine)")
+    parser.add_argument("--skip-clip", action="store_true", help="skip (a)-(c), open_clip ViT-B/16")
     parser.add_argument("--skip-fgcam", action="store_true")
+    parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
     parser.add_argument("--skip-attention", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
 
-    side = bench_side_by_side(args)
     print(f"{args.model} (random weights), 224 px, {args.classes} classes, "
-          f"{torch.get_num_threads()} CPU threads, median of {args.repeats}")
-    print(f"(a) CAM + Finer-CAM (T=3), pytorch-grad-cam : {side['anchor'] * 1000:8.1f} ms")
-    print(f"    CAM + Finer-CAM (T=3), ours             : {side['ours'] * 1000:8.1f} ms"
-          f"   ratio ours/anchor = {side['ours'] / side['anchor']:.3f}")
-    print(f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
-          f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}")
-    print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
-    if not args.skip_attention:
-        print_attention(bench_attention(args))
+          f"{torch.get_num_threads()} CPU threads, median of {args.repeats}, {args.clock} clock")
+    if not args.skip_clip:
+        side = bench_side_by_side(args)
+        print(f"(a) CAM + Finer-CAM (T=3), pytorch-grad-cam : {side['anchor'] * 1000:8.1f} ms")
+        print(f"    CAM + Finer-CAM (T=3), ours             : {side['ours'] * 1000:8.1f} ms"
+              f"   ratio ours/anchor = {side['ours'] / side['anchor']:.3f}")
+        print(f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
+              f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}")
+        print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
         print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"
               f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
               f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
+    if not args.skip_generic:
+        gen = bench_generic(args)
+        print("(e) contrastive_cam, torchvision ViT-B/16, one Finer map (T=3), hooked path:")
+        print(f"    pytorch-grad-cam FinerCAM               : {gen['anchor'] * 1000:8.1f} ms")
+        print(f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
+              f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}")
+        print(f"    one plain no-grad forward pass          : {gen['forward'] * 1000:8.1f} ms"
+              f"   ratio ours/forward = {gen['ours'] / gen['forward']:.3f}")
+        print(f"    per-class gradients (T+1 tail backwards): {gen['per_class'] * 1000:8.1f} ms"
+              f"   ratio per-class/forward = {gen['per_class'] / gen['forward']:.3f}")
+    if not args.skip_attention:
+        print_attention(bench_attention(args))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,6 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from app.explain import metrics
-from app.explain.inputs import InvalidInputError
 from app.explain.methods import get_method
 from app.explain.service import ExplainSettings
 
@@ -51,16 +51,22 @@ from .common import (
     check_choice,
     check_model,
     check_reference_options,
-    default_workers,
     exit_code,
     gamma_tag,
-    make_loader,
     open_session,
     parse_gammas,
     parse_methods,
     say,
 )
-from .datasets import REGIONS, CliError, ItemDataset, LabelResolver, Loaded, discover_dataset
+from .datasets import (
+    REGIONS,
+    CliError,
+    ItemDataset,
+    LabelResolver,
+    Loaded,
+    discover_dataset,
+)
+from .engines import Job, run_job
 
 # (column, table heading, higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -171,6 +177,18 @@ class MetricOptions:
     fgcam_denoise: bool = False
     pooling: str | None = None
     attention_blocks: int | None = None
+
+
+def evaluate_item(
+    session: Session,
+    loaded: Loaded,
+    labels: dict[str, int | None],
+    todo: dict[str, list[Variant]],
+    options: MetricOptions,
+) -> list[dict[str, object]]:
+    """:func:`evaluate_image` with the item's label and missing variants (either engine)."""
+    key = loaded.item.key
+    return evaluate_image(session, loaded, labels.get(key), todo[key], options)
 
 
 def evaluate_image(
@@ -464,29 +482,26 @@ def run(args: argparse.Namespace) -> int:
     )
     bad, scored, start = BadFiles(), 0, time.perf_counter()
     if pending:
-        workers = default_workers() if args.workers is None else args.workers
-        dataset = ItemDataset(pending, session.settings.max_side, region, args.part_radius)
+        job = Job(
+            dataset=ItemDataset(pending, session.settings.max_side, region, args.part_radius),
+            process=partial(evaluate_item, labels=labels, todo=todo, options=options),
+            model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
+        )
         new_file = not per_image.is_file() or not rows
         if new_file:
             _write_rows(per_image, [])
         with open(per_image, "a", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            bar = tqdm(make_loader(dataset, workers), total=len(pending), desc="evaluate",
+            bar = tqdm(run_job(session, job, args), total=len(pending), desc="evaluate",
                        unit="img", disable=args.no_progress)
-            for loaded in bar:
-                name = str(loaded.item.path) if loaded.item.path is not None else loaded.item.key
-                if loaded.error:
-                    bad.add(name, loaded.error)
+            for outcome in bar:
+                item = outcome.item
+                if outcome.error:
+                    bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
                     continue
-                try:
-                    new = evaluate_image(session, loaded, labels.get(loaded.item.key),
-                                         todo[loaded.item.key], options)
-                except (InvalidInputError, ValueError) as error:
-                    bad.add(name, str(error))
-                    continue
-                writer.writerows(new)
+                writer.writerows(outcome.rows)
                 handle.flush()
-                rows += new
+                rows += outcome.rows
                 scored += 1
     bad.report(out)
     seconds = time.perf_counter() - start

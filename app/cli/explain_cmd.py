@@ -19,13 +19,13 @@ import csv
 import time
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from app.explain.inputs import InvalidInputError
 from app.explain.service import ExplainSettings
 
 from .common import (
@@ -34,10 +34,8 @@ from .common import (
     atomic_write,
     check_model,
     check_reference_options,
-    default_workers,
     exit_code,
     gamma_tag,
-    make_loader,
     open_session,
     parse_gammas,
     parse_methods,
@@ -45,6 +43,7 @@ from .common import (
     split_list,
 )
 from .datasets import CliError, Item, ItemDataset, Loaded, discover_paths
+from .engines import Job, run_job
 
 MANIFEST_COLUMNS = (
     "image", "method", "gamma", "target", "target_index", "target_probability", "references",
@@ -137,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
         attention_blocks=args.attention_blocks,
     )
     out.mkdir(parents=True, exist_ok=True)
-    workers = default_workers() if args.workers is None else args.workers
-    loader = make_loader(ItemDataset(pending, max_side=session.settings.max_side), workers)
+    job = Job(
+        dataset=ItemDataset(pending, max_side=session.settings.max_side),
+        process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs),
+        model=args.model, device=args.device, threads=args.threads,
+    )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"
     new_file = not manifest.is_file()
@@ -146,18 +148,13 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         if new_file:
             writer.writeheader()
-        bar = tqdm(loader, total=len(pending), desc="explain", unit="img", disable=args.no_progress)
-        for loaded in bar:
-            name = _display(loaded.item)
-            if loaded.error:
-                bad.add(name, loaded.error)
+        outcomes = run_job(session, job, args)
+        bar = tqdm(outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress)
+        for outcome in bar:
+            if outcome.error:
+                bad.add(_display(outcome.item), outcome.error)
                 continue
-            try:
-                rows = explain_one(session, loaded, methods, gammas, base, out / dirs[loaded.item.key])
-            except (InvalidInputError, ValueError) as error:
-                bad.add(name, str(error))
-                continue
-            writer.writerows(rows)
+            writer.writerows(outcome.rows)
             handle.flush()
             done += 1
     bad.report(out)
@@ -167,6 +164,19 @@ def run(args: argparse.Namespace) -> int:
         f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
     )
     return exit_code(done, skipped, len(bad))
+
+
+def explain_item(
+    session: Session,
+    loaded: Loaded,
+    methods: list[str],
+    gammas: list[float],
+    base: ExplainSettings,
+    out: Path,
+    dirs: dict[str, PurePosixPath],
+) -> list[dict[str, object]]:
+    """:func:`explain_one` into the item's output folder (the per-item work of either engine)."""
+    return explain_one(session, loaded, methods, gammas, base, out / dirs[loaded.item.key])
 
 
 def explain_one(

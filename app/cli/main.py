@@ -60,6 +60,14 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                      help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)")
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--engine", default="local", choices=("local", "ray"),
+                     help="local: this process (default); ray: Ray Data actors, one per GPU "
+                          "(else per node) of the cluster; needs `pip install 'ray[data]'`")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="--engine ray: an existing cluster (e.g. ray://head:10001 or auto); "
+                          "default: start a local Ray runtime for this run")
+    run.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                     help="--engine ray: CPUs of the local runtime (default: all)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log model loading and more")
     parser.set_defaults(default_gamma=default_gamma)
