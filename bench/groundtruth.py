@@ -151,15 +151,14 @@ def headline(summary: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per (model, method): plain CAM next to Finer at the defaults and with the oracle."""
     rows = []
     plain = {(r["model"], r["method"]): r for r in summary if r["references"] == "none"}
+    at_default = {(r["model"], r["method"], r["references"]): r for r in summary
+                  if r["gamma"] == DEFAULT_GAMMA}
     for (model, method), cam in plain.items():
-        def pick(references, gamma=DEFAULT_GAMMA):
-            return next((r for r in summary if (r["model"], r["method"], r["references"]) ==
-                         (model, method, references) and r["gamma"] == gamma), None)
-
-        finer = pick("logits") or pick("genus prompt")
+        finer = (at_default.get((model, method, "logits"))
+                 or at_default.get((model, method, "genus prompt")))
         if finer is None:
             continue
-        oracle = pick("genus-mates")
+        oracle = at_default.get((model, method, "genus-mates"))
         rows.append({
             "model": model, "method": method, "n": cam["n"], "cam_bird": cam["bird"],
             "cam_energy": cam["energy"], "cam_pointing": cam["pointing"],

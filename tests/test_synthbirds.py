@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.models.demo_assets import DEMO_DIR
 from app.synthbirds import (
     GROUPS,
     IMAGE_SIZE,
@@ -29,7 +30,6 @@ from app.synthbirds import (
     render_sample,
     species_group,
 )
-from app.models.demo_assets import DEMO_DIR
 from app.synthbirds.render import masks_from_coverage, render_arrays
 from app.synthbirds.train_common import genus_mate_rate, genus_soft_targets
 

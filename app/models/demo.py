@@ -18,6 +18,7 @@ import torch
 from app.config import Settings
 from app.models.clip import ClipEngine, ClipPromptView, load_open_clip
 from app.models.common import WeightsFileError, shared_instance
+from app.models.cub import LinearHeadModel
 from app.models.demo_assets import (
     DEMO_CNN_NAME,
     DEMO_VIT_NAME,
@@ -25,11 +26,10 @@ from app.models.demo_assets import (
     TINYCLIP_WEIGHTS,
     register_tinyclip_config,
 )
-from app.models.cub import LinearHeadModel
 from app.models.demo_cnn import load_demo_cnn
 from app.models.demo_vit import load_demo_vit
-from app.models.torchvision_cnn import TorchvisionCNN
 from app.models.registry import ModelSpec, register_model
+from app.models.torchvision_cnn import TorchvisionCNN
 
 #: The tiny CLIP learned raw captions ("a bird with a red crown"), so concept prompts are used
 #: as typed unless its metadata names a template.

@@ -164,7 +164,7 @@ def _load(arch: Callable[..., nn.Module], weights) -> nn.Module:
         if not os.path.isfile(cached) and _offline():
             raise FileNotFoundError(f"{cached} is not in the cache and HF_HUB_OFFLINE is set")
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - URL, SSL, hash and IO errors alike
+    except Exception as error:
         raise hub_error(
             f"torchvision {arch.__name__} ({weights})", weights.url, torch_cache_dir(), error
         ) from error
@@ -190,7 +190,8 @@ def build_vgg16bn(settings: Settings) -> TorchvisionCNN:
 
 
 def build_resnet50(settings: Settings) -> TorchvisionCNN:
-    from torchvision.models import ResNet50_Weights, resnet50 as tv_resnet50
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as tv_resnet50
 
     weights = ResNet50_Weights.IMAGENET1K_V2
     device = settings.torch_device

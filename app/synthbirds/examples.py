@@ -15,7 +15,14 @@ from pathlib import Path
 
 from app.models.demo_assets import REPO_ROOT
 
-from . import GROUP_NAMES, GROUPS, PART_ATTRIBUTE, SPECIES_NAMES, group_members, render_sample
+from . import (
+    GROUP_NAMES,
+    GROUPS,
+    PART_ATTRIBUTE,
+    SPECIES_NAMES,
+    group_members,
+    render_sample,
+)
 from .species import MEMBERS_PER_GROUP, species_group
 
 #: (species, seed): one species of 11 of the 12 genera, the part visible and the bird well

@@ -221,7 +221,7 @@ def _sky(rng, size):
 
 
 def _bark(rng, size):
-    xs, ys = _grid(size)
+    xs, _ = _grid(size)
     base = _blend(_BARK[rng.integers(4)], _BARK[rng.integers(4)],
                   _smooth_noise(rng, size, int(rng.integers(2, 5))))
     freq = rng.uniform(0.25, 0.6)
