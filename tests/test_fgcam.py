@@ -319,13 +319,10 @@ def test_input_bounds_switch_the_bounded_rule_and_are_validated(tiny_cnn, image_
 # Shapes and denoising
 
 
-@pytest.mark.parametrize("net", ["vgg16_bn", "demo_cnn", "mixed"])
+@pytest.mark.parametrize("net", ["vgg16_bn", "mixed"])
 def test_output_shape_at_every_stop_layer(net, vgg):
-    from app.models.demo_cnn import DemoCNN
-
     layers = {
         "vgg16_bn": lambda: supported_layers(vgg),
-        "demo_cnn": lambda: _eval(DemoCNN(5)).features,
         "mixed": _mixed_cnn,
     }[net]()
     x = torch.randn(1, 3, 32, 32)
@@ -350,14 +347,15 @@ def test_output_shape_at_every_stop_layer(net, vgg):
 
 
 def test_demo_cnn_stack_is_supported():
-    from app.models.demo_cnn import DemoCNN
+    from app.models.demo_cnn import DemoResNet
+    from app.models.torchvision_cnn import resnet_split
 
     torch.manual_seed(0)
-    model = _eval(DemoCNN(5))
-    layers = supported_layers(model.features)
+    model = _eval(DemoResNet(5))
+    layers = supported_layers(resnet_split(model)[0])
     x = torch.randn(1, 3, 64, 64)
-    assert fgcam(layers, x, torch.randn(96)).shape == (64, 64)
-    assert fgcam(layers, x, torch.randn(96), stop_at=len(layers)).shape == (8, 8)
+    assert fgcam(layers, x, torch.randn(model.widths[-1])).shape == (64, 64)
+    assert fgcam(layers, x, torch.randn(model.widths[-1]), stop_at=len(layers)).shape == (8, 8)
 
 
 def test_svd_denoise_is_the_best_centred_low_rank_projection():

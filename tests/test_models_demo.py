@@ -18,7 +18,8 @@ def models() -> ModelRegistry:
 
 
 def test_offline_mode_offers_only_the_demo_models(models):
-    assert set(models.names()) == {"demo-cnn", "demo-tinyclip", "demo-tinyclip-species"}
+    assert set(models.names()) == {"demo-cnn", "demo-vit", "demo-tinyclip",
+                                   "demo-tinyclip-species"}
     assert models.names("concepts") == ["demo-tinyclip"]
 
 
@@ -58,3 +59,22 @@ def test_tinyclip_species_classifier(models):
 def test_demo_cnn_loads(models):
     cnn = models.get("demo-cnn")
     assert cnn.fgcam_layers() is not None and cnn.num_classes == len(cnn.labels)
+
+
+def test_demo_vit_is_a_timm_vit_split_at_its_last_block(models):
+    from timm.models.vision_transformer import VisionTransformer
+
+    from app.models.vit import TimmVitSplit
+
+    vit = models.get("demo-vit")
+    assert isinstance(vit.backbone.model, VisionTransformer)
+    assert isinstance(vit.backbone.split, TimmVitSplit) and vit.backbone.split.fast
+    assert vit.num_classes == len(vit.labels) == len(models.get("demo-cnn").labels)
+    x = vit.preprocess(Image.new("RGB", (150, 90)))
+    leaf, logits = vit.split_forward(x)
+    with torch.no_grad():
+        head = vit.backbone.model.forward_features(x)
+        expected = torch.nn.functional.linear(vit.backbone.model.forward_head(
+            head, pre_logits=True), vit.weight, vit.bias)
+    assert torch.allclose(logits.detach(), expected, atol=1e-4)
+    assert vit.to_grid(leaf).shape[-2:] == vit.grid_size(128, 128) == (8, 8)

@@ -16,6 +16,7 @@ EXPECTED = {
     "vgg16bn-imagenet": ("classifier", False, "demo-cnn"),
     "resnet50-imagenet": ("classifier", False, "demo-cnn"),
     "demo-cnn": ("classifier", True, None),
+    "demo-vit": ("classifier", True, None),
     "demo-tinyclip": ("concepts", True, None),
     "demo-tinyclip-species": ("classifier", True, None),
 }

@@ -1,6 +1,8 @@
 """The offline demo models (weights shipped in ``assets/demo/``), registered by name.
 
-* ``demo-cnn``: the VGG-style CNN trained on the synthetic birds (:mod:`app.models.demo_cnn`).
+* ``demo-cnn``: a small torchvision ResNet trained on the synthetic birds
+  (:mod:`app.models.demo_cnn`).
+* ``demo-vit``: a small hybrid timm ViT trained on the synthetic birds (:mod:`app.models.demo_vit`).
 * ``demo-tinyclip``: the tiny CLIP trained on synthetic birds and captions, for the concepts
   tab. It is an open_clip model with a custom config, loaded through the same generic adapter
   as a real CLIP (``open_clip.create_model_and_transforms(name, pretrained=<safetensors>)``).
@@ -16,14 +18,18 @@ import torch
 from app.config import Settings
 from app.models.clip import ClipEngine, ClipPromptView, load_open_clip
 from app.models.common import WeightsFileError, shared_instance
+from app.models.cub import LinearHeadModel
 from app.models.demo_assets import (
     DEMO_CNN_NAME,
+    DEMO_VIT_NAME,
     TINYCLIP_META,
     TINYCLIP_WEIGHTS,
     register_tinyclip_config,
 )
-from app.models.demo_cnn import DemoCNNAdapter, load_demo_cnn
+from app.models.demo_cnn import load_demo_cnn
+from app.models.demo_vit import load_demo_vit
 from app.models.registry import ModelSpec, register_model
+from app.models.torchvision_cnn import TorchvisionCNN
 
 #: The tiny CLIP learned raw captions ("a bird with a red crown"), so concept prompts are used
 #: as typed unless its metadata names a template.
@@ -62,8 +68,12 @@ def tinyclip_engine(device: torch.device | str = "cpu") -> ClipEngine:
     return shared_instance(("demo-tinyclip", str(device)), build)
 
 
-def build_demo_cnn(settings: Settings) -> DemoCNNAdapter:
+def build_demo_cnn(settings: Settings) -> TorchvisionCNN:
     return load_demo_cnn(settings.torch_device)
+
+
+def build_demo_vit(settings: Settings) -> LinearHeadModel:
+    return load_demo_vit(settings.torch_device)
 
 
 def build_tinyclip(settings: Settings) -> ClipPromptView:
@@ -89,11 +99,21 @@ def build_tinyclip_species(settings: Settings) -> ClipPromptView:
 register_model(
     ModelSpec(
         name=DEMO_CNN_NAME,
-        summary="Demo CNN (offline): VGG-style net trained on synthetic look-alike birds",
+        summary="Demo CNN (offline): small ResNet trained on synthetic look-alike birds",
         task="classifier",
         build=build_demo_cnn,
         offline=True,
         attention=False,
+    )
+)
+register_model(
+    ModelSpec(
+        name=DEMO_VIT_NAME,
+        summary="Demo ViT (offline): small hybrid ViT trained on synthetic look-alike birds",
+        task="classifier",
+        build=build_demo_vit,
+        offline=True,
+        attention=True,
     )
 )
 register_model(

@@ -1,7 +1,7 @@
 """Where the offline demo models live (``assets/demo/``) and how open_clip finds the tiny CLIP.
 
 The demo models are trained on the procedural birds of ``app.synthbirds`` by
-``python -m app.synthbirds.train_cnn`` and ``python -m app.synthbirds.train_clip``.
+``python -m app.synthbirds.train_cnn``, ``train_vit`` and ``train_clip``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,10 @@ DEMO_DIR = REPO_ROOT / "assets" / "demo"
 DEMO_CNN_NAME = "demo-cnn"
 DEMO_CNN_WEIGHTS = DEMO_DIR / "demo-cnn.safetensors"
 DEMO_CNN_META = DEMO_DIR / "demo-cnn.json"
+
+DEMO_VIT_NAME = "demo-vit"
+DEMO_VIT_WEIGHTS = DEMO_DIR / "demo-vit.safetensors"
+DEMO_VIT_META = DEMO_DIR / "demo-vit.json"
 
 #: open_clip model name = the config file's stem.
 TINYCLIP_MODEL_NAME = "synthbirds-tinyclip"
@@ -33,3 +37,11 @@ def register_tinyclip_config() -> str:
     if TINYCLIP_MODEL_NAME not in open_clip.list_models():
         open_clip.add_model_config(TINYCLIP_CONFIG)
     return TINYCLIP_MODEL_NAME
+
+
+def require_files(paths, trainer: str) -> None:
+    """FileNotFoundError naming the training script when a shipped demo file is missing."""
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"demo model file {path} is missing; train it with `python -m {trainer}`")

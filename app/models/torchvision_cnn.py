@@ -62,6 +62,7 @@ class TorchvisionCNN(ExplainableModel):
         description: str = "",
         short_side: int = SHORT_SIDE,
         max_long_side: int = MAX_LONG_SIDE,
+        stride: int = STRIDE,
     ) -> None:
         self.device = torch.device(device)
         self.model = freeze(model.to(self.device))
@@ -72,18 +73,18 @@ class TorchvisionCNN(ExplainableModel):
             raise ValueError(f"{len(self.labels)} class names for a {out}-way classifier")
         self.name = name
         self.mean, self.std = tuple(mean), tuple(std)
-        self.short_side, self.max_long_side = short_side, max_long_side
+        self.short_side, self.max_long_side, self.stride = short_side, max_long_side, stride
         self.trunk_key = key or name
         self.head_key = ""
         self.description = description or f"{name} ({self.device})"
 
     def input_size_for(self, width: int, height: int) -> tuple[int, int]:
         """Model input (width, height) for an image of ``width x height``."""
-        return aspect_size(width, height, self.short_side, self.max_long_side, STRIDE)
+        return aspect_size(width, height, self.short_side, self.max_long_side, self.stride)
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Feature grid of an input of ``height x width`` pixels (stride 32, floor)."""
-        return height // STRIDE, width // STRIDE
+        """Feature grid of an input of ``height x width`` pixels (the trunk's stride, floor)."""
+        return height // self.stride, width // self.stride
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         if not isinstance(image, Image.Image):
@@ -127,13 +128,19 @@ def vgg16bn(model: nn.Module, labels: Sequence[str], device, key: str, descripti
     )
 
 
+def resnet_split(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
+    """(trunk, tail) of a torchvision ``ResNet``: stem + ``layer1..layer4`` (the stack FG-CAM
+    walks), then ``avgpool`` + flatten + ``fc``."""
+    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    trunk = nn.Sequential(OrderedDict((name, getattr(model, name)) for name in names))
+    return trunk, nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+
+
 def resnet50(model: nn.Module, labels: Sequence[str], device, key: str, description: str = ""):
     """Adapter for a torchvision ``resnet50`` (any weights)."""
     from torchvision.models import ResNet50_Weights
 
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-    trunk = nn.Sequential(OrderedDict((name, getattr(model, name)) for name in names))
-    tail = nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
+    trunk, tail = resnet_split(model)
     mean, std = _mean_std(ResNet50_Weights.IMAGENET1K_V2)
     return TorchvisionCNN(
         "resnet50-imagenet", model, trunk, tail, labels, mean, std, device,
@@ -157,7 +164,7 @@ def _load(arch: Callable[..., nn.Module], weights) -> nn.Module:
         if not os.path.isfile(cached) and _offline():
             raise FileNotFoundError(f"{cached} is not in the cache and HF_HUB_OFFLINE is set")
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - URL, SSL, hash and IO errors alike
+    except Exception as error:
         raise hub_error(
             f"torchvision {arch.__name__} ({weights})", weights.url, torch_cache_dir(), error
         ) from error
@@ -186,7 +193,8 @@ def build_vgg16bn(settings: Settings) -> TorchvisionCNN:
 
 
 def build_resnet50(settings: Settings) -> TorchvisionCNN:
-    from torchvision.models import ResNet50_Weights, resnet50 as tv_resnet50
+    from torchvision.models import ResNet50_Weights
+    from torchvision.models import resnet50 as tv_resnet50
 
     weights = ResNet50_Weights.IMAGENET1K_V2
     device = settings.torch_device

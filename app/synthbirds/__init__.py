@@ -1,7 +1,9 @@
-"""Procedural "spot-the-difference" birds: an offline fine-grained dataset with ground truth.
+"""Procedural birds: an offline fine-grained dataset with ground truth.
 
-Species come in look-alike groups that differ in exactly one small part; every sample carries
-the mask of that part (``discriminative_mask``) and of every other part (``part_masks``).
+48 species in 12 genera of 4 look-alikes; genus-mates differ in one small part; every sample
+carries the mask of that part (``discriminative_mask``) and of every other part and the whole
+bird (``part_masks``), under photographic nuisance (pose, scale, backgrounds, occlusion,
+lighting, blur, JPEG).
 
     >>> from app.synthbirds import render_sample, SPECIES_NAMES
     >>> s = render_sample(0, seed)          # BirdSample: image, masks, caption
@@ -28,6 +30,7 @@ from .species import (
     MEMBERS_PER_GROUP,
     NUM_GROUPS,
     NUM_SPECIES,
+    PART_ATTRIBUTE,
     PART_NAMES,
     SPECIES_ATTRIBUTES,
     SPECIES_NAMES,
@@ -45,6 +48,7 @@ __all__ = [
     "MEMBERS_PER_GROUP",
     "NUM_GROUPS",
     "NUM_SPECIES",
+    "PART_ATTRIBUTE",
     "PART_NAMES",
     "SPECIES_ATTRIBUTES",
     "SPECIES_NAMES",

@@ -10,6 +10,7 @@ from PIL import Image
 
 from .render import IMAGE_SIZE, masks_from_coverage, render_arrays
 from .species import (
+    GROUP_NAMES,
     NUM_SPECIES,
     SPECIES_ATTRIBUTES,
     SPECIES_NAMES,
@@ -27,13 +28,14 @@ class BirdSample:
     Attributes:
         image: RGB image, ``IMAGE_SIZE`` square.
         species: Species index (into ``SPECIES_NAMES``).
-        group: Look-alike group index.
+        group: Genus (look-alike group) index.
         discriminative_part: Name of the part that tells this species from its group-mates.
         discriminative_mask: Bool (H, W): visible pixels of that part.
         part_masks: Bool (H, W) per part: every drawn part (``tail``, ``tail_tip``, ``body``,
-            ``wing``, ``wing_bar``, ``head``, ``crown``, ``beak``, ``eye_ring``, ``eye``) and
-            ``bird``. ``tail``, ``wing`` and ``head`` include their sub-parts.
-        caption: A plain description, e.g. "a blue bird with a red crown and a black beak".
+            ``breast``, ``wing``, ``wing_bar``, ``head``, ``crown``, ``beak``, ``eye_ring``,
+            ``eye``) and ``bird``. ``tail``, ``body``, ``wing`` and ``head`` include their
+            sub-parts. Occlusion-aware: a pixel belongs to the part visible there.
+        caption: A plain description, e.g. "a blue bird with a red crown".
     """
 
     image: Image.Image
@@ -57,11 +59,12 @@ def _rng(rng_or_seed) -> np.random.Generator:
 
 def render_sample(species: int, rng_or_seed=0, size: int = IMAGE_SIZE) -> BirdSample:
     """Render one bird of ``species``. The same seed gives the same pixels and masks; the same
-    seed with a group-mate gives the same picture except inside the discriminative part."""
+    seed with a genus-mate gives the same picture except inside the discriminative part (and
+    the few pixels around it that blur and JPEG reach)."""
     image, coverage = render_arrays(int(species), _rng(rng_or_seed), size)
     masks = masks_from_coverage(coverage)
     part = discriminative_part(species)
-    pil = Image.fromarray(np.round(image * 255).astype(np.uint8), "RGB")
+    pil = Image.fromarray(image, "RGB")
     return BirdSample(
         image=pil,
         species=int(species),
@@ -105,7 +108,7 @@ def render_batch(indices, seed: int = 0, split: str = "train"):
     for index in indices:
         species = sample_species(index)
         img, _ = render_arrays(species, np.random.default_rng(sample_seed(seed, split, index)))
-        images.append(np.round(img * 255).astype(np.uint8))
+        images.append(img)
         labels.append(species)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
@@ -121,10 +124,13 @@ def _a(word: str) -> str:
 
 def describe(claims: dict[str, str]) -> str:
     """Caption for a set of attribute claims, e.g. {"body": "blue", "crown": "red"} ->
-    "a blue bird with a red crown". An empty dict gives "a bird"."""
+    "a blue bird with a red crown"; a ``genus`` claim names the bird ("a Bluebird with a red
+    crown"). An empty dict gives "a bird"."""
     body = claims.get("body")
-    head = f"{_a(body)} bird" if body else "a bird"
-    parts = [f"{_a(colour)} {part}" for part, colour in claims.items() if part != "body"]
+    noun = claims.get("genus", "bird")
+    head = f"{_a(body)} {noun}" if body else f"a {noun}"
+    parts = [f"{_a(colour)} {part}" for part, colour in claims.items()
+             if part not in ("body", "genus")]
     if not parts:
         return head
     if len(parts) == 1:
@@ -142,14 +148,20 @@ def species_prompt(species: int, template: str = SPECIES_TEMPLATES[0]) -> str:
 def random_caption(species: int, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
     """A random true caption of a species and the claims it makes.
 
-    Half the time a species-name prompt (claims ``{"species": name}``), otherwise a random
-    non-empty subset of its attributes ("a bird with a red crown", "a blue bird", ...).
+    40 % a species-name prompt (claims ``{"species": name}``), 15 % a genus prompt ("a photo of
+    a Bluebird."), otherwise a random non-empty subset of its attributes, named by genus half of
+    the time ("a bird with a red crown", "a Bluebird with a red crown", "a blue bird", ...).
     Caption ``c`` is true for species ``s`` when ``c``'s claims are a subset of
     ``caption_facts(s)``.
     """
-    if rng.random() < 0.5:
+    draw = rng.random()
+    if draw < 0.4:
         template = SPECIES_TEMPLATES[rng.integers(len(SPECIES_TEMPLATES))]
         return species_prompt(species, template), {"species": SPECIES_NAMES[species]}
+    genus = GROUP_NAMES[species_group(species)]
+    if draw < 0.55:
+        template = SPECIES_TEMPLATES[rng.integers(len(SPECIES_TEMPLATES))]
+        return template.format(genus), {"genus": genus}
     attrs = SPECIES_ATTRIBUTES[species]
     keys = list(attrs)
     while True:
@@ -157,6 +169,8 @@ def random_caption(species: int, rng: np.random.Generator) -> tuple[str, dict[st
         if chosen:
             break
     claims = {k: attrs[k] for k in keys if k in chosen}
+    if rng.random() < 0.5:
+        claims = {"genus": genus, **claims}
     text = describe(claims)
     if rng.random() < 0.3:
         text = "a photo of " + text + "."
@@ -165,4 +179,5 @@ def random_caption(species: int, rng: np.random.Generator) -> tuple[str, dict[st
 
 def caption_facts(species: int) -> dict[str, str]:
     """Everything true about a species, in the claims vocabulary of ``random_caption``."""
-    return {"species": SPECIES_NAMES[species], **SPECIES_ATTRIBUTES[species]}
+    return {"species": SPECIES_NAMES[species], "genus": GROUP_NAMES[species_group(species)],
+            **SPECIES_ATTRIBUTES[species]}

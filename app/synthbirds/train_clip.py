@@ -1,11 +1,13 @@
 """Train the tiny CLIP (open_clip classes, custom config) on synthetic birds and captions.
 
-    python -m app.synthbirds.train_clip --steps 450 --seed 0 --out assets/demo
+    python -m app.synthbirds.train_clip --steps 600 --seed 0 --out assets/demo
 
 The model is built by ``open_clip.create_model_and_transforms`` from
 ``assets/demo/synthbirds-tinyclip.json`` and uses open_clip's own tokenizer, so the app loads it
-through the same code path as a real CLIP. Each image gets a random true caption: a species-name
-prompt or a description of some of its attributes ("a blue bird with a red crown"). Captions
+through the same code path as a real CLIP. It trains on the seeded pool of rendered birds shared
+with the classifiers (random flips). Each image gets a random true caption: a species-name
+prompt, a genus prompt, or a description of some of its attributes, named by genus or not
+("a blue bird with a red crown", "a Bluebird with a red crown"). Captions
 repeat within a batch and one caption can be true of many images, so the contrastive loss is
 multi-positive: caption j is a positive of image i when all its claims hold for i.
 
@@ -30,7 +32,9 @@ from tqdm import tqdm
 from app.models.demo_assets import DEMO_DIR, TINYCLIP_CONFIG, register_tinyclip_config
 
 from . import (
+    GROUP_NAMES,
     IMAGE_SIZE,
+    MEMBERS_PER_GROUP,
     NUM_SPECIES,
     SPECIES_ATTRIBUTES,
     SPECIES_NAMES,
@@ -40,7 +44,15 @@ from . import (
     render_batch,
     species_prompt,
 )
-from .train_common import batch_indices, seed_everything, to_tensor, warmup_cosine
+from .train_common import (
+    POOL_DIR,
+    epoch_batches,
+    flip_half,
+    rendered_pool,
+    seed_everything,
+    to_tensor,
+    warmup_cosine,
+)
 
 
 def build_model():
@@ -80,14 +92,15 @@ def batch_captions(labels: np.ndarray, rng: np.random.Generator):
     return list(texts), positives
 
 
-def train_step(model, tokenizer, optimizer, images: np.ndarray, labels: np.ndarray,
-               rng: np.random.Generator, mean, std, seen_tokens: set | None = None) -> float:
+def train_step(model, tokenizer, optimizer, images: torch.Tensor, labels: np.ndarray,
+               rng: np.random.Generator, seen_tokens: set | None = None) -> float:
+    """One step on a normalised image batch."""
     model.train()
     texts, positives = batch_captions(labels, rng)
     tokens = tokenizer(texts)
     if seen_tokens is not None:
         seen_tokens.update(torch.unique(tokens).tolist())
-    image_features = model.encode_image(to_tensor(images, mean, std), normalize=True)
+    image_features = model.encode_image(images, normalize=True)
     text_features = model.encode_text(tokens, normalize=True)
     loss = multi_positive_loss(image_features, text_features, positives,
                                model.logit_scale.exp())
@@ -111,23 +124,27 @@ def concept_prompts() -> dict[str, dict[str, str]]:
 @torch.no_grad()
 def evaluate(model, tokenizer, n: int, seed: int, mean, std, split: str = "test",
              batch_size: int = 100) -> dict[str, float]:
-    """Zero-shot species accuracy (prompts "a photo of a {name}.") and concept accuracy: for
+    """Zero-shot species and genus accuracy (prompts "a photo of a {name}.") and concept accuracy: for
     every attribute an image has, is its true value's prompt ("a bird with a red crown") the
     best among that attribute's values?"""
     model.eval()
     species_text = model.encode_text(
         tokenizer([species_prompt(s) for s in range(NUM_SPECIES)]), normalize=True)
+    genus_text = model.encode_text(
+        tokenizer([f"a photo of a {g}." for g in GROUP_NAMES]), normalize=True)
     concepts = concept_prompts()
     concept_text = {
         key: (list(values), model.encode_text(tokenizer(list(values.values())), normalize=True))
         for key, values in concepts.items()
     }
-    correct = concept_hits = concept_total = 0
+    correct = genus_correct = concept_hits = concept_total = 0
     per_key: dict[str, list[int]] = {key: [0, 0] for key in concepts}
     for start in range(0, n, batch_size):
         images, labels = render_batch(range(start, min(n, start + batch_size)), seed, split)
         feats = model.encode_image(to_tensor(images, mean, std), normalize=True)
-        correct += int(((feats @ species_text.T).argmax(1) == torch.from_numpy(labels)).sum())
+        truth = torch.from_numpy(labels)
+        correct += int(((feats @ species_text.T).argmax(1) == truth).sum())
+        genus_correct += int(((feats @ genus_text.T).argmax(1) == truth // MEMBERS_PER_GROUP).sum())
         for key, (values, text) in concept_text.items():
             scores = (feats @ text.T).argmax(1)
             for row, species in enumerate(labels):
@@ -141,6 +158,7 @@ def evaluate(model, tokenizer, n: int, seed: int, mean, std, split: str = "test"
                 concept_total += 1
     result = {
         "zero_shot_species_accuracy": correct / max(n, 1),
+        "zero_shot_genus_accuracy": genus_correct / max(n, 1),
         "concept_accuracy": concept_hits / max(concept_total, 1),
     }
     result.update({f"concept_accuracy/{k}": h / max(t, 1) for k, (h, t) in per_key.items()})
@@ -149,14 +167,16 @@ def evaluate(model, tokenizer, n: int, seed: int, mean, std, split: str = "test"
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=450)
-    parser.add_argument("--batch-size", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--pool", type=int, default=9600, help="rendered training images")
+    parser.add_argument("--pool-cache", type=Path, default=POOL_DIR)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-seed", type=int, default=1234)
-    parser.add_argument("--test-size", type=int, default=1500)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--test-size", type=int, default=960)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEMO_DIR)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -173,14 +193,15 @@ def main(argv: list[str] | None = None) -> dict:
     warmup = max(1, args.steps // 15)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, args.steps, warmup))
+    images, labels = rendered_pool(args.pool, args.seed, "train", args.threads, args.pool_cache)
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
     seen_tokens: set[int] = set()
-    bar = tqdm(range(args.steps), desc="tiny-clip", disable=args.no_progress, mininterval=5)
+    bar = tqdm(epoch_batches(len(labels), args.batch_size, args.steps, args.seed),
+               total=args.steps, desc="tiny-clip", disable=args.no_progress, mininterval=10)
     running = None
-    for step in bar:
-        images, labels = render_batch(batch_indices(step, args.batch_size), args.seed, "train")
-        loss = train_step(model, tokenizer, optimizer, images, labels, rng, mean, std,
-                          seen_tokens)
+    for index, flip_rng in bar:
+        x = flip_half(to_tensor(images[index], mean, std), flip_rng)
+        loss = train_step(model, tokenizer, optimizer, x, labels[index], rng, seen_tokens)
         scheduler.step()
         running = loss if running is None else 0.95 * running + 0.05 * loss
         bar.set_postfix(loss=f"{running:.3f}", scale=f"{model.logit_scale.exp().item():.1f}")
@@ -209,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": TINYCLIP_CONFIG.name,
         "labels": list(SPECIES_NAMES),
         "species_template": "a photo of a {}.",
+        "genera": list(GROUP_NAMES),
         "image_size": IMAGE_SIZE,
         "mean": mean,
         "std": std,
@@ -219,8 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         "tokens_trained": len(seen_tokens),
         "train": {
             "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-            "weight_decay": args.weight_decay, "seed": args.seed, "threads": args.threads,
-            "seconds": round(train_seconds),
+            "weight_decay": args.weight_decay, "pool": args.pool, "seed": args.seed,
+            "threads": args.threads, "seconds": round(train_seconds),
             "command": "python -m app.synthbirds.train_clip " + " ".join(argv or sys.argv[1:]),
         },
     }
