@@ -17,10 +17,20 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from app.explain.render import display_size
+
 pytestmark = pytest.mark.timeout(300)
 
-CLASSIFIER_OUTPUTS = ("top5", "used", "cam_title", "cam", "finer_title", "finer", "files", "status")
-CONCEPT_OUTPUTS = ("scores", "cam_title", "cam", "finer_title", "finer", "files", "status")
+def display_shape(width: int, height: int) -> tuple[int, int, int]:
+    """Panels come back at display size (longest side >= 384 px), the input's aspect ratio."""
+    shown_width, shown_height = display_size(width, height)
+    return shown_height, shown_width, 3
+
+
+SHOWN = display_shape(96, 72)  # the 96x72 test picture, as shown
+PANELS = ("cam_title", "cam", "finer_title", "finer", "strip", "gamma", "gamma_note", "files")
+CLASSIFIER_OUTPUTS = ("top5", "used", *PANELS, "status")
+CONCEPT_OUTPUTS = ("scores", *PANELS, "status")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +119,7 @@ def test_named_endpoints_are_documented(client):
         "high_resolution",
         "fgcam_layer",
         "fgcam_denoise",
+        "auto_gamma",
     ]
     concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
     assert concept == [
@@ -120,6 +131,7 @@ def test_named_endpoints_are_documented(client):
         "gamma",
         "method",
         "opacity",
+        "auto_gamma",
     ]
     assert len(api) == 2  # the live-control events are private
 
@@ -129,7 +141,7 @@ def test_named_endpoints_are_documented(client):
 
 def test_classifier_returns_input_size_top5_references_and_downloads(client, server, picture):
     out = classify(client, server, picture, gamma=0.6, T=3)
-    assert pixels(out["cam"]).shape == pixels(out["finer"]).shape == (72, 96, 3)
+    assert pixels(out["cam"]).shape == pixels(out["finer"]).shape == SHOWN
     labels = server.registry.get(server.classifier).labels
     assert len(out["top5"]["confidences"]) == min(5, len(labels))
     assert out["top5"]["label"] in labels
@@ -184,7 +196,7 @@ def test_manual_references_target_and_weight_similarity(client, server, picture)
 
 def test_scorecam_runs(client, server, picture):
     out = classify(client, server, picture, method="scorecam", T=1)
-    assert pixels(out["finer"]).shape == (72, 96, 3)
+    assert pixels(out["finer"]).shape == SHOWN
     assert "Score-CAM" in out["cam_title"]
 
 
@@ -195,7 +207,7 @@ def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
         pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
     low = classify(client, server, picture, gamma=0.6)
     high = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
-    assert pixels(high["finer"]).shape == (72, 96, 3)
+    assert pixels(high["finer"]).shape == SHOWN
     assert not np.array_equal(pixels(low["finer"]), pixels(high["finer"]))
     denoised = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True)
     assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
@@ -215,7 +227,7 @@ def test_concepts_scores_sizes_and_gamma(client, server, picture, monkeypatch):
         ["contrast 2", "a photo of a bird"],
     ]
     assert abs(sum(r[3] for r in rows) - 1) < 1e-2  # softmax over the prompts
-    assert pixels(zero["cam"]).shape == (72, 96, 3)
+    assert pixels(zero["cam"]).shape == SHOWN
     np.testing.assert_array_equal(pixels(zero["cam"]), pixels(zero["finer"]))
     runs = count_model_runs(monkeypatch)
     strong = concepts(
@@ -279,7 +291,7 @@ def test_bad_files_give_clear_errors_and_the_server_keeps_serving(
     assert "Traceback" not in str(error.value)
     with pytest.raises(AppError, match=f"(?i){message}"):
         concepts(client, server, path)
-    assert pixels(classify(client, server, picture)["cam"]).shape == (72, 96, 3)
+    assert pixels(classify(client, server, picture)["cam"]).shape == SHOWN
 
 
 def _odd_images() -> dict[str, bytes]:
@@ -300,7 +312,7 @@ def test_unusual_but_valid_images_are_explained(client, server, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(_odd_images()[name])
     out = classify(client, server, path)
-    assert pixels(out["cam"]).shape == (60, 80, 3)
+    assert pixels(out["cam"]).shape == display_shape(80, 60)
 
 
 @pytest.mark.parametrize(
@@ -347,6 +359,7 @@ def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
             False,
             0,
             False,
+            False,
         ]
         body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
         assert "NaN" in body
@@ -377,6 +390,7 @@ def test_files_not_uploaded_by_the_user_are_refused(server, picture):
         0.5,
         False,
         0,
+        False,
         False,
     ]
     with httpx.Client(timeout=60) as http:

@@ -23,6 +23,7 @@ from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
 from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
+from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
 from app.explain.methods import CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
@@ -98,19 +99,52 @@ class Explanation:
     cached: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def composite(self) -> Image.Image:
-        """Both overlays side by side with titles, for download."""
+    def composite(self, strip: GammaStrip | None = None) -> Image.Image:
+        """Both overlays side by side with titles (and the γ strip under them), for download."""
         names = ", ".join(ref.name for ref in self.references) or "none"
+        thumbnails = None
+        if strip is not None:
+            thumbnails = [
+                (strip.caption(i, self.gamma), picture)
+                for i, picture in enumerate(strip.overlays())
+            ]
         return side_by_side(
             [
-                (f"CAM: {self.target.name}", self.cam_overlay),
-                (f"Finer-CAM (gamma={self.gamma:g}) vs {names}", self.finer_overlay),
-            ]
-        )
+                (f"CAM ({self.method}): {self.target.name}", self.cam_overlay),
+                (f"Finer-CAM (γ={self.gamma:g}): {self.target.name} − γ·[{names}]",
+                 self.finer_overlay),
+            ],
+            thumbnails,
+        )  # fmt: skip
 
     def raw_maps(self) -> np.ndarray:
         """``(2, H, W)`` float32: [CAM, Finer-CAM] in [0, 1] at the image size."""
         return np.stack([self.cam, self.finer]).astype(np.float32)
+
+
+@dataclass
+class GammaStrip:
+    """Finer maps of one image at every γ of a grid (from the cached gradients) and, when
+    asked, the γ auto-γ picked among them."""
+
+    gammas: tuple[float, ...]
+    maps: np.ndarray
+    image: np.ndarray
+    target: int
+    references: tuple[int, ...]
+    auto: GammaChoice | None = None
+
+    def overlays(self, opacity: float = 0.5) -> list[np.ndarray]:
+        """One overlay per γ, at the image's size."""
+        return [overlay(self.image, cam, opacity) for cam in self.maps]
+
+    def caption(self, index: int, current: float | None = None) -> str:
+        """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
+        gamma = self.gammas[index]
+        marks = ["auto"] if self.auto is not None and abs(self.auto.gamma - gamma) < 1e-9 else []
+        if current is not None and abs(current - gamma) < 1e-9:
+            marks.append("shown")
+        return f"γ={gamma:g}" + (f" ({', '.join(marks)})" if marks else "")
 
 
 class ExplanationService:
@@ -164,6 +198,20 @@ class ExplanationService:
         The target prompt is class 0; every contrast prompt is a reference (manual mode).
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
+        model, concept_settings = self._concept_model(
+            model_name, target_prompt, contrast_prompts, settings, template
+        )
+        return self._explain(model, self._load(image), concept_settings, progress)
+
+    def _concept_model(
+        self,
+        model_name: str,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings,
+        template: str | None,
+    ) -> tuple[ExplainableModel, ExplainSettings]:
+        """The CLIP model over ``[target, *contrasts]`` and settings contrasting class 0 with them."""
         target = inputs.validate_prompt(target_prompt, name="target concept")
         contrasts = [
             p for p in inputs.parse_prompts(contrast_prompts) if p.casefold() != target.casefold()
@@ -182,7 +230,74 @@ class ExplanationService:
             manual_references=tuple(range(1, len(contrasts) + 1)),
             top_t=len(contrasts),
         )
-        return self._explain(model, self._load(image), concept_settings, progress)
+        return model, concept_settings
+
+    def gamma_strip(
+        self,
+        model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+        *,
+        auto: bool = False,
+        gammas: Sequence[float] = GAMMA_GRID,
+    ) -> GammaStrip:
+        """Finer maps at every γ of ``gammas`` (no model call when the image is cached) and,
+        with ``auto``, the γ picked by :func:`app.explain.gamma.choose_gamma` (one batched
+        forward). ``settings.gamma`` is ignored."""
+        model = self._get_model(model_name)
+        return self._gamma_strip(model, self._load(image), settings, auto, gammas)
+
+    def concepts_gamma_strip(
+        self,
+        model_name: str,
+        image: Any,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+        *,
+        auto: bool = False,
+        gammas: Sequence[float] = GAMMA_GRID,
+    ) -> GammaStrip:
+        """:meth:`gamma_strip` for prompts on a CLIP model (as :meth:`explain_concepts`)."""
+        model, concept_settings = self._concept_model(
+            model_name, target_prompt, contrast_prompts, settings, template
+        )
+        return self._gamma_strip(model, self._load(image), concept_settings, auto, gammas)
+
+    def _gamma_strip(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        settings: ExplainSettings,
+        auto: bool,
+        gammas: Sequence[float],
+    ) -> GammaStrip:
+        gammas = tuple(inputs.validate_gamma(g) for g in gammas)
+        method = get_method(settings.method)
+        digest = image_digest(image)
+        entry, _ = self._entry(model, image, digest)
+        target = _target_index(model, entry, settings.target)
+        references, _ = self._references(model, entry, target, settings)
+        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        contrasts = [contrast_for(target, references, weights, gamma) for gamma in gammas]
+        if method.uses_gradients:
+            entry.gradients(contrasts[0].classes())
+        needs_input = not (method.uses_gradients or entry.has_score_logits)
+        x = model.preprocess(image) if needs_input else None
+        raws = self._raw_maps(model, image, digest, entry, contrasts, method, settings, x)
+        self.entries.put(_entry_key(model, digest), entry)
+        maps = finish_maps(raws, image.size)
+        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
+        if auto:
+            pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
+                range(len(gammas))
+            )
+            strip.auto = choose_gamma(
+                model.logits, model.preprocess(image) if x is None else x, maps[pick],
+                entry.logits, target, references, [gammas[i] for i in pick],
+            )  # fmt: skip
+        return strip
 
     def _load(self, image: Any) -> Image.Image:
         return inputs.load_image(image, max_side=self.max_side)

@@ -22,7 +22,7 @@ import numpy as np
 
 from app.explain.gradients import ProgressFn
 from app.explain.methods import METHODS
-from app.explain.service import Explanation, ExplanationService
+from app.explain.service import Explanation, ExplanationService, GammaStrip
 from app.models.registry import ModelLoadError, ModelRegistry, model_specs
 from app.ui.image_input import ImagePath
 
@@ -155,8 +155,11 @@ class DownloadDir:
         self.max_files = max_files
         self._lock = threading.Lock()
 
-    def save(self, explanation: Explanation, stem: str) -> list[str]:
-        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG."""
+    def save(
+        self, explanation: Explanation, stem: str, strip: GammaStrip | None = None
+    ) -> list[str]:
+        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG
+        (with the γ strip under the panels when given)."""
         self._prune()
         folder = self.root / uuid.uuid4().hex[:12]
         folder.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ class DownloadDir:
         maps = folder / f"{safe}-maps.npy"
         np.save(maps, explanation.raw_maps())
         composite = folder / f"{safe}-cam-vs-finercam.png"
-        explanation.composite().save(composite, format="PNG")
+        explanation.composite(strip).save(composite, format="PNG")
         return [str(maps), str(composite)]
 
     def _prune(self) -> None:
