@@ -1,8 +1,9 @@
 """Tab 1, "Fine-grained classifier": widgets wired to ``ExplanationService.explain``.
 
-Every control re-runs the same handler. The service caches per (model, image), so moving γ, T,
-the reference mode, the weighting, the target or the opacity re-renders from cached gradients;
-only a new image, model or method runs the network.
+Every control renders through one ``render(request, parts)`` and its event returns only the
+parts it changes (a γ move: the Finer panel, its title and the strip's selection). The service
+caches per (model, image), so γ, T, the references, the weighting, the target and the opacity
+re-render from cached gradients; only a new image, model or method runs the network.
 """
 
 from __future__ import annotations

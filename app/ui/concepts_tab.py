@@ -2,7 +2,7 @@
 
 CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts. The image trunk is cached
 per image, so new prompts run only the text encoder and the tail; γ, method weighting and
-opacity re-render from the cache.
+opacity re-render from the cache, and each event returns only the parts it changes.
 """
 
 from __future__ import annotations
