@@ -65,8 +65,10 @@ def running_server(
     concurrency: int | None,
     threads: int,
     cache: dict[str, str] | None = None,
+    repo: Path = REPO_ROOT,
 ) -> Iterator[ServerProcess]:
-    """Start the app in a subprocess, wait until it answers, stop it afterwards."""
+    """Start the app (of the checkout ``repo``) in a subprocess, wait until it answers, stop it
+    afterwards."""
     port = free_port()
     temp = workdir / "server-tmp"
     temp.mkdir()
@@ -84,7 +86,7 @@ def running_server(
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             server_command(models, port, concurrency),
-            cwd=REPO_ROOT,
+            cwd=repo,
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

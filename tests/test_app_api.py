@@ -17,10 +17,20 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from app.explain.render import display_size
+
 pytestmark = pytest.mark.timeout(300)
 
-CLASSIFIER_OUTPUTS = ("top5", "used", "cam_title", "cam", "finer_title", "finer", "files", "status")
-CONCEPT_OUTPUTS = ("scores", "cam_title", "cam", "finer_title", "finer", "files", "status")
+def display_shape(width: int, height: int) -> tuple[int, int, int]:
+    """Panels come back at display size (longest side >= 384 px), the input's aspect ratio."""
+    shown_width, shown_height = display_size(width, height)
+    return shown_height, shown_width, 3
+
+
+SHOWN = display_shape(96, 72)  # the 96x72 test picture, as shown
+PANELS = ("cam_title", "cam", "finer_title", "finer", "strip", "gamma", "gamma_note", "files")
+CLASSIFIER_OUTPUTS = ("top5", "used", *PANELS, "status")
+CONCEPT_OUTPUTS = ("scores", *PANELS, "status")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +119,7 @@ def test_named_endpoints_are_documented(client):
         "high_resolution",
         "fgcam_layer",
         "fgcam_denoise",
+        "auto_gamma",
     ]
     concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
     assert concept == [
@@ -120,6 +131,7 @@ def test_named_endpoints_are_documented(client):
         "gamma",
         "method",
         "opacity",
+        "auto_gamma",
         "pooling",
     ]
     assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
@@ -131,7 +143,7 @@ def test_named_endpoints_are_documented(client):
 
 def test_classifier_returns_input_size_top5_references_and_downloads(client, server, picture):
     out = classify(client, server, picture, gamma=0.6, T=3)
-    assert pixels(out["cam"]).shape == pixels(out["finer"]).shape == (72, 96, 3)
+    assert pixels(out["cam"]).shape == pixels(out["finer"]).shape == SHOWN
     labels = server.registry.get(server.classifier).labels
     assert len(out["top5"]["confidences"]) == min(5, len(labels))
     assert out["top5"]["label"] in labels
@@ -186,7 +198,7 @@ def test_manual_references_target_and_weight_similarity(client, server, picture)
 
 def test_scorecam_runs(client, server, picture):
     out = classify(client, server, picture, method="scorecam", T=1)
-    assert pixels(out["finer"]).shape == (72, 96, 3)
+    assert pixels(out["finer"]).shape == SHOWN
     assert "Score-CAM" in out["cam_title"]
 
 
@@ -197,7 +209,7 @@ def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
         pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
     low = classify(client, server, picture, gamma=0.6)
     high = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
-    assert pixels(high["finer"]).shape == (72, 96, 3)
+    assert pixels(high["finer"]).shape == SHOWN
     assert not np.array_equal(pixels(low["finer"]), pixels(high["finer"]))
     denoised = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True)
     assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
@@ -217,7 +229,7 @@ def test_concepts_scores_sizes_and_gamma(client, server, picture, monkeypatch):
         ["contrast 2", "a photo of a bird"],
     ]
     assert abs(sum(r[3] for r in rows) - 1) < 1e-2  # softmax over the prompts
-    assert pixels(zero["cam"]).shape == (72, 96, 3)
+    assert pixels(zero["cam"]).shape == SHOWN
     np.testing.assert_array_equal(pixels(zero["cam"]), pixels(zero["finer"]))
     runs = count_model_runs(monkeypatch)
     strong = concepts(
@@ -235,7 +247,6 @@ def test_concepts_vit_native_methods_and_pooling_are_named_in_titles(client, ser
     avg = concepts(client, server, picture, method="attention-gradient", pooling="avg", gamma=1.0)
     assert "LeGrad, class token" in token["cam_title"]
     assert "Attention-gradient, average-pooled surrogate" in avg["cam_title"]
-    assert pixels(avg["finer"]).shape == (72, 96, 3)
     assert token["scores"]["data"][0][2] != avg["scores"]["data"][0][2]  # another read-out
 
 
@@ -290,7 +301,7 @@ def test_bad_files_give_clear_errors_and_the_server_keeps_serving(
     assert "Traceback" not in str(error.value)
     with pytest.raises(AppError, match=f"(?i){message}"):
         concepts(client, server, path)
-    assert pixels(classify(client, server, picture)["cam"]).shape == (72, 96, 3)
+    assert pixels(classify(client, server, picture)["cam"]).shape == SHOWN
 
 
 def _odd_images() -> dict[str, bytes]:
@@ -311,7 +322,7 @@ def test_unusual_but_valid_images_are_explained(client, server, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(_odd_images()[name])
     out = classify(client, server, path)
-    assert pixels(out["cam"]).shape == (60, 80, 3)
+    assert pixels(out["cam"]).shape == display_shape(80, 60)
 
 
 @pytest.mark.parametrize(
@@ -358,6 +369,7 @@ def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
             False,
             0,
             False,
+            False,
         ]
         body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
         assert "NaN" in body
@@ -388,6 +400,7 @@ def test_files_not_uploaded_by_the_user_are_refused(server, picture):
         0.5,
         False,
         0,
+        False,
         False,
     ]
     with httpx.Client(timeout=60) as http:

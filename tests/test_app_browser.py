@@ -18,6 +18,8 @@ import pytest
 from appserver import REPO_ROOT, example, running_server, write_image
 from PIL import Image
 
+from app.explain.render import display_size
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -94,7 +96,7 @@ def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path)
     finer_src = _image_src(page, "clf-finer")
     cam_src = _image_src(page, "clf-cam")
     before_finer, before_cam = _pixels(page, finer_src), _pixels(page, cam_src)
-    assert before_finer.shape[:2] == Image.open(bird).size[::-1]
+    assert before_finer.shape[:2] == display_size(*Image.open(bird).size)[::-1]
     _wait_text(page, "clf-used", "reference 1")
 
     page.locator("#clf-gamma input[type=range]").fill("1")
@@ -124,7 +126,7 @@ def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tm
     good = write_image(tmp_path / "good.png", (112, 80), seed=1)
     page.locator("#clf-image button[aria-label='Remove Image']").first.click()
     _upload(page, "clf-image", good)
-    assert _pixels(page, _image_src(page, "clf-finer")).shape == (80, 112, 3)
+    assert _pixels(page, _image_src(page, "clf-finer")).shape[:2] == display_size(112, 80)[::-1]
 
 
 def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
@@ -135,3 +137,38 @@ def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
     src = _image_src(page, "con-finer")
     assert _pixels(page, src).ndim == 3
     _wait_text(page, "con-scores", "a photo of a bird")
+
+
+def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server, monkeypatch):
+    from app.ui.common import DownloadDir
+
+    saves = []
+    original = DownloadDir.save
+    monkeypatch.setattr(
+        DownloadDir, "save", lambda self, *a, **k: saves.append(1) or original(self, *a, **k)
+    )
+    bird = example()
+    if bird is None:
+        pytest.skip("no example bird shipped")
+    _upload(page, "clf-image", bird)
+    page.wait_for_function("() => document.querySelectorAll('#clf-strip img').length === 6")
+    finer_src = _image_src(page, "clf-finer")
+    before = _pixels(page, finer_src)
+
+    page.locator("#clf-strip button[aria-label='Thumbnail 6 of 6']").click()  # γ = 1
+    page.wait_for_function(
+        "() => document.querySelector('#clf-gamma input[type=number]').value === '1'"
+    )
+    after_src = _image_src(page, "clf-finer", not_src=finer_src)
+    assert not np.array_equal(before, _pixels(page, after_src)), "the Finer panel must follow"
+    _wait_text(page, "clf-finer-title", "γ=1)")
+
+    page.locator("#clf-gamma input[type=range]").fill("0.3")
+    _image_src(page, "clf-finer", not_src=after_src)
+    _wait_text(page, "clf-finer-title", "γ=0.3)")
+    assert saves == []  # a new image, a strip click and a slider move wrote no download
+    page.locator("#clf-download").click()
+    page.locator("#clf-files a, #clf-files [data-testid='file']").first.wait_for()
+    assert len(saves) == 1
+    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":
+        page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"), full_page=True)

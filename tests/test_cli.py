@@ -380,3 +380,25 @@ def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_res
     assert json.loads((out / "run.json").read_text())["fgcam"] == {"layer": 0, "denoise": False}
     assert main(argv) == 2
     assert "fgcam" in capsys.readouterr().err
+
+
+def test_explain_gamma_auto_writes_the_chosen_gamma_per_image(tiny_model, image_folder, tmp_path):
+    from app.explain.gamma import AUTO_CANDIDATES
+    from app.explain.service import ExplainSettings, ExplanationService
+
+    out = tmp_path / "auto"
+    argv = ["explain", str(image_folder), "--model", MODEL, "--gamma", "auto,0.6", "--out",
+            str(out), "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    rows = _rows(out / "explanations.csv")
+    auto = [r for r in rows if "_finer_auto-g" in r["finer_npy"]]
+    assert len(auto) == 5 and len(rows) == 10
+    service = ExplanationService(lambda name: tiny_model)
+    for row in auto:
+        gamma = float(row["gamma"])
+        assert gamma in AUTO_CANDIDATES and row["finer_npy"].endswith(f"_finer_auto-g{row['gamma']}.npy")
+        assert Path(row["finer_npy"]).is_file() and "auto gamma" in row["notices"]
+        image = Image.open(image_folder / row["image"]).convert("RGB")
+        strip = service.gamma_strip(MODEL, image, ExplainSettings(), auto=True)
+        assert strip.auto.gamma == gamma  # the per-image choice, not one γ for all
+    assert main(argv) == 0 and len(_rows(out / "explanations.csv")) == 10  # resumes: all done

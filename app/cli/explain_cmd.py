@@ -6,6 +6,8 @@ For every image ``<key>`` (its path relative to the folder given) and method it 
 * ``<method>_cam.npy`` / ``<method>_cam.png``: the plain CAM, ``float32 (H, W)`` in [0, 1] at the
   image's size, and its overlay;
 * ``<method>_finer_g<γ>.npy`` / ``.png``: Finer-CAM for every γ asked for;
+* ``<method>_finer_auto-g<γ>.npy`` / ``.png`` with ``--gamma auto``: Finer-CAM at the γ auto-γ
+  picked for this image (:mod:`app.explain.gamma`), which is also the row's ``gamma``;
 
 and appends one row per image, method and γ to ``--out/explanations.csv`` (target, its
 probability, the references and their weights). An image whose files all exist is skipped, so
@@ -26,7 +28,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from app.explain.service import ExplainSettings
+from app.explain.gamma import DEFAULT_GAMMA
+from app.explain.service import ExplainSettings, Explanation
 
 from .common import (
     BadFiles,
@@ -79,6 +82,24 @@ def expected_files(
     return files
 
 
+def is_done(
+    folder: Path, methods: list[str], gammas: list[float], fgcam: bool, auto: bool
+) -> bool:
+    """Every file of the image exists (with ``auto``: an auto-γ map of each method too)."""
+    if not all(p.is_file() for p in expected_files(folder, methods, gammas, fgcam)):
+        return False
+    labels = [file_label(m, fgcam) for m in methods]
+    return not auto or all(any(folder.glob(f"{label}_finer_auto-g*.png")) for label in labels)
+
+
+def split_auto(values: list[str] | None) -> tuple[list[float], bool]:
+    """``--gamma`` values -> (fixed γ values, whether ``auto`` was asked for)."""
+    texts = split_list(values)
+    auto = any(t.strip().lower() == "auto" for t in texts)
+    fixed = [t for t in texts if t.strip().lower() != "auto"]
+    return (parse_gammas(fixed) if fixed or not auto else []), auto
+
+
 def _target(value: str | None) -> int | str | None:
     if value is None or value == "":
         return None
@@ -87,7 +108,7 @@ def _target(value: str | None) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
-    gammas = parse_gammas(args.gamma)
+    gammas, auto = split_auto(args.gamma)
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
@@ -100,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     dirs = output_dirs(discovery.items)
     pending = [
         item for item in items
-        if not all(p.is_file() for p in expected_files(out / dirs[item.key], methods, gammas, args.fgcam))
+        if not is_done(out / dirs[item.key], methods, gammas, args.fgcam, auto)
     ]
     skipped = len(items) - len(pending)
     if skipped:
@@ -122,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 raise CliError(f"{flag}: {error}") from error
     base = ExplainSettings(
         method=methods[0],
-        gamma=gammas[0],
+        gamma=gammas[0] if gammas else DEFAULT_GAMMA,
         top_t=args.top_t,
         reference_mode=args.reference_mode,
         weighting=args.weighting,
@@ -138,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
-        process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs),
+        process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
+                        auto=auto),
         model=args.model, device=args.device, threads=args.threads,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
@@ -160,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     bad.report(out)
     seconds = time.perf_counter() - start
     say(
-        f"explained {done} image(s) with {', '.join(methods)} at gamma {', '.join(map(gamma_tag, gammas))} "
+        f"explained {done} image(s) with {', '.join(methods)} at gamma "
+        f"{', '.join([*map(gamma_tag, gammas), *(['auto'] if auto else [])])} "
         f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
     )
     return exit_code(done, skipped, len(bad))
@@ -174,9 +197,10 @@ def explain_item(
     base: ExplainSettings,
     out: Path,
     dirs: dict[str, PurePosixPath],
+    auto: bool = False,
 ) -> list[dict[str, object]]:
     """:func:`explain_one` into the item's output folder (the per-item work of either engine)."""
-    return explain_one(session, loaded, methods, gammas, base, out / dirs[loaded.item.key])
+    return explain_one(session, loaded, methods, gammas, base, out / dirs[loaded.item.key], auto)
 
 
 def explain_one(
@@ -186,38 +210,60 @@ def explain_one(
     gammas: list[float],
     base: ExplainSettings,
     folder: Path,
+    auto: bool = False,
 ) -> list[dict[str, object]]:
-    """Every method and γ for one image (one model pass: the service caches the rest)."""
+    """Every method and γ for one image (one model pass: the service caches the rest).
+
+    With ``auto`` each method also gets the map at the γ auto-γ picks for this image.
+    """
     rows = []
     for method in methods:
-        cam_written = False
         label = file_label(method, base.fgcam)
-        for gamma in gammas:
-            settings = replace(base, method=method, gamma=gamma)
-            result = session.service.explain(session.model_name, loaded.image, settings)
-            tag = gamma_tag(gamma)
-            if not cam_written:
-                _save(folder / f"{label}_cam", result.cam, result.cam_overlay)
-                cam_written = True
-            _save(folder / f"{label}_finer_g{tag}", result.finer, result.finer_overlay)
-            rows.append(
-                {
-                    "image": loaded.item.key,
-                    "method": method,
-                    "gamma": tag,
-                    "target": result.target.name,
-                    "target_index": result.target.index,
-                    "target_probability": f"{result.target.probability:.6f}",
-                    "references": "; ".join(
-                        f"{r.name} ({r.weight:.3f})" if r.weight is not None else r.name
-                        for r in result.references
-                    ),
-                    "cam_npy": (folder / f"{label}_cam.npy").as_posix(),
-                    "finer_npy": (folder / f"{label}_finer_g{tag}.npy").as_posix(),
-                    "notices": " | ".join(result.notices),
-                }
+        settings = replace(base, method=method)
+        picks: list[tuple[float, str, str]] = [(g, f"g{gamma_tag(g)}", "") for g in gammas]
+        if auto:
+            strip = session.service.gamma_strip(
+                session.model_name, loaded.image, settings, auto=True
             )
+            chosen = strip.auto.gamma if strip.auto else DEFAULT_GAMMA
+            why = f"auto gamma {gamma_tag(chosen)}: {strip.auto.reason if strip.auto else ''}"
+            picks.append((chosen, f"auto-g{gamma_tag(chosen)}", why))
+        for i, (gamma, suffix, why) in enumerate(picks):
+            result = session.service.explain(
+                session.model_name, loaded.image, replace(settings, gamma=gamma)
+            )
+            if i == 0:
+                _save(folder / f"{label}_cam", result.cam, result.cam_overlay)
+            _save(folder / f"{label}_finer_{suffix}", result.finer, result.finer_overlay)
+            rows.append(_row(loaded, method, result, folder, label, suffix, why))
     return rows
+
+
+def _row(
+    loaded: Loaded,
+    method: str,
+    result: Explanation,
+    folder: Path,
+    label: str,
+    suffix: str,
+    why: str,
+) -> dict[str, object]:
+    """One manifest row: the image, the method, the γ used and what was explained."""
+    return {
+        "image": loaded.item.key,
+        "method": method,
+        "gamma": gamma_tag(result.gamma),
+        "target": result.target.name,
+        "target_index": result.target.index,
+        "target_probability": f"{result.target.probability:.6f}",
+        "references": "; ".join(
+            f"{r.name} ({r.weight:.3f})" if r.weight is not None else r.name
+            for r in result.references
+        ),
+        "cam_npy": (folder / f"{label}_cam.npy").as_posix(),
+        "finer_npy": (folder / f"{label}_finer_{suffix}.npy").as_posix(),
+        "notices": " | ".join([*result.notices, *([why] if why else [])]),
+    }
 
 
 def _save(stem: Path, heatmap: np.ndarray, overlay: np.ndarray) -> None:

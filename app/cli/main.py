@@ -31,7 +31,8 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                             "attention-gradient; repeat or comma-separate "
                             "(default: gradcam)")
     model.add_argument("--gamma", action="append", metavar="G[,G]",
-                       help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep (default: {default_gamma})")
+                       help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
+                            f"`auto` (γ picked per image) (default: {default_gamma})")
     model.add_argument("--top-t", type=int, default=3, metavar="T",
                        help="number of reference (look-alike) classes (default: 3)")
     model.add_argument("--reference-mode", default="logits", metavar="MODE",

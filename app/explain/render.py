@@ -35,17 +35,85 @@ def overlay(image: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
     return show_cam_on_image(base, clipped, use_rgb=True, image_weight=1.0 - float(opacity))
 
 
-def side_by_side(panels: list[tuple[str, np.ndarray]], gap: int = 8) -> Image.Image:
-    """One PNG with each titled panel next to the other, for download and reports."""
-    font = ImageFont.load_default()
-    title_height = 22
-    height = max(panel.shape[0] for _, panel in panels) + title_height
-    width = sum(panel.shape[1] for _, panel in panels) + gap * (len(panels) - 1)
+#: Panels are shown (and composed) at least this many pixels on their longest side.
+DISPLAY_MIN_SIDE = 384
+
+
+def display_size(width: int, height: int, min_side: int = DISPLAY_MIN_SIDE) -> tuple[int, int]:
+    """``(width, height)`` scaled up so the longest side is at least ``min_side``."""
+    scale = max(1.0, min_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def for_display(picture: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
+    """An RGB overlay resized (bicubic) to :func:`display_size`, so the browser does not stretch it."""
+    height, width = picture.shape[:2]
+    size = display_size(width, height, min_side)
+    if size == (width, height):
+        return picture
+    return np.asarray(Image.fromarray(picture).resize(size, Image.BICUBIC))
+
+
+def side_by_side(
+    panels: list[tuple[str, np.ndarray]],
+    strip: list[tuple[str, np.ndarray]] | None = None,
+    gap: int = 8,
+) -> Image.Image:
+    """One picture: each titled panel (at display size) next to the other, then the γ strip.
+
+    Titles wrap to their panel's width, so a long list of references never runs into the next
+    panel; strip thumbnails share the full width with their captions under them.
+    """
+    font = ImageFont.load_default(size=14)
+    shown = [(title, for_display(panel)) for title, panel in panels]
+    width = sum(panel.shape[1] for _, panel in shown) + gap * (len(shown) - 1)
+    titles = [_wrap(title, panel.shape[1] - 8, font) for title, panel in shown]
+    title_height = 6 + 18 * max(len(lines) for lines in titles)
+    panel_height = max(panel.shape[0] for _, panel in shown)
+    strip_rows = _strip_row(strip, width, gap, font) if strip else None
+    height = title_height + panel_height + (gap + strip_rows.height if strip_rows else 0)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left = 0
-    for title, panel in panels:
-        draw.text((left + 4, 4), title, fill="black", font=font)
+    for lines, (_, panel) in zip(titles, shown):
+        for row, line in enumerate(lines):
+            draw.text((left + 4, 4 + 18 * row), line, fill="black", font=font)
         canvas.paste(Image.fromarray(panel), (left, title_height))
         left += panel.shape[1] + gap
+    if strip_rows:
+        canvas.paste(strip_rows, (0, title_height + panel_height + gap))
     return canvas
+
+
+def _strip_row(
+    strip: list[tuple[str, np.ndarray]], width: int, gap: int, font: ImageFont.ImageFont
+) -> Image.Image:
+    """Thumbnails side by side across ``width`` with a caption under each."""
+    side = (width - gap * (len(strip) - 1)) // len(strip)
+    row = Image.new("RGB", (width, side + 22), "white")
+    draw = ImageDraw.Draw(row)
+    for i, (caption, thumbnail) in enumerate(strip):
+        left = i * (side + gap)
+        row.paste(Image.fromarray(thumbnail).resize((side, side), Image.BICUBIC), (left, 0))
+        text = _wrap(caption, side, font)[0]
+        draw.text((left + 2, side + 3), text, fill="black", font=font)
+    return row
+
+
+def _wrap(text: str, width: int, font: ImageFont.ImageFont) -> list[str]:
+    """Greedy word wrap of ``text`` to lines at most ``width`` pixels wide (long words are cut)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while font.getlength(word) > width and len(word) > 1:
+            cut = max(1, int(len(word) * width / font.getlength(word)))
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    return lines + [line] if line else lines or [""]

@@ -31,6 +31,7 @@ from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
 from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
+from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
 from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
@@ -118,19 +119,52 @@ class Explanation:
     pooling: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def composite(self) -> Image.Image:
-        """Both overlays side by side with titles, for download."""
+    def composite(self, strip: GammaStrip | None = None) -> Image.Image:
+        """Both overlays side by side with titles (and the γ strip under them), for download."""
         names = ", ".join(ref.name for ref in self.references) or "none"
+        thumbnails = None
+        if strip is not None:
+            thumbnails = [
+                (strip.caption(i, self.gamma), picture)
+                for i, picture in enumerate(strip.overlays())
+            ]
         return side_by_side(
             [
-                (f"CAM: {self.target.name}", self.cam_overlay),
-                (f"Finer-CAM (gamma={self.gamma:g}) vs {names}", self.finer_overlay),
-            ]
-        )
+                (f"CAM ({self.method}): {self.target.name}", self.cam_overlay),
+                (f"Finer-CAM (γ={self.gamma:g}): {self.target.name} − γ·[{names}]",
+                 self.finer_overlay),
+            ],
+            thumbnails,
+        )  # fmt: skip
 
     def raw_maps(self) -> np.ndarray:
         """``(2, H, W)`` float32: [CAM, Finer-CAM] in [0, 1] at the image size."""
         return np.stack([self.cam, self.finer]).astype(np.float32)
+
+
+@dataclass
+class GammaStrip:
+    """Finer maps of one image at every γ of a grid (from the cached gradients) and, when
+    asked, the γ auto-γ picked among them."""
+
+    gammas: tuple[float, ...]
+    maps: np.ndarray
+    image: np.ndarray
+    target: int
+    references: tuple[int, ...]
+    auto: GammaChoice | None = None
+
+    def overlays(self, opacity: float = 0.5) -> list[np.ndarray]:
+        """One overlay per γ, at the image's size."""
+        return [overlay(self.image, cam, opacity) for cam in self.maps]
+
+    def caption(self, index: int, current: float | None = None) -> str:
+        """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
+        gamma = self.gammas[index]
+        marks = ["auto"] if self.auto is not None and abs(self.auto.gamma - gamma) < 1e-9 else []
+        if current is not None and abs(current - gamma) < 1e-9:
+            marks.append("shown")
+        return f"γ={gamma:g}" + (f" ({', '.join(marks)})" if marks else "")
 
 
 class ExplanationService:
@@ -190,6 +224,20 @@ class ExplanationService:
         The target prompt is class 0; every contrast prompt is a reference (manual mode).
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
+        model, concept_settings = self._concept_model(
+            model_name, target_prompt, contrast_prompts, settings, template
+        )
+        return self._explain(model, self._load(image), concept_settings, progress)
+
+    def _concept_model(
+        self,
+        model_name: str,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings,
+        template: str | None,
+    ) -> tuple[ExplainableModel, ExplainSettings]:
+        """The CLIP model over ``[target, *contrasts]`` and settings contrasting class 0 with them."""
         target = inputs.validate_prompt(target_prompt, name="target concept")
         contrasts = [
             p for p in inputs.parse_prompts(contrast_prompts) if p.casefold() != target.casefold()
@@ -208,7 +256,65 @@ class ExplanationService:
             manual_references=tuple(range(1, len(contrasts) + 1)),
             top_t=len(contrasts),
         )
-        return self._explain(model, self._load(image), concept_settings, progress)
+        return model, concept_settings
+
+    def gamma_strip(
+        self,
+        model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+        *,
+        auto: bool = False,
+        gammas: Sequence[float] = GAMMA_GRID,
+    ) -> GammaStrip:
+        """Finer maps at every γ of ``gammas`` (no model call when the image is cached) and,
+        with ``auto``, the γ picked by :func:`app.explain.gamma.choose_gamma` (one batched
+        forward). ``settings.gamma`` is ignored."""
+        model = _with_pooling(self._get_model(model_name), settings.pooling)
+        return self._gamma_strip(model, self._load(image), settings, auto, gammas)
+
+    def concepts_gamma_strip(
+        self,
+        model_name: str,
+        image: Any,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+        *,
+        auto: bool = False,
+        gammas: Sequence[float] = GAMMA_GRID,
+    ) -> GammaStrip:
+        """:meth:`gamma_strip` for prompts on a CLIP model (as :meth:`explain_concepts`)."""
+        model, concept_settings = self._concept_model(
+            model_name, target_prompt, contrast_prompts, settings, template
+        )
+        return self._gamma_strip(model, self._load(image), concept_settings, auto, gammas)
+
+    def _gamma_strip(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        settings: ExplainSettings,
+        auto: bool,
+        gammas: Sequence[float],
+    ) -> GammaStrip:
+        gammas = tuple(inputs.validate_gamma(g) for g in gammas)
+        prep = self._prepare(model, image, settings)
+        target, references, x = prep.target, prep.references, prep.x
+        contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
+        maps = self._maps(model, image, prep, contrasts, settings)
+        entry = prep.entry
+        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
+        if auto:
+            pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
+                range(len(gammas))
+            )
+            strip.auto = choose_gamma(
+                model.logits, model.preprocess(image) if x is None else x, maps[pick],
+                entry.logits, target, references, [gammas[i] for i in pick],
+            )  # fmt: skip
+        return strip
 
     def _load(self, image: Any) -> Image.Image:
         return inputs.load_image(image, max_side=self.max_side)
@@ -220,27 +326,14 @@ class ExplanationService:
         settings: ExplainSettings,
         progress: ProgressFn | None,
     ) -> Explanation:
-        method = get_method(settings.method)
         gamma = inputs.validate_gamma(settings.gamma)
         opacity = inputs.validate_opacity(settings.opacity)
-        digest = image_digest(image)
-        source = self._source(model, method, settings)
-        entry, cached = self._entry(model, image, digest, source)
-        target = _target_index(model, entry, settings.target)
-        references, notices = self._references(model, entry, target, settings)
-        notices[:0] = getattr(model, "notices", ())  # e.g. prompts truncated to the context
-        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        prep = self._prepare(model, image, settings)
+        entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
+        notices = [*getattr(model, "notices", ()), *prep.notices]  # e.g. truncated prompts
         finer = contrast_for(target, references, weights, gamma)
-        if method.uses_gradients:
-            entry.gradients(finer.classes())  # one batched backward for all of them
-        needs_input = not (method.uses_gradients or entry.has_score_logits)
-        x = model.preprocess(image) if needs_input else None  # Score-CAM's first use only
         contrasts = (Contrast(target), finer)
-        raws = self._raw_maps(model, image, digest, entry, contrasts, method, settings, x, progress)
-        # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
-        # counts those bytes against the cache bound now rather than at the next image.
-        self.entries.put(_entry_key(model, digest, source), entry)
-        cam, finer_map = finish_maps(raws, image.size)
+        cam, finer_map = self._maps(model, image, prep, contrasts, settings, progress)
         pixels = np.asarray(image)
         if not finer_map.any():
             notices.append(
@@ -249,7 +342,7 @@ class ExplanationService:
             )
         return Explanation(
             model=model.name,
-            method=method.label,
+            method=prep.method.label,
             gamma=gamma,
             image=pixels,
             cam=cam,
@@ -262,9 +355,45 @@ class ExplanationService:
             ),
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
-            cached=cached,
+            cached=prep.cached,
             pooling=getattr(model, "pooling", None),
         )
+
+    def _prepare(
+        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings
+    ) -> _Prepared:
+        """What every rendering of ``image`` under ``settings`` starts from: the cache entry,
+        the target, its references and their weights, their gradients (one batched backward)."""
+        method = get_method(settings.method)
+        digest = image_digest(image)
+        source = self._source(model, method, settings)
+        entry, cached = self._entry(model, image, digest, source)
+        target = _target_index(model, entry, settings.target)
+        references, notices = self._references(model, entry, target, settings)
+        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        if method.uses_gradients:
+            entry.gradients([target, *references])
+        needs_input = not (method.uses_gradients or entry.has_score_logits)
+        x = model.preprocess(image) if needs_input else None  # Score-CAM's first use only
+        return _Prepared(method, digest, source, entry, cached, target, references, weights,
+                         notices, x)  # fmt: skip
+
+    def _maps(
+        self,
+        model: ExplainableModel,
+        image: Image.Image,
+        prep: _Prepared,
+        contrasts: Sequence[Contrast],
+        settings: ExplainSettings,
+        progress: ProgressFn | None = None,
+    ) -> np.ndarray:
+        """Finished maps ``(len(contrasts), H, W)`` in [0, 1] at the image size."""
+        raws = self._raw_maps(model, image, prep.digest, prep.entry, contrasts, prep.method,
+                              settings, prep.x, progress)  # fmt: skip
+        # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
+        # counts those bytes against the cache bound now rather than at the next image.
+        self.entries.put(_entry_key(model, prep.digest, prep.source), prep.entry)
+        return finish_maps(raws, image.size)
 
     def _raw_maps(
         self,
@@ -431,6 +560,22 @@ class ExplanationService:
         )
         notices += [choice.notice] if choice.notice else []
         return list(choice.indices), notices
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The start of every rendering: see :meth:`ExplanationService._prepare`."""
+
+    method: CamMethod
+    digest: str
+    source: _AttentionSource | None
+    entry: Entry
+    cached: bool
+    target: int
+    references: list[int]
+    weights: np.ndarray
+    notices: list[str]
+    x: torch.Tensor | None
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
 """Tab 1, "Fine-grained classifier": widgets wired to ``ExplanationService.explain``.
 
-Every control re-runs the same handler. The service caches per (model, image), so moving γ, T,
-the reference mode, the weighting, the target or the opacity re-renders from cached gradients;
-only a new image, model or method runs the network.
+Every control renders through one ``render(request, parts)`` and its event returns only the
+parts it changes (a γ move: the Finer panel, its title and the strip's selection). The service
+caches per (model, image), so γ, T, the references, the weighting, the target and the opacity
+re-render from cached gradients; only a new image, model or method runs the network.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,16 +32,19 @@ from app.ui.common import (
     status_line,
     top_scores,
     user_errors,
-    with_image,
 )
 from app.ui.panels import (
+    EVENT_PARTS,
+    PANEL_PARTS,
     Panels,
     build_downloads,
     build_panels,
-    gamma_slider,
+    gamma_controls,
+    live_handler,
     model_and_method,
     opacity_slider,
-    panel_values,
+    render_parts,
+    strip_gamma,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,16 @@ REFERENCE_MODE_CHOICES = [
     ("Manual (pick classes)", "manual"),
 ]
 WEIGHTING_CHOICES = [("Uniform (paper)", "uniform"), ("Softmax probability", "probability")]
+#: The named endpoint's parameters, in the order of the tab's inputs.
+PARAMS = ("image", "model", "method", "gamma", "T", "reference_mode", "manual_references",
+          "target", "weighting", "opacity", "high_resolution", "fgcam_layer", "fgcam_denoise",
+          "auto_gamma")  # fmt: skip
+#: Everything the Explain button (and the API) returns.
+FULL = ("top5", "used", *PANEL_PARTS, "status")
+#: A new image, model, method, target or FG-CAM setting: everything but the downloads.
+STRUCTURE = tuple("no_files" if part == "files" else part for part in FULL)
+#: T, the reference rule or the weighting: the references, the Finer panel and the strip.
+REFERENCES = ("used", "finer_title", "finer", "strip", "gamma", "gamma_note")
 
 
 @dataclass
@@ -79,13 +93,16 @@ class _Controls:
     high_res: gr.Checkbox
     fg_layer: gr.Dropdown
     fg_denoise: gr.Checkbox
+    auto: gr.Checkbox
+    gamma_note: Any
     run: gr.Button
 
     def inputs(self) -> list[Any]:
+        """In :data:`PARAMS` order."""
         return [
             self.image, self.model, self.method, self.gamma, self.top_t, self.reference_mode,
             self.manual, self.target, self.weighting, self.opacity, self.high_res,
-            self.fg_layer, self.fg_denoise,
+            self.fg_layer, self.fg_denoise, self.auto,
         ]  # fmt: skip
 
 
@@ -103,15 +120,17 @@ def build_classifier_tab(
         with gr.Column(scale=2):
             panels = build_panels("clf")
             used, top5 = _build_scores()
-            panels.files = build_downloads(
-                "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
+            download = build_downloads(
+                panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
-    outputs = [top5, used, *panels.outputs(), panels.files, status]
-    explain = _explain_handler(service, registry, downloads)
+    panels.components.update(
+        top5=top5, used=used, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
+    )
+    render = _renderer(service, registry, downloads)
     load = _load_handler(service, registry)
     loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
               controls.method, status]  # fmt: skip
-    _wire(controls, panels, outputs, explain, load, loaded)
+    _wire(controls, panels, render, load, loaded, download)
     return ClassifierTab(on_load=(load, [controls.model, controls.method], loaded))
 
 
@@ -120,13 +139,15 @@ def _build_controls(
 ) -> _Controls:
     image = image_with_examples("clf", examples)
     model, method = model_and_method("clf", service, registry, "classifier", "Model")
-    gamma = gamma_slider("clf", "0 = plain CAM; higher subtracts more of the look-alike classes")
+    gamma, auto, note = gamma_controls(
+        "clf", "0 = plain CAM; higher subtracts more of the look-alike classes"
+    )
     top_t, reference_mode, manual, target, weighting = _reference_controls()
     opacity = opacity_slider("clf")
     high_res, fg_layer, fg_denoise = _fgcam_controls()
     run = gr.Button("Explain", variant="primary", elem_id="clf-run")
     return _Controls(image, model, method, gamma, top_t, reference_mode, manual, target,
-                     weighting, opacity, high_res, fg_layer, fg_denoise, run)  # fmt: skip
+                     weighting, opacity, high_res, fg_layer, fg_denoise, auto, note, run)  # fmt: skip
 
 
 def _reference_controls() -> tuple[Any, ...]:
@@ -196,9 +217,58 @@ def _build_scores() -> tuple[gr.Dataframe, gr.Label]:
     return used, top5
 
 
-def _explain_handler(
+def _renderer(
     service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., tuple[Any, ...]]:
+) -> Callable[..., dict[str, Any]]:
+    """``render(request, names, progress=None)``: the values of the parts ``names``.
+
+    The γ strip (and auto-γ, one batched forward) is computed only when a part shows it; the
+    rest is one cached re-render.
+    """
+
+    def render(
+        request: dict[str, Any], names: Sequence[str], progress: Any = None
+    ) -> dict[str, Any]:
+        model, image = request["model"], request["image"]
+        registry.get(model)
+        explanation, values = render_parts(
+            names,
+            _settings(request),
+            bool(request.get("auto_gamma")),
+            lambda settings, auto: service.gamma_strip(model, image, settings, auto=auto),
+            lambda settings: service.explain(model, image, settings, progress_fn(progress)),
+            downloads,
+            lambda e: file_stem(model, request.get("method"), e.target.name, f"g{e.gamma:g}"),
+        )
+        log.info("classifier %s γ=%s cached=%s parts=%s", model, explanation.gamma,
+                 explanation.cached, ",".join(names))  # fmt: skip
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
+        tab = {"top5": lambda: top_scores(explanation), "used": lambda: score_rows(explanation),
+               "status": lambda: status_line(registry)}  # fmt: skip
+        values.update({name: tab[name]() for name in names if name in tab})
+        return values
+
+    return render
+
+
+def _settings(request: dict[str, Any]) -> ExplainSettings:
+    target = request.get("target")
+    return ExplainSettings(
+        method=request.get("method") or "gradcam",
+        gamma=request["gamma"],
+        top_t=request.get("T", 3),
+        reference_mode=request.get("reference_mode") or "logits",
+        weighting=request.get("weighting") or "uniform",
+        target=None if target in (None, "", PREDICTED) else target,
+        manual_references=tuple(request.get("manual_references") or ()),
+        opacity=request.get("opacity", 0.5),
+        fgcam=bool(request.get("high_resolution")),
+        fgcam_stop=int(request.get("fgcam_layer") or 0),
+        fgcam_denoise=bool(request.get("fgcam_denoise")),
+    )
+
+
+def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[Any, ...]]:
     @gpu
     @user_errors
     def explain_classifier(
@@ -215,6 +285,7 @@ def _explain_handler(
         high_resolution: bool = False,
         fgcam_layer: int = 0,
         fgcam_denoise: bool = False,
+        auto_gamma: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM | Finer-CAM of an image under a classifier.
@@ -223,39 +294,20 @@ def _explain_handler(
         `manual_references` (class names) are used when `reference_mode` is "manual".
         `high_resolution` raises both maps to pixels with FG-CAM (Finer-FG-CAM for the second),
         stopping at the input of FG-CAM layer `fgcam_layer` (0 = the input image).
+        `auto_gamma` picks γ for this image (`gamma` is then ignored).
         Returns top-5 predictions, the target and references used, the CAM title and overlay,
-        the Finer-CAM title and overlay (PNG, the input's size), the downloads
-        ([maps.npy, composite.png]) and the status line.
+        the Finer-CAM title and overlay (JPEG, at least 384 px on the longest side), the γ
+        strip, the γ used, the auto-γ note, the downloads ([maps.npy, composite.png]) and the
+        status line.
         """
         if image is None:
             raise gr.Error("Upload an image first (or pick an example).")
         progress(0.0, desc=f"Loading {model}…")
-        registry.get(model)
-        settings = ExplainSettings(
-            method=method,
-            gamma=gamma,
-            top_t=T,
-            reference_mode=reference_mode,
-            weighting=weighting,
-            target=None if target in (None, "", PREDICTED) else target,
-            manual_references=tuple(manual_references or ()),
-            opacity=opacity,
-            fgcam=bool(high_resolution),
-            fgcam_stop=int(fgcam_layer or 0),
-            fgcam_denoise=bool(fgcam_denoise),
-        )
-        progress(0.1, desc="Explaining…")
-        explanation = service.explain(model, image, settings, progress=progress_fn(progress))
-        log.info("classifier %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        stem = file_stem(model, method, explanation.target.name, f"g{explanation.gamma:g}")
-        return (
-            top_scores(explanation),
-            score_rows(explanation),
-            *panel_values(explanation),
-            downloads.save(explanation, stem),
-            status_line(registry),
-        )
+        request = dict(zip(PARAMS, (image, model, method, gamma, T, reference_mode,
+                                    manual_references, target, weighting, opacity,
+                                    high_resolution, fgcam_layer, fgcam_denoise, auto_gamma)))  # fmt: skip
+        values = render(request, FULL, progress)
+        return tuple(values[name] for name in FULL)
 
     return explain_classifier
 
@@ -293,26 +345,41 @@ def _load_handler(
 def _wire(
     controls: _Controls,
     panels: Panels,
-    outputs: list[Any],
-    explain: Callable[..., tuple[Any, ...]],
+    render: Callable[..., dict[str, Any]],
     load: Callable[..., tuple[Any, ...]],
     loaded: list[Any],
+    download: gr.Button,
 ) -> None:
-    """Run button (the named API endpoint), live controls and the model loader."""
+    """Run button (the named API endpoint), live controls, the strip and the model loader.
+
+    Each live event returns only the parts it changes; slider moves show no progress.
+    """
     inputs = controls.inputs()
-    cleared = (None, None, *panels.cleared(), None, gr.skip())
-    # A control moved: re-render when there is an image (a cache hit unless the image, model
-    # or method changed). A cleared image clears the outputs.
-    live = with_image(explain, lambda: tuple(gr.skip() for _ in outputs))
-    image_changed = with_image(explain, lambda: cleared)
-    controls.run.click(
-        explain, inputs, outputs, api_name="explain_classifier", concurrency_id="explain"
-    )
-    controls.image.change(image_changed, inputs, outputs, **LIVE)
-    controls.model.input(
+
+    def on(trigger: Any, names: Sequence[str], **options: Any) -> Any:
+        handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, lambda r: True)))
+        return trigger(handler, inputs, panels.outputs(names), **{**LIVE, **options})
+
+    controls.run.click(_api_handler(render), inputs, panels.outputs(FULL),
+                       api_name="explain_classifier", concurrency_id="explain")  # fmt: skip
+    on(controls.image.change, STRUCTURE)
+    loading = controls.model.input(
         load, [controls.model, controls.method], loaded, api_visibility="private",
         concurrency_id="explain",
-    ).success(live, inputs, outputs, **LIVE)  # fmt: skip
+    )  # fmt: skip
+    on(loading.success, STRUCTURE)
+    on(controls.gamma.change, EVENT_PARTS["gamma"], show_progress="hidden")
+    on(controls.opacity.change, EVENT_PARTS["opacity"], show_progress="hidden")
+    on(controls.top_t.change, REFERENCES, show_progress="hidden")
+    on(controls.auto.input, EVENT_PARTS["auto"])
+    on(download.click, EVENT_PARTS["download"])
+    for control in (controls.reference_mode, controls.manual, controls.weighting):
+        on(control.input, REFERENCES, show_progress="hidden")
+    for control in (controls.method, controls.target, controls.high_res, controls.fg_layer,
+                    controls.fg_denoise):  # fmt: skip
+        on(control.input, STRUCTURE)
+    panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
+                        api_visibility="private", show_progress="hidden")  # fmt: skip
     controls.reference_mode.input(
         lambda mode: gr.Dropdown(visible=mode == "manual"),
         [controls.reference_mode],
@@ -320,8 +387,6 @@ def _wire(
         queue=False,
         api_visibility="private",
     )
-    for slider in (controls.gamma, controls.top_t, controls.opacity):
-        slider.change(live, inputs, outputs, show_progress="minimal", **LIVE)
     controls.high_res.input(
         lambda on: (gr.Dropdown(visible=on), gr.Checkbox(visible=on)),
         [controls.high_res],
@@ -329,6 +394,3 @@ def _wire(
         queue=False,
         api_visibility="private",
     )
-    for control in (controls.method, controls.reference_mode, controls.manual, controls.target,
-                    controls.weighting, controls.high_res, controls.fg_layer, controls.fg_denoise):  # fmt: skip
-        control.input(live, inputs, outputs, **LIVE)

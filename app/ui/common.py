@@ -22,7 +22,7 @@ import numpy as np
 
 from app.explain.gradients import ProgressFn
 from app.explain.methods import METHODS
-from app.explain.service import Explanation, ExplanationService
+from app.explain.service import Explanation, ExplanationService, GammaStrip
 from app.models.registry import ModelLoadError, ModelRegistry, get_spec, model_specs
 from app.ui.image_input import ImagePath
 
@@ -162,28 +162,33 @@ class DownloadDir:
         self.max_files = max_files
         self._lock = threading.Lock()
 
-    def save(self, explanation: Explanation, stem: str) -> list[str]:
-        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG.
+    def save(
+        self, explanation: Explanation, stem: str, strip: GammaStrip | None = None
+    ) -> list[str]:
+        """Write ``<stem>-maps.npy`` (2, H, W float32 [CAM, Finer-CAM]) and the composite PNG
+        (with the γ strip under the panels when given).
 
         Returns ``[]`` with a warning toast when they cannot be written (a full disk).
         """
         self._prune()
         folder = self.root / uuid.uuid4().hex[:12]
         try:
-            return self._write(explanation, stem, folder)
+            return self._write(explanation, stem, folder, strip)
         except OSError as error:
             log.warning("downloads not written (%s): %s", type(error).__name__, error)
             _remove_tree(folder)
             gr.Warning(DOWNLOAD_UNAVAILABLE)
             return []
 
-    def _write(self, explanation: Explanation, stem: str, folder: Path) -> list[str]:
+    def _write(
+        self, explanation: Explanation, stem: str, folder: Path, strip: GammaStrip | None = None
+    ) -> list[str]:
         folder.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80] or "finercam"
         maps = folder / f"{safe}-maps.npy"
         np.save(maps, explanation.raw_maps())
         composite = folder / f"{safe}-cam-vs-finercam.png"
-        explanation.composite().save(composite, format="PNG")
+        explanation.composite(strip).save(composite, format="PNG")
         return [str(maps), str(composite)]
 
     def _prune(self) -> None:

@@ -2,14 +2,13 @@
 
 CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts. The image trunk is cached
 per image, so new prompts run only the text encoder and the tail; γ, method weighting and
-opacity re-render from the cache.
+opacity re-render from the cache, and each event returns only the parts it changes.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,16 +28,19 @@ from app.ui.common import (
     show_notices,
     status_line,
     user_errors,
-    with_image,
 )
 from app.ui.panels import (
+    EVENT_PARTS,
+    PANEL_PARTS,
     Panels,
     build_downloads,
     build_panels,
-    gamma_slider,
+    gamma_controls,
+    live_handler,
     model_and_method,
     opacity_slider,
-    panel_values,
+    render_parts,
+    strip_gamma,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,16 @@ TEMPLATE_CHOICES = [
 CAM_LABEL = "CAM(target)"
 FINER_LABEL = "Finer-CAM(target − γ·contrast)"
 SCORE_HEADERS = ["role", "prompt", "similarity (logit)", "probability"]
+#: The named endpoint's parameters, in the order of the tab's inputs.
+PARAMS = ("image", "model", "target_concept", "contrast_prompts", "template", "gamma", "method",
+          "opacity", "auto_gamma", "pooling")  # fmt: skip
+POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
+                   ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
+DEFAULT_POOLING = "token"
+#: Everything the Explain button (and the API) returns.
+FULL = ("scores", *PANEL_PARTS, "status")
+#: A new image, model, method or template: everything but the downloads.
+STRUCTURE = tuple("no_files" if part == "files" else part for part in FULL)
 
 
 @dataclass
@@ -66,17 +78,15 @@ class _Controls:
     gamma: gr.Slider
     method: gr.Dropdown
     opacity: gr.Slider
+    auto: gr.Checkbox
+    gamma_note: Any
     pooling: gr.Radio
     run: gr.Button
 
     def inputs(self) -> list[Any]:
+        """In :data:`PARAMS` order."""
         return [self.image, self.model, self.target, self.contrast, self.template, self.gamma,
-                self.method, self.opacity, self.pooling]  # fmt: skip
-
-
-POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
-                   ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
-DEFAULT_POOLING = "token"
+                self.method, self.opacity, self.auto, self.pooling]  # fmt: skip
 
 
 def build_concepts_tab(
@@ -100,10 +110,14 @@ def build_concepts_tab(
                 wrap=True,
                 elem_id="con-scores",
             )
-            panels.files = build_downloads("con", "Download: raw maps (.npy) and composite (.png)")
-    outputs = [scores, *panels.outputs(), panels.files, status]
-    explain = _explain_handler(service, registry, downloads)
-    _wire(controls, panels, outputs, explain, _load_handler(service, registry), status)
+            download = build_downloads(
+                panels, "con", "Download: raw maps (.npy) and composite (.png)"
+            )
+    panels.components.update(
+        scores=scores, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
+    )
+    render = _renderer(service, registry, downloads)
+    _wire(controls, panels, render, _load_handler(service, registry), status, download)
     return controls.model
 
 
@@ -131,7 +145,7 @@ def _build_controls(
         label="Prompt template ({} = the prompt)",
         elem_id="con-template",
     )
-    gamma = gamma_slider("con")
+    gamma, auto, note = gamma_controls("con")
     opacity = opacity_slider("con")
     pooling = gr.Radio(
         POOLING_CHOICES,
@@ -142,8 +156,8 @@ def _build_controls(
         elem_id="con-pooling",
     )
     run = gr.Button("Explain", variant="primary", elem_id="con-run")
-    return _Controls(image, model, target, contrast, template, gamma, method, opacity, pooling,
-                     run)  # fmt: skip
+    return _Controls(image, model, target, contrast, template, gamma, method, opacity, auto,
+                     note, pooling, run)  # fmt: skip
 
 
 def score_rows(explanation: Explanation) -> list[list[Any]]:
@@ -163,9 +177,50 @@ def score_rows(explanation: Explanation) -> list[list[Any]]:
     return rows
 
 
-def _explain_handler(
+def _renderer(
     service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., tuple[Any, ...]]:
+) -> Callable[..., dict[str, Any]]:
+    """``render(request, names, progress=None)``: the values of the parts ``names``."""
+
+    def render(
+        request: dict[str, Any], names: Sequence[str], progress: Any = None
+    ) -> dict[str, Any]:
+        model, image = request["model"], request["image"]
+        registry.get(model)
+        prompts = (request["target_concept"], request.get("contrast_prompts") or "")
+        template = request.get("template") or "{}"
+        settings = ExplainSettings(
+            method=request.get("method") or "gradcam",
+            gamma=request["gamma"],
+            opacity=request.get("opacity", 0.5),
+            pooling=request.get("pooling") or DEFAULT_POOLING,
+        )
+        explanation, values = render_parts(
+            names,
+            settings,
+            bool(request.get("auto_gamma")),
+            lambda s, auto: service.concepts_gamma_strip(
+                model, image, *prompts, s, template, auto=auto
+            ),
+            lambda s: service.explain_concepts(
+                model, image, *prompts, s, template=template, progress=progress_fn(progress)
+            ),
+            downloads,
+            lambda e: file_stem("concepts", model, settings.method, f"g{e.gamma:g}"),
+        )
+        log.info("concepts %s γ=%s cached=%s parts=%s", model, explanation.gamma,
+                 explanation.cached, ",".join(names))  # fmt: skip
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
+        if "scores" in names:
+            values["scores"] = score_rows(explanation)
+        if "status" in names:
+            values["status"] = status_line(registry)
+        return values
+
+    return render
+
+
+def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[Any, ...]]:
     @gpu
     @user_errors
     def explain_concepts(
@@ -177,41 +232,26 @@ def _explain_handler(
         gamma: float = 0.6,
         method: str = "gradcam",
         opacity: float = 0.5,
+        auto_gamma: bool = False,
         pooling: str = DEFAULT_POOLING,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
 
         `contrast_prompts`: one per line or comma separated. `template` wraps every prompt
-        ("{}" = as typed). `pooling`: "token" explains CLIP's class token, "avg" the
-        average-pooled surrogate. Returns the similarity scores, the CAM title and overlay, the
-        Finer-CAM title and overlay (PNG, the input's size), the downloads
-        ([maps.npy, composite.png]) and the status line.
+        ("{}" = as typed). `auto_gamma` picks γ for this image (`gamma` is then ignored).
+        `pooling`: "token" explains CLIP's class token, "avg" the average-pooled surrogate.
+        Returns the similarity scores, the CAM title and overlay, the Finer-CAM title and
+        overlay (JPEG, at least 384 px on the longest side), the γ strip, the γ used, the
+        auto-γ note, the downloads ([maps.npy, composite.png]) and the status line.
         """
         if image is None:
             raise gr.Error("Upload an image first (or pick an example).")
         progress(0.0, desc=f"Loading {model}…")
-        registry.get(model)
-        settings = ExplainSettings(method=method, gamma=gamma, opacity=opacity, pooling=pooling)
-        progress(0.1, desc="Explaining…")
-        explanation = service.explain_concepts(
-            model,
-            image,
-            target_concept,
-            contrast_prompts,
-            settings,
-            template=template or "{}",
-            progress=progress_fn(progress),
-        )
-        log.info("concepts %s/%s gamma=%s cached=%s", model, method, gamma, explanation.cached)
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        stem = file_stem("concepts", model, method, f"g{explanation.gamma:g}")
-        return (
-            score_rows(explanation),
-            *panel_values(explanation),
-            downloads.save(explanation, stem),
-            status_line(registry),
-        )
+        request = dict(zip(PARAMS, (image, model, target_concept, contrast_prompts, template,
+                                    gamma, method, opacity, auto_gamma, pooling)))  # fmt: skip
+        values = render(request, FULL, progress)
+        return tuple(values[name] for name in FULL)
 
     return explain_concepts
 
@@ -242,34 +282,40 @@ def _load_handler(
 def _wire(
     controls: _Controls,
     panels: Panels,
-    outputs: list[Any],
-    explain: Callable[..., tuple[Any, ...]],
+    render: Callable[..., dict[str, Any]],
     load: Callable[..., tuple[Any, ...]],
     status: gr.Markdown,
+    download: gr.Button,
 ) -> None:
-    """Run button and Enter (the named API endpoint), live controls and the model loader."""
+    """Run button and Enter (the named API endpoint), live controls, the strip, the loader.
+
+    Live events wait for an image and a target concept, and return only what they change.
+    """
     inputs = controls.inputs()
 
-    @functools.wraps(explain)
-    def live(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        # Re-render only once there is an image and a target concept to explain.
-        if args[0] is None or not str(args[2] or "").strip():
-            return tuple(gr.skip() for _ in outputs)
-        return explain(*args, **kwargs)
+    def ready(request: dict[str, Any]) -> bool:
+        return bool(str(request.get("target_concept") or "").strip())
 
-    image_changed = with_image(live, lambda: (None, *panels.cleared(), None, gr.skip()))
-    controls.run.click(
-        explain, inputs, outputs, api_name="explain_concepts", concurrency_id="explain"
-    )
-    controls.target.submit(
-        explain, inputs, outputs, api_visibility="private", concurrency_id="explain"
-    )
-    controls.image.change(image_changed, inputs, outputs, **LIVE)
-    controls.model.input(
+    def on(trigger: Any, names: Sequence[str], **options: Any) -> Any:
+        handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, ready)))
+        return trigger(handler, inputs, panels.outputs(names), **{**LIVE, **options})
+
+    api = _api_handler(render)
+    controls.run.click(api, inputs, panels.outputs(FULL), api_name="explain_concepts",
+                       concurrency_id="explain")  # fmt: skip
+    controls.target.submit(api, inputs, panels.outputs(FULL), api_visibility="private",
+                           concurrency_id="explain")  # fmt: skip
+    on(controls.image.change, STRUCTURE)
+    loading = controls.model.input(
         load, [controls.model, controls.method], [controls.method, status],
         api_visibility="private", concurrency_id="explain",
-    ).success(live, inputs, outputs, **LIVE)  # fmt: skip
-    for slider in (controls.gamma, controls.opacity):
-        slider.change(live, inputs, outputs, show_progress="minimal", **LIVE)
+    )  # fmt: skip
+    on(loading.success, STRUCTURE)
+    on(controls.gamma.change, EVENT_PARTS["gamma"], show_progress="hidden")
+    on(controls.opacity.change, EVENT_PARTS["opacity"], show_progress="hidden")
+    on(controls.auto.input, EVENT_PARTS["auto"])
+    on(download.click, EVENT_PARTS["download"])
     for control in (controls.method, controls.template, controls.pooling):
-        control.input(live, inputs, outputs, **LIVE)
+        on(control.input, STRUCTURE)
+    panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
+                        api_visibility="private", show_progress="hidden")  # fmt: skip

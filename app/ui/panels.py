@@ -1,19 +1,32 @@
-"""Widgets both tabs share: the CAM | Finer-CAM panels with their titles, the downloads and the
-γ / opacity sliders, plus the values they show for an explanation.
+"""Widgets both tabs share: the CAM | Finer-CAM panels with their titles, the γ strip, the
+downloads, the γ slider with its Auto toggle and the opacity slider, plus the values they show.
 
-Only layout and widget values live here; the tabs wire events.
+Events return only what they change, so every output has a name (:data:`PARTS`) and a handler
+asks for the parts it needs; :func:`part_values` renders exactly those.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
 
-from app.explain.service import Explanation, ExplanationService
+from app.explain.gamma import GAMMA_GRID
+from app.explain.render import for_display
+from app.explain.service import ExplainSettings, Explanation, ExplanationService, GammaStrip
 from app.models.registry import ModelRegistry
-from app.ui.common import default_model, method_choices, model_choices, panel_titles
+from app.ui.common import (
+    DownloadDir,
+    default_model,
+    method_choices,
+    model_choices,
+    panel_titles,
+)
+
+#: Output parts shared by both tabs (each tab adds its own score tables and status).
+PANEL_PARTS = ("cam_title", "cam", "finer_title", "finer", "strip", "gamma", "gamma_note", "files")
 
 
 @dataclass
@@ -24,17 +37,28 @@ class Panels:
     cam_image: gr.Image
     finer_title: gr.Markdown
     finer_image: gr.Image
-    files: gr.File | None = None
+    strip: gr.Gallery
     cam_label: str = "CAM"
     finer_label: str = "Finer-CAM"
+    components: dict[str, Any] = field(default_factory=dict)
 
-    def outputs(self) -> list[Any]:
-        """The four panel outputs, in the order :func:`panel_values` returns them."""
-        return [self.cam_title, self.cam_image, self.finer_title, self.finer_image]
+    def __post_init__(self) -> None:
+        self.components.update(
+            cam_title=self.cam_title, cam=self.cam_image, finer_title=self.finer_title,
+            finer=self.finer_image, strip=self.strip, strip_mark=self.strip,
+        )  # fmt: skip
 
-    def cleared(self) -> tuple[Any, ...]:
-        """Panel values for "no image": default titles, empty images."""
-        return (f"**{self.cam_label}**", None, f"**{self.finer_label}**", None)
+    def outputs(self, names: Sequence[str]) -> list[Any]:
+        """The components of ``names`` (panel parts, the γ controls, downloads, tab parts)."""
+        return [self.components[name] for name in names]
+
+    def cleared(self, names: Sequence[str]) -> tuple[Any, ...]:
+        """Values for "no image": default titles, empty panels and strip, nothing to download."""
+        empty = {
+            "cam_title": f"**{self.cam_label}**", "finer_title": f"**{self.finer_label}**",
+            "gamma": gr.skip(), "status": gr.skip(), "gamma_note": "",
+        }  # fmt: skip
+        return tuple(empty.get(name) for name in names)
 
 
 def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-CAM") -> Panels:
@@ -47,23 +71,43 @@ def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-
     with gr.Row(equal_height=True):
         cam_image = _panel_image(cam_label, f"{prefix}-cam")
         finer_image = _panel_image(finer_label, f"{prefix}-finer")
-    return Panels(cam_title, cam_image, finer_title, finer_image, None, cam_label, finer_label)
+    strip = gr.Gallery(
+        label="γ strip: Finer-CAM at γ = 0, 0.2, …, 1 (click one to set γ)",
+        columns=len(GAMMA_GRID),
+        rows=1,
+        height=190,
+        allow_preview=False,
+        object_fit="contain",
+        format="jpeg",
+        interactive=False,
+        elem_id=f"{prefix}-strip",
+    )
+    return Panels(cam_title, cam_image, finer_title, finer_image, strip, cam_label, finer_label)
 
 
 def _panel_image(label: str, elem_id: str) -> gr.Image:
+    # JPEG: at 384 px it encodes ~100x faster than PNG (see README, "Sliders").
     return gr.Image(
         label=label,
         type="numpy",
-        format="png",
+        format="jpeg",
         interactive=False,
         elem_id=elem_id,
         elem_classes=["finercam-panel"],
     )
 
 
-def build_downloads(prefix: str, label: str) -> gr.File:
-    """The download list (raw maps .npy and the composite .png)."""
-    return gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
+def build_downloads(panels: Panels, prefix: str, label: str) -> gr.Button:
+    """The download list (raw maps .npy, composite .png) and the button that fills it.
+
+    Files are written only when asked for (this button, the Explain button or the API), never
+    on a slider move.
+    """
+    button = gr.Button("Prepare downloads", size="sm", elem_id=f"{prefix}-download")
+    files = gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
+    # "no_files" empties the list: a new image or setting makes the last downloads stale.
+    panels.components.update(files=files, no_files=files)
+    return button
 
 
 def model_and_method(
@@ -84,17 +128,25 @@ def model_and_method(
     return model, method
 
 
-def gamma_slider(prefix: str, info: str | None = None) -> gr.Slider:
-    """γ, the contrast strength, in [0, 1] (0.6 by default, the paper's value)."""
-    return gr.Slider(
-        0,
-        1,
-        value=0.6,
-        step=0.05,
-        label="γ (contrast strength)",
-        elem_id=f"{prefix}-gamma",
-        info=info,
-    )
+def gamma_controls(prefix: str, info: str | None = None) -> tuple[gr.Slider, gr.Checkbox, Any]:
+    """γ, the contrast strength, in [0, 1] (0.6 by default, the paper's value), its "Auto"
+    toggle beside it and a one-line note saying why auto picked what it picked."""
+    with gr.Row(equal_height=True):
+        gamma = gr.Slider(
+            0,
+            1,
+            value=0.6,
+            step=0.05,
+            label="γ (contrast strength)",
+            elem_id=f"{prefix}-gamma",
+            info=info,
+            scale=4,
+        )
+        auto = gr.Checkbox(
+            False, label="Auto", info="pick γ per image", elem_id=f"{prefix}-auto", scale=1
+        )
+    note = gr.Markdown("", elem_id=f"{prefix}-gamma-note")
+    return gamma, auto, note
 
 
 def opacity_slider(prefix: str) -> gr.Slider:
@@ -102,12 +154,132 @@ def opacity_slider(prefix: str) -> gr.Slider:
     return gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity")
 
 
-def panel_values(explanation: Explanation) -> tuple[Any, ...]:
-    """CAM title, CAM overlay, Finer-CAM title, Finer-CAM overlay (for :meth:`Panels.outputs`)."""
+@dataclass
+class Rendered:
+    """What one event computed: the explanation, the γ strip when asked for, the auto note."""
+
+    explanation: Explanation
+    strip: GammaStrip | None = None
+    note: str = ""
+
+
+def needs_strip(names: Sequence[str]) -> bool:
+    """Whether the parts asked for show the strip (the strip itself or the composite)."""
+    return "strip" in names or "files" in names
+
+
+def render_parts(
+    names: Sequence[str],
+    settings: ExplainSettings,
+    auto_gamma: bool,
+    strip_fn: Callable[[ExplainSettings, bool], GammaStrip],
+    explain_fn: Callable[[ExplainSettings], Explanation],
+    downloads: DownloadDir,
+    stem_fn: Callable[[Explanation], str],
+) -> tuple[Explanation, dict[str, Any]]:
+    """Explain and render the shared parts in ``names``.
+
+    The γ strip is computed only when a part shows it; auto-γ (one batched forward) only when
+    the γ slider or the strip is among the parts, and it sets γ only when the slider is.
+    """
+    auto = auto_gamma and ("gamma" in names or needs_strip(names))
+    strip = strip_fn(settings, auto) if auto or needs_strip(names) else None
+    if auto and "gamma" in names and strip is not None and strip.auto is not None:
+        settings = replace(settings, gamma=strip.auto.gamma)
+    explanation = explain_fn(settings)
+    rendered = Rendered(explanation, strip, auto_note(strip) if auto else "")
+    return explanation, part_values(rendered, names, downloads, stem_fn(explanation))
+
+
+def part_values(
+    rendered: Rendered, names: Sequence[str], downloads: DownloadDir, stem: str
+) -> dict[str, Any]:
+    """Values of the shared parts in ``names``: panels at display size, strip, γ, downloads."""
+    explanation, strip = rendered.explanation, rendered.strip
     cam_title, finer_title = panel_titles(explanation)
-    return (
-        f"**{cam_title}**",
-        explanation.cam_overlay,
-        f"**{finer_title}**",
-        explanation.finer_overlay,
+    makers = {
+        "cam_title": lambda: f"**{cam_title}**",
+        "cam": lambda: for_display(explanation.cam_overlay),
+        "finer_title": lambda: f"**{finer_title}**",
+        "finer": lambda: for_display(explanation.finer_overlay),
+        "strip": lambda: strip_value(strip, explanation.gamma),
+        "gamma": lambda: explanation.gamma,
+        "gamma_note": lambda: rendered.note,
+        "files": lambda: downloads.save(explanation, stem, strip),
+        "no_files": lambda: None,
+        "strip_mark": lambda: strip_mark(explanation.gamma),
+    }
+    return {name: makers[name]() for name in names if name in makers}
+
+
+def strip_value(strip: GammaStrip | None, gamma: float) -> Any:
+    """The strip's thumbnails (auto choice in the caption), the shown γ selected."""
+    if strip is None:
+        return None
+    captions = [strip.caption(i) for i in range(len(strip.gammas))]
+    return gr.Gallery(
+        value=list(zip(strip.overlays(), captions)), selected_index=strip_index(gamma)
     )
+
+
+def strip_index(gamma: float) -> int | None:
+    """The strip thumbnail showing ``gamma``, if it is one of the strip's values."""
+    for index, value in enumerate(GAMMA_GRID):
+        if abs(value - float(gamma)) < 1e-9:
+            return index
+    return None
+
+
+def strip_mark(gamma: float) -> Any:
+    """Only move the strip's selection to ``gamma`` (a γ move re-sends no thumbnail)."""
+    return gr.Gallery(selected_index=strip_index(gamma))
+
+
+def strip_gamma(event: gr.SelectData) -> float:
+    """The γ of the clicked strip thumbnail (sets the slider)."""
+    return GAMMA_GRID[event.index]
+
+
+def auto_note(strip: GammaStrip | None) -> str:
+    """One line: which γ auto picked and why."""
+    if strip is None or strip.auto is None:
+        return ""
+    return f"Auto γ = {strip.auto.gamma:g}: {strip.auto.reason}."
+
+
+#: Which parts each kind of event returns (γ moves: the Finer panel, its title, the strip mark).
+EVENT_PARTS = {
+    "gamma": ("finer_title", "finer", "strip_mark"),
+    "opacity": ("cam", "finer"),
+    "auto": ("strip", "gamma", "gamma_note"),
+    "download": ("files",),
+}
+
+Render = Callable[[dict[str, Any], Sequence[str]], dict[str, Any]]
+
+
+def live_handler(
+    render: Render,
+    params: Sequence[str],
+    names: Sequence[str],
+    panels: Panels,
+    ready: Callable[[dict[str, Any]], bool],
+) -> Callable[..., Any]:
+    """An event handler returning the parts ``names`` for the inputs ``params``.
+
+    Without an image it clears the panels (the image was removed) and otherwise, while
+    ``ready`` is false (e.g. no prompt yet), changes nothing.
+    """
+
+    def handler(*args: Any) -> Any:
+        request = dict(zip(params, args))
+        if request.get("image") is None:
+            result = panels.cleared(names)
+        elif not ready(request):
+            result = tuple(gr.skip() for _ in names)
+        else:
+            values = render(request, names)
+            result = tuple(values[name] for name in names)
+        return result[0] if len(names) == 1 else result  # Gradio: one output, one value
+
+    return handler
