@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     for names, concepts in ((args.classifiers, False), (args.concepts, True)):
         for model in filter(None, names.split(",")):
-            for method in args.methods.split(","):
+            offered = {m.name for m in service.methods_for(model)}
+            for method in (m for m in args.methods.split(",") if m in offered):
                 rows += evaluate(service, registry, model, concepts, method, samples, fractions)
     print_table(rows, len(samples))
 

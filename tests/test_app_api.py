@@ -73,7 +73,7 @@ def concepts(
         target_concept=target,
         contrast_prompts=contrast,
         api_name="/explain_concepts",
-        **kwargs,
+        **{"method": "gradcam", **kwargs},  # the page's default is attention-gradient
     )
     return dict(zip(CONCEPT_OUTPUTS, result, strict=True))
 

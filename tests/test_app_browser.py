@@ -130,13 +130,18 @@ def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tm
 
 
 def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
+    """The page's concept method (attention-gradient, class token) is named in the title."""
     page.get_by_role("tab", name="CLIP concepts").click()
     page.locator("#con-target textarea, #con-target input").first.fill("a bird with a red crown")
+    page.locator("#con-contrast textarea").first.fill("a blue bird")
     _upload(page, "con-image", example() or write_image(tmp_path / "b.png", (96, 96)))
     page.locator("#con-run").click()
     src = _image_src(page, "con-finer")
     assert _pixels(page, src).ndim == 3
-    _wait_text(page, "con-scores", "a photo of a bird")
+    _wait_text(page, "con-scores", "a blue bird")
+    _wait_text(page, "con-cam-title", "Attention-gradient, class token")
+    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":
+        page.screenshot(path=str(REPO_ROOT / "docs" / "concepts.png"), full_page=True)
 
 
 def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server, monkeypatch):

@@ -43,7 +43,7 @@ ATTENTION_GRADIENT = "attention-gradient"
 KINDS = (LEGRAD, ATTENTION_GRADIENT)
 
 #: Blocks explained when the caller does not say, chosen by measurement (README, bench.concepts).
-DEFAULT_BLOCKS = {LEGRAD: 4, ATTENTION_GRADIENT: 4}
+DEFAULT_BLOCKS = {LEGRAD: 3, ATTENTION_GRADIENT: 4}
 
 BlockGradients = list[np.ndarray]  # one (heads, rows, tokens) array per explained block
 
@@ -266,13 +266,19 @@ def legrad_relevance(gradients: BlockGradients, tokens: int) -> np.ndarray:
 def attention_gradient_relevance(
     gradients: BlockGradients, attentions: Sequence[np.ndarray], prefix: int, pooling: str
 ) -> np.ndarray:
-    """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block."""
+    """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block.
+
+    R ends as (I + W_L)···(I + W_1) and only one row of it (the class token's, or the mean of the
+    patch rows) is read, so that row is carried from the last block back: v ← v + v·W_l — a
+    vector-matrix product per block instead of a matrix product.
+    """
     tokens = attentions[0].shape[-1]
-    # float64: the identity dominates R, and the map is the small part added to it
-    relevance = np.eye(tokens, dtype=np.float64)
-    for gradient, attention in zip(gradients, attentions, strict=True):
-        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
-        relevance = relevance + weighted @ relevance
+    row = np.zeros(tokens, dtype=np.float64)  # float64: the identity dominates, the map is small
     if pooling == "token":
-        return relevance[0]
-    return relevance[prefix:].mean(axis=0)
+        row[0] = 1.0
+    else:
+        row[prefix:] = 1.0 / (tokens - prefix)
+    for gradient, attention in zip(reversed(gradients), reversed(attentions), strict=True):
+        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
+        row = row + row @ weighted
+    return row

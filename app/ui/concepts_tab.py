@@ -60,6 +60,9 @@ PARAMS = ("image", "model", "target_concept", "contrast_prompts", "template", "g
 POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
                    ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
 DEFAULT_POOLING = "token"
+#: The tab's method for concepts (also the API's when a client leaves it out): the best at
+#: finding the named part on the tiny CLIP (README, ``python -m bench.concepts``).
+DEFAULT_METHOD = "attention-gradient"
 #: Everything the Explain button (and the API) returns.
 FULL = ("scores", *PANEL_PARTS, "status")
 #: A new image, model, method or template: everything but the downloads.
@@ -125,7 +128,9 @@ def _build_controls(
     service: ExplanationService, registry: ModelRegistry, examples: list[str]
 ) -> _Controls:
     image = image_with_examples("con", examples)
-    model, method = model_and_method("con", service, registry, "concepts", "CLIP model")
+    model, method = model_and_method(
+        "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
+    )
     target = gr.Textbox(
         label="Target concept",
         placeholder="e.g. a bird with a red crown",

@@ -111,17 +111,24 @@ def build_downloads(panels: Panels, prefix: str, label: str) -> gr.Button:
 
 
 def model_and_method(
-    prefix: str, service: ExplanationService, registry: ModelRegistry, task: str, label: str
+    prefix: str,
+    service: ExplanationService,
+    registry: ModelRegistry,
+    task: str,
+    label: str,
+    preferred_method: str = "gradcam",
 ) -> tuple[gr.Dropdown, gr.Dropdown]:
-    """The model dropdown (default model selected) and the CAM-method dropdown it offers."""
+    """The model dropdown (default model selected) and the CAM-method dropdown it offers,
+    set to ``preferred_method`` when the default model offers it (else Grad-CAM)."""
     selected = default_model(registry, task)
     model = gr.Dropdown(
         model_choices(registry, task), value=selected, label=label, elem_id=f"{prefix}-model",
         allow_custom_value=True,  # Hub ids (API, Hub loader)
     )
+    choices = method_choices(service, selected)
     method = gr.Dropdown(
-        method_choices(service, selected),
-        value="gradcam",
+        choices,
+        value=preferred_method if preferred_method in dict(choices).values() else "gradcam",
         label="CAM method",
         elem_id=f"{prefix}-method",
     )

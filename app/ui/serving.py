@@ -131,6 +131,9 @@ def serve_until_stopped(demo: gr.Blocks, admission: Admission, grace_s: float) -
 class DiskCap(threading.Thread):
     """Keep this server's files within ``cap_bytes``: oldest first, every ``period`` seconds.
 
+    Files younger than ``min_age_s`` are left alone (a response may still be sending them), so
+    the cap can be exceeded by what the last ``min_age_s`` seconds wrote.
+
     This server's files are the ones Gradio records as written for this app (uploads, returned
     images and files: its per-component sets of temp files) plus everything under ``owned``
     (our download folder). Other files in a shared cache folder are never touched, nor are the
@@ -139,13 +142,19 @@ class DiskCap(threading.Thread):
     """
 
     def __init__(
-        self, demo: gr.Blocks, owned: Iterable[Path], cap_bytes: int, period: float = 5.0
+        self,
+        demo: gr.Blocks,
+        owned: Iterable[Path],
+        cap_bytes: int,
+        period: float = 5.0,
+        min_age_s: float = 30.0,
     ) -> None:
         super().__init__(name="disk-cap", daemon=True)
         self.demo = demo
         self.owned = tuple(Path(p).resolve() for p in owned)
         self.cap_bytes = cap_bytes
         self.period = period
+        self.min_age_s = min_age_s  # younger files may belong to a response still being sent
         self.sweeps = 0
         self.removed = 0
         self._done = threading.Event()
@@ -174,9 +183,10 @@ class DiskCap(threading.Thread):
         keep = self._kept()
         freed = 0
         removed: set[str] = set()
-        for _, path, size in files:
-            if total - freed <= self.cap_bytes:
-                break
+        young = time.time() - self.min_age_s
+        for mtime, path, size in files:
+            if total - freed <= self.cap_bytes or mtime > young:
+                break  # under the cap, or only files of requests still in flight are left
             if path in keep:
                 continue
             try:
