@@ -25,7 +25,6 @@ block (LeGrad) or one for all blocks (attention-gradient), never into the parame
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +33,8 @@ import numpy as np
 import torch
 
 from app.explain.combine import Contrast
+from app.explain.gradients import fill_missing, gradients_per_class
 from app.models.vit import AttentionView, BlockState
-
-log = logging.getLogger(__name__)
 
 LEGRAD = "legrad"
 ATTENTION_GRADIENT = "attention-gradient"
@@ -87,28 +85,19 @@ class AttentionEntry:
     def num_classes(self) -> int:
         return int(self.logits.shape[0])
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self._graph_attentions)
-
     def gradients(self, classes: Sequence[int]) -> dict[int, BlockGradients]:
         """``{class: per-block gradients}``; the missing ones in one batched call per block."""
-        wanted = list(dict.fromkeys(int(k) for k in classes))
-        with self._lock:
-            missing = [k for k in wanted if k not in self._grads]
-            if missing:
-                self._grads.update(self._backward(missing))
-            return {k: self._grads[k] for k in wanted}
+        return fill_missing(self._grads, self._lock, classes, self._backward)
 
     def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
         if self.kind == LEGRAD:
             per_block = [
-                batched_gradients(score, [attention], classes)[0]
+                gradients_per_class(score, [attention], classes)[0]
                 for score, attention in zip(self._scores, self._graph_attentions, strict=True)
             ]
         else:
-            per_block = batched_gradients(self._scores[-1], self._graph_attentions, classes)
-        arrays = [grads[:, 0].float().cpu().numpy() for grads in per_block]
+            per_block = gradients_per_class(self._scores[-1], self._graph_attentions, classes)
+        arrays = [grads.float().cpu().numpy() for grads in per_block]
         return {k: [block[i] for block in arrays] for i, k in enumerate(classes)}
 
     def nbytes(self) -> int:
@@ -196,34 +185,6 @@ def grid_of(view: AttentionView, x: torch.Tensor) -> tuple[int, int]:
     """Patch grid of an input (the patch size divides it, remainders dropped like the conv)."""
     ph, pw = view.split.patch_size
     return int(x.shape[-2]) // int(ph), int(x.shape[-1]) // int(pw)
-
-
-def batched_gradients(
-    output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
-) -> list[torch.Tensor]:
-    """∂output[0, k]/∂input for each k and each input: ``(len(classes), *input.shape)`` each.
-
-    One vectorised backward (``is_grads_batched``) when the graph supports it, else a loop over
-    the classes. The graph is retained for later classes.
-    """
-    cotangents = torch.zeros(
-        (len(classes), *output.shape), dtype=output.dtype, device=output.device
-    )
-    cotangents[torch.arange(len(classes)), 0, torch.tensor(classes)] = 1.0
-    try:
-        return list(
-            torch.autograd.grad(
-                output, list(inputs), grad_outputs=cotangents, retain_graph=True,
-                is_grads_batched=True,
-            )
-        )
-    except RuntimeError as error:
-        log.debug("batched attention gradients unavailable (%s); looping over classes", error)
-    per_class = [
-        torch.autograd.grad(output, list(inputs), grad_outputs=cotangent, retain_graph=True)
-        for cotangent in cotangents
-    ]
-    return [torch.stack([grads[i] for grads in per_class]) for i in range(len(inputs))]
 
 
 def combine_blocks(

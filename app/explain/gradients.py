@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ import torch
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,12 +57,7 @@ class GradientEntry:
 
     def gradients(self, classes: Iterable[int]) -> dict[int, np.ndarray]:
         """``{class: (1, C, h, w) gradient}``; computes the missing ones in one batched call."""
-        wanted = list(dict.fromkeys(int(k) for k in classes))
-        with self._lock:
-            missing = [k for k in wanted if k not in self._grads]
-            if missing:
-                self._grads.update(self._backward(missing))
-            return {k: self._grads[k] for k in wanted}
+        return fill_missing(self._grads, self._lock, classes, self._backward)
 
     def _backward(self, classes: list[int]) -> dict[int, np.ndarray]:
         grads = class_gradients(self._graph_logits, self._leaf, classes)
@@ -139,26 +135,50 @@ def compute_entry(
 
 
 def class_gradients(logits: torch.Tensor, leaf: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """∂logits[0, k]/∂leaf for each k, stacked ``(len(classes), *leaf.shape[1:])``.
+    """∂logits[0, k]/∂leaf for each k, stacked ``(len(classes), *leaf.shape[1:])``."""
+    return gradients_per_class(logits, [leaf], classes)[0]
 
-    One vectorised backward (``is_grads_batched``) when the tail supports it, else a loop of
-    backward passes over the (small) tail. The graph is retained for later classes.
+
+def gradients_per_class(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
+) -> list[torch.Tensor]:
+    """∂output[0, k]/∂input for each k and each input (a batch of one): one
+    ``(len(classes), *input.shape[1:])`` tensor per input.
+
+    One vectorised backward (``is_grads_batched``) when the graph supports it, else a loop of
+    backward passes over the (small) graph. The graph is retained for later classes.
     """
-    cotangents = torch.zeros((len(classes), *logits.shape), dtype=logits.dtype, device=logits.device)
+    cotangents = torch.zeros(
+        (len(classes), *output.shape), dtype=output.dtype, device=output.device
+    )
     cotangents[torch.arange(len(classes)), 0, torch.tensor(classes)] = 1.0
     try:
-        (grads,) = torch.autograd.grad(
-            logits, leaf, grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
+        grads = torch.autograd.grad(
+            output, list(inputs), grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
         )
-        return grads[:, 0]
+        return [g[:, 0] for g in grads]
     except RuntimeError as error:
         log.debug("batched gradients unavailable (%s); looping over classes", error)
-    return torch.cat(
-        [
-            torch.autograd.grad(logits, leaf, grad_outputs=cotangent, retain_graph=True)[0]
-            for cotangent in cotangents
-        ]
-    )
+    per_class = [
+        torch.autograd.grad(output, list(inputs), grad_outputs=cotangent, retain_graph=True)
+        for cotangent in cotangents
+    ]
+    return [torch.cat([grads[i] for grads in per_class]) for i in range(len(inputs))]
+
+
+def fill_missing(
+    cache: dict[int, T],
+    lock: threading.Lock,
+    classes: Iterable[int],
+    compute: Callable[[list[int]], dict[int, T]],
+) -> dict[int, T]:
+    """``{class: cache[class]}`` for ``classes``, computing the missing ones in one call."""
+    wanted = list(dict.fromkeys(int(k) for k in classes))
+    with lock:
+        missing = [k for k in wanted if k not in cache]
+        if missing:
+            cache.update(compute(missing))
+        return {k: cache[k] for k in wanted}
 
 
 def masked_input_logits(
