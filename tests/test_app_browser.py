@@ -8,6 +8,7 @@ docs/screenshot.png from this run.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import shutil
@@ -19,6 +20,7 @@ from appserver import REPO_ROOT, example, running_server, write_image
 from PIL import Image
 
 from app.explain.render import display_size
+from app.ui.panels import NEEDS_MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -82,7 +84,12 @@ def _wait_text(page, elem_id: str, text: str) -> None:
 
 
 def _pixels(page, src: str) -> np.ndarray:
-    body = page.request.get(src).body()
+    """The picture an <img> shows: fetched from the server, or decoded from a data: URL (the
+    panels of live events travel inline)."""
+    if src.startswith("data:"):
+        body = base64.b64decode(src.split(",", 1)[1])
+    else:
+        body = page.request.get(src).body()
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
 
 
@@ -114,6 +121,32 @@ def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path)
         target = REPO_ROOT / "docs" / "screenshot.png"
         target.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_gamma_moves_skip_the_queue_when_cached_and_wait_in_it_when_not(page, server, tmp_path):
+    """A cached γ move is answered outside the queue; once the cache lost the image (other
+    visitors' images evicted it) the same move runs the model on the queue and still shows."""
+    _upload(page, "clf-image", example() or write_image(tmp_path / "bird.png", (128, 128)))
+    src = _image_src(page, "clf-finer")
+    _wait_text(page, "clf-used", "reference 1")
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+
+    page.locator("#clf-gamma input[type=range]").fill("0.2")
+    fast_src = _image_src(page, "clf-finer", not_src=src)
+    assert any("/run/predict" in url for url in posts), posts
+    assert not any("/queue/join" in url for url in posts), posts
+
+    server.service.entries.clear()
+    server.service.trunks.clear()
+    posts.clear()
+    page.locator("#clf-gamma input[type=range]").fill("0.9")
+    queued_src = _image_src(page, "clf-finer", not_src=fast_src)
+    assert any("/queue/join" in url for url in posts), posts
+    assert not np.array_equal(_pixels(page, fast_src), _pixels(page, queued_src))
+    _wait_text(page, "clf-finer-title", "γ=0.9)")
+    page.wait_for_timeout(300)
+    assert NEEDS_MODEL not in page.content()  # the declined fast render is silent
 
 
 def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tmp_path):

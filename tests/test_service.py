@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -151,3 +152,25 @@ def test_large_images_are_capped_to_the_configured_side(tiny_adapter):
     service = ExplanationService(lambda name: tiny_adapter, max_side=40)
     big = Image.fromarray(np.zeros((100, 200, 3), dtype=np.uint8))
     assert service.explain("tiny", big).cam.shape == (20, 40)
+
+
+def test_cached_says_whether_explaining_runs_no_model():
+    """What lets a slider move skip the queue: True only when entry and gradients are cached."""
+    from app.config import Settings
+    from app.models.registry import ModelRegistry
+    from app.synthbirds import render_sample
+
+    registry = ModelRegistry(Settings(device="cpu", offline=True, models=("demo-cnn",)))
+    service = ExplanationService(registry.get)
+    image = render_sample(0, 3).image
+    settings = ExplainSettings(gamma=0.3, top_t=1)
+    assert not service.cached("demo-cnn", image, settings)
+    service.explain("demo-cnn", image, settings)
+    assert service.cached("demo-cnn", image, replace(settings, gamma=0.9, opacity=0.2))
+    assert not service.cached("demo-cnn", image, replace(settings, top_t=3))  # new references
+    assert not service.cached("demo-cnn", image, replace(settings, method="scorecam"))
+    service.explain("demo-cnn", image, replace(settings, method="scorecam"))
+    assert service.cached("demo-cnn", image, replace(settings, method="scorecam", gamma=1.0))
+    assert not service.cached("demo-cnn", image, replace(settings, fgcam=True))
+    service.entries.clear()
+    assert not service.cached("demo-cnn", image, settings)

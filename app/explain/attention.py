@@ -26,14 +26,14 @@ block (LeGrad) or one for all blocks (attention-gradient), never into the parame
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from app.explain.combine import Contrast
-from app.explain.gradients import fill_missing, gradients_per_class
+from app.explain.gradients import all_cached, fill_missing, gradients_per_class
 from app.models.vit import AttentionView, BlockState
 
 LEGRAD = "legrad"
@@ -88,6 +88,10 @@ class AttentionEntry:
     def gradients(self, classes: Sequence[int]) -> dict[int, BlockGradients]:
         """``{class: per-block gradients}``; the missing ones in one batched call per block."""
         return fill_missing(self._grads, self._lock, classes, self._backward)
+
+    def has_gradients(self, classes: Iterable[int]) -> bool:
+        """Whether :meth:`gradients` of ``classes`` would run no model."""
+        return all_cached(self._grads, self._lock, classes)
 
     def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
         if self.kind == LEGRAD:

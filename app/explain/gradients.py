@@ -59,6 +59,10 @@ class GradientEntry:
         """``{class: (1, C, h, w) gradient}``; computes the missing ones in one batched call."""
         return fill_missing(self._grads, self._lock, classes, self._backward)
 
+    def has_gradients(self, classes: Iterable[int]) -> bool:
+        """Whether :meth:`gradients` of ``classes`` would run no backward pass."""
+        return all_cached(self._grads, self._lock, classes)
+
     def _backward(self, classes: list[int]) -> dict[int, np.ndarray]:
         grads = class_gradients(self._graph_logits, self._leaf, classes)
         grid = self._to_grid(grads).detach().float().cpu().numpy()
@@ -179,6 +183,13 @@ def fill_missing(
         if missing:
             cache.update(compute(missing))
         return {k: cache[k] for k in wanted}
+
+
+def all_cached(cache: dict[int, T], lock: threading.Lock, classes: Iterable[int]) -> bool:
+    """Whether every class of ``classes`` is in ``cache`` (:func:`fill_missing` would compute
+    nothing)."""
+    with lock:
+        return all(int(k) in cache for k in classes)
 
 
 def masked_input_logits(

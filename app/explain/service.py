@@ -8,7 +8,6 @@ It knows nothing of Gradio.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from app.explain.attention import (
 )
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
+from app.explain.decoded import Decoded, DecodedImages, image_digest
 from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
@@ -193,6 +193,7 @@ class ExplanationService:
         self.traces: BoundedLRU[FGCAMTrace] = BoundedLRU(
             max(1, max_entries // 4), max_bytes // 4, _trace_bytes
         )
+        self.decoded = DecodedImages()
 
     def explain(
         self,
@@ -204,6 +205,29 @@ class ExplanationService:
         """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
         model = _with_pooling(self._get_model(model_name), settings.pooling)
         return self._explain(model, self._load(image), settings, progress)
+
+    def cached(
+        self, model_name: str, image: Any, settings: ExplainSettings = ExplainSettings()
+    ) -> bool:
+        """Whether :meth:`explain` would run no model (entry and every gradient it needs are
+        cached), so a slider move can be answered outside the queue. FG-CAM: always False."""
+        model = _with_pooling(self._get_model(model_name), settings.pooling)
+        return self._from_cache(model, self._load(image), settings)
+
+    def concepts_cached(
+        self,
+        model_name: str,
+        image: Any,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+    ) -> bool:
+        """:meth:`cached` for :meth:`explain_concepts` (new prompts run the text encoder)."""
+        model, concept_settings = self._concept_model(
+            model_name, target_prompt, contrast_prompts, settings, template
+        )
+        return self._from_cache(model, self._load(image), concept_settings)
 
     def methods_for(self, model_name: str) -> list[CamMethod]:
         """The methods that run on a model: attention methods only for ViTs we can read."""
@@ -294,13 +318,14 @@ class ExplanationService:
     def _gamma_strip(
         self,
         model: ExplainableModel,
-        image: Image.Image,
+        decoded: Decoded,
         settings: ExplainSettings,
         auto: bool,
         gammas: Sequence[float],
     ) -> GammaStrip:
         gammas = tuple(inputs.validate_gamma(g) for g in gammas)
-        prep = self._prepare(model, image, settings)
+        image = decoded.image
+        prep = self._prepare(model, image, settings, decoded.digest)
         target, references, x = prep.target, prep.references, prep.x
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
         maps = self._maps(model, image, prep, contrasts, settings)
@@ -316,19 +341,21 @@ class ExplanationService:
             )  # fmt: skip
         return strip
 
-    def _load(self, image: Any) -> Image.Image:
-        return inputs.load_image(image, max_side=self.max_side)
+    def _load(self, image: Any) -> Decoded:
+        """The validated RGB image and its digest; a recent upload is not decoded again."""
+        return self.decoded.load(image, self.max_side, _decode)
 
     def _explain(
         self,
         model: ExplainableModel,
-        image: Image.Image,
+        decoded: Decoded,
         settings: ExplainSettings,
         progress: ProgressFn | None,
     ) -> Explanation:
         gamma = inputs.validate_gamma(settings.gamma)
         opacity = inputs.validate_opacity(settings.opacity)
-        prep = self._prepare(model, image, settings)
+        image = decoded.image
+        prep = self._prepare(model, image, settings, decoded.digest)
         entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
         notices = [*getattr(model, "notices", ()), *prep.notices]  # e.g. truncated prompts
         finer = contrast_for(target, references, weights, gamma)
@@ -359,13 +386,29 @@ class ExplanationService:
             pooling=getattr(model, "pooling", None),
         )
 
-    def _prepare(
-        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings
-    ) -> _Prepared:
-        """What every rendering of ``image`` under ``settings`` starts from: the cache entry,
-        the target, its references and their weights, their gradients (one batched backward)."""
+    def _from_cache(
+        self, model: ExplainableModel, decoded: Decoded, settings: ExplainSettings
+    ) -> bool:
+        if settings.fgcam:
+            return False
         method = get_method(settings.method)
-        digest = image_digest(image)
+        key = _entry_key(model, decoded.digest, self._source(model, method, settings))
+        entry = self.entries.get(key)
+        if entry is None:
+            return False
+        target = _target_index(model, entry, settings.target)
+        references, _ = self._references(model, entry, target, settings)
+        if method.uses_gradients or method.is_attention:
+            return entry.has_gradients([target, *references])
+        return entry.has_score_logits
+
+    def _prepare(
+        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings, digest: str
+    ) -> _Prepared:
+        """What every rendering of ``image`` (content ``digest``) under ``settings`` starts
+        from: the cache entry, the target, its references and their weights, their gradients
+        (one batched backward)."""
+        method = get_method(settings.method)
         source = self._source(model, method, settings)
         entry, cached = self._entry(model, image, digest, source)
         target = _target_index(model, entry, settings.target)
@@ -616,11 +659,8 @@ def available_methods(model: ExplainableModel) -> list[CamMethod]:
     return [method for method in METHODS.values() if has_attention or not method.is_attention]
 
 
-def image_digest(image: Image.Image) -> str:
-    """Content hash of a decoded RGB image (cache key)."""
-    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
-    digest.update(f"{image.size}{image.mode}".encode())
-    return digest.hexdigest()
+def _decode(source: Any, max_side: int) -> Image.Image:
+    return inputs.load_image(source, max_side=max_side)
 
 
 def _guarded(

@@ -112,7 +112,6 @@ def build_app(
     demo.queue(
         default_concurrency_limit=concurrency or default_concurrency(), max_size=QUEUE_MAX_SIZE
     )
-    compact_images(demo)
     demo.serving = Serving(  # type: ignore[attr-defined]
         Admission(demo, settings.queue_waiting), downloads, settings
     )
@@ -143,17 +142,6 @@ class Serving:
 def serving(demo: gr.Blocks) -> Serving:
     """The :class:`Serving` that :func:`build_app` attached to ``demo``."""
     return demo.serving  # type: ignore[attr-defined,no-any-return]
-
-
-def compact_images(demo: gr.Blocks) -> None:
-    """Return output images as WebP (a 128 px overlay: ~2 KB instead of ~29 KB of PNG).
-
-    Every returned image is a file in Gradio's cache until it expires, so its size times the
-    request rate is the server's disk churn. Inputs keep their format.
-    """
-    for block in demo.blocks.values():
-        if isinstance(block, gr.Image) and not block.interactive:
-            block.format = "webp"
 
 
 def health_route(registry: ModelRegistry) -> Any:

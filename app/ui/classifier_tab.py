@@ -40,6 +40,7 @@ from app.ui.panels import (
     build_downloads,
     build_panels,
     gamma_controls,
+    cached_first,
     live_handler,
     model_and_method,
     opacity_slider,
@@ -130,7 +131,11 @@ def build_classifier_tab(
     load = _load_handler(service, registry)
     loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
               controls.method, status]  # fmt: skip
-    _wire(controls, panels, render, load, loaded, download)
+
+    def cached(request: dict[str, Any]) -> bool:
+        return service.cached(request["model"], request["image"], _settings(request))
+
+    _wire(controls, panels, render, cached, load, loaded, download)
     return ClassifierTab(on_load=(load, [controls.model, controls.method], loaded))
 
 
@@ -346,6 +351,7 @@ def _wire(
     controls: _Controls,
     panels: Panels,
     render: Callable[..., dict[str, Any]],
+    cached: Callable[[dict[str, Any]], bool],
     load: Callable[..., tuple[Any, ...]],
     loaded: list[Any],
     download: gr.Button,
@@ -356,9 +362,12 @@ def _wire(
     """
     inputs = controls.inputs()
 
-    def on(trigger: Any, names: Sequence[str], **options: Any) -> Any:
+    def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
         handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, lambda r: True)))
-        return trigger(handler, inputs, panels.outputs(names), **{**LIVE, **options})
+        outputs, options = panels.outputs(names), {**LIVE, **options}
+        if fast:  # slider moves: answered outside the queue when no model runs
+            return cached_first(trigger, handler, cached, PARAMS, inputs, outputs, **options)
+        return trigger(handler, inputs, outputs, **options)
 
     controls.run.click(_api_handler(render), inputs, panels.outputs(FULL),
                        api_name="explain_classifier", concurrency_id="explain")  # fmt: skip
@@ -368,8 +377,8 @@ def _wire(
         concurrency_id="explain",
     )  # fmt: skip
     on(loading.success, STRUCTURE)
-    on(controls.gamma.change, EVENT_PARTS["gamma"], show_progress="hidden")
-    on(controls.opacity.change, EVENT_PARTS["opacity"], show_progress="hidden")
+    on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
+    on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
     on(controls.top_t.change, REFERENCES, show_progress="hidden")
     on(controls.auto.input, EVENT_PARTS["auto"])
     on(download.click, EVENT_PARTS["download"])

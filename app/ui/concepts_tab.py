@@ -36,6 +36,7 @@ from app.ui.panels import (
     build_downloads,
     build_panels,
     gamma_controls,
+    cached_first,
     live_handler,
     model_and_method,
     opacity_slider,
@@ -120,7 +121,8 @@ def build_concepts_tab(
         scores=scores, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
     )
     render = _renderer(service, registry, downloads)
-    _wire(controls, panels, render, _load_handler(service, registry), status, download)
+    _wire(controls, panels, render, _answers_from_cache(service),
+          _load_handler(service, registry), status, download)  # fmt: skip
     return controls.model
 
 
@@ -192,14 +194,7 @@ def _renderer(
     ) -> dict[str, Any]:
         model, image = request["model"], request["image"]
         registry.get(model)
-        prompts = (request["target_concept"], request.get("contrast_prompts") or "")
-        template = request.get("template") or "{}"
-        settings = ExplainSettings(
-            method=request.get("method") or "gradcam",
-            gamma=request["gamma"],
-            opacity=request.get("opacity", 0.5),
-            pooling=request.get("pooling") or DEFAULT_POOLING,
-        )
+        prompts, template, settings = _prompts(request), _template(request), _settings(request)
         explanation, values = render_parts(
             names,
             settings,
@@ -223,6 +218,40 @@ def _renderer(
         return values
 
     return render
+
+
+def _prompts(request: dict[str, Any]) -> tuple[str, str]:
+    return request["target_concept"], request.get("contrast_prompts") or ""
+
+
+def _template(request: dict[str, Any]) -> str:
+    return request.get("template") or "{}"
+
+
+def _settings(request: dict[str, Any]) -> ExplainSettings:
+    return ExplainSettings(
+        method=request.get("method") or "gradcam",
+        gamma=request["gamma"],
+        opacity=request.get("opacity", 0.5),
+        pooling=request.get("pooling") or DEFAULT_POOLING,
+    )
+
+
+def _ready(request: dict[str, Any]) -> bool:
+    """Live events wait for a target concept."""
+    return bool(str(request.get("target_concept") or "").strip())
+
+
+def _answers_from_cache(service: ExplanationService) -> Callable[[dict[str, Any]], bool]:
+    """Whether a live request runs no model (nothing to do without a concept)."""
+
+    def cached(request: dict[str, Any]) -> bool:
+        return not _ready(request) or service.concepts_cached(
+            request["model"], request["image"], *_prompts(request), _settings(request),
+            _template(request),
+        )  # fmt: skip
+
+    return cached
 
 
 def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[Any, ...]]:
@@ -288,6 +317,7 @@ def _wire(
     controls: _Controls,
     panels: Panels,
     render: Callable[..., dict[str, Any]],
+    cached: Callable[[dict[str, Any]], bool],
     load: Callable[..., tuple[Any, ...]],
     status: gr.Markdown,
     download: gr.Button,
@@ -298,12 +328,12 @@ def _wire(
     """
     inputs = controls.inputs()
 
-    def ready(request: dict[str, Any]) -> bool:
-        return bool(str(request.get("target_concept") or "").strip())
-
-    def on(trigger: Any, names: Sequence[str], **options: Any) -> Any:
-        handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, ready)))
-        return trigger(handler, inputs, panels.outputs(names), **{**LIVE, **options})
+    def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
+        handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, _ready)))
+        outputs, options = panels.outputs(names), {**LIVE, **options}
+        if fast:  # slider moves: answered outside the queue when no model runs
+            return cached_first(trigger, handler, cached, PARAMS, inputs, outputs, **options)
+        return trigger(handler, inputs, outputs, **options)
 
     api = _api_handler(render)
     controls.run.click(api, inputs, panels.outputs(FULL), api_name="explain_concepts",
@@ -316,8 +346,8 @@ def _wire(
         api_visibility="private", concurrency_id="explain",
     )  # fmt: skip
     on(loading.success, STRUCTURE)
-    on(controls.gamma.change, EVENT_PARTS["gamma"], show_progress="hidden")
-    on(controls.opacity.change, EVENT_PARTS["opacity"], show_progress="hidden")
+    on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
+    on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
     on(controls.auto.input, EVENT_PARTS["auto"])
     on(download.click, EVENT_PARTS["download"])
     for control in (controls.method, controls.template, controls.pooling):

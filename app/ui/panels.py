@@ -7,6 +7,8 @@ asks for the parts it needs; :func:`part_values` renders exactly those.
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,7 +17,12 @@ import gradio as gr
 
 from app.explain.gamma import GAMMA_GRID
 from app.explain.render import for_display
-from app.explain.service import ExplainSettings, Explanation, ExplanationService, GammaStrip
+from app.explain.service import (
+    ExplainSettings,
+    Explanation,
+    ExplanationService,
+    GammaStrip,
+)
 from app.models.registry import ModelRegistry
 from app.ui.common import (
     DownloadDir,
@@ -24,6 +31,9 @@ from app.ui.common import (
     model_choices,
     panel_titles,
 )
+from app.ui.image_output import Inline, PanelImage
+
+log = logging.getLogger(__name__)
 
 #: Output parts shared by both tabs (each tab adds its own score tables and status).
 PANEL_PARTS = ("cam_title", "cam", "finer_title", "finer", "strip", "gamma", "gamma_note", "files")
@@ -34,9 +44,9 @@ class Panels:
     """The titled CAM and Finer-CAM panels of one tab and its download list."""
 
     cam_title: gr.Markdown
-    cam_image: gr.Image
+    cam_image: PanelImage
     finer_title: gr.Markdown
-    finer_image: gr.Image
+    finer_image: PanelImage
     strip: gr.Gallery
     cam_label: str = "CAM"
     finer_label: str = "Finer-CAM"
@@ -85,9 +95,10 @@ def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-
     return Panels(cam_title, cam_image, finer_title, finer_image, strip, cam_label, finer_label)
 
 
-def _panel_image(label: str, elem_id: str) -> gr.Image:
-    # JPEG: at 384 px it encodes ~100x faster than PNG (see README, "Sliders").
-    return gr.Image(
+def _panel_image(label: str, elem_id: str) -> PanelImage:
+    # JPEG: at 384 px it encodes ~100x faster than PNG and ~20x faster than WebP (README,
+    # "Sliders"); live events send it inline (see :func:`live_handler`).
+    return PanelImage(
         label=label,
         type="numpy",
         format="jpeg",
@@ -264,6 +275,13 @@ EVENT_PARTS = {
 
 Render = Callable[[dict[str, Any], Sequence[str]], dict[str, Any]]
 
+#: The parts that are panel pictures.
+PICTURES = ("cam", "finer")
+
+
+def _inline(name: str, value: Any) -> Any:
+    return Inline(value, f"{name}.jpeg") if name in PICTURES and value is not None else value
+
 
 def live_handler(
     render: Render,
@@ -275,7 +293,8 @@ def live_handler(
     """An event handler returning the parts ``names`` for the inputs ``params``.
 
     Without an image it clears the panels (the image was removed) and otherwise, while
-    ``ready`` is false (e.g. no prompt yet), changes nothing.
+    ``ready`` is false (e.g. no prompt yet), changes nothing. Panels go back inline (a JPEG
+    ``data:`` URL in the event's message): no file written, no second request per move.
     """
 
     def handler(*args: Any) -> Any:
@@ -286,7 +305,48 @@ def live_handler(
             result = tuple(gr.skip() for _ in names)
         else:
             values = render(request, names)
-            result = tuple(values[name] for name in names)
+            result = tuple(_inline(name, values[name]) for name in names)
         return result[0] if len(names) == 1 else result  # Gradio: one output, one value
 
     return handler
+
+
+#: Why a fast (outside the queue) render gave way to the queued one; never shown.
+NEEDS_MODEL = "not cached: this move runs the model, on the queue"
+
+
+def cached_first(
+    trigger: Any,
+    handler: Callable[..., Any],
+    cached: Callable[[dict[str, Any]], bool],
+    params: Sequence[str],
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+    **options: Any,
+) -> Any:
+    """Wire ``trigger`` to ``handler`` answered outside Gradio's queue when ``cached(request)``
+    says no model runs (a γ or opacity move re-renders cached gradients: ~5 ms of work behind
+    a queue round trip that costs more), and on the queue otherwise.
+
+    The fast event refuses uncached requests with an invisible error, and its ``failure``
+    listener runs the same handler on the queue (with its concurrency limit and busy message),
+    so the model never runs outside the queue. On a ZeroGPU Space every call needs
+    ``spaces.GPU``, so everything stays on the queue there.
+    """
+    if os.environ.get("SPACES_ZERO_GPU"):
+        return trigger(handler, inputs, outputs, **options)
+
+    def from_cache(*args: Any) -> Any:
+        request = dict(zip(params, args))
+        try:
+            ready = request.get("image") is None or cached(request)
+        except Exception:  # noqa: BLE001 - the queued handler reports it to the user
+            log.debug("fast render declined", exc_info=True)
+            ready = False
+        if not ready:
+            raise gr.Error(NEEDS_MODEL, visible=False, print_exception=False)
+        return handler(*args)
+
+    fast_options = {k: v for k, v in options.items() if k != "concurrency_id"}
+    fast = trigger(from_cache, inputs, outputs, **{**fast_options, "queue": False})
+    return fast.failure(handler, inputs, outputs, **options)
