@@ -349,3 +349,28 @@ def test_shipped_tiny_clip_loads_through_open_clip_and_knows_species(held_out):
     # the stated figure within sampling noise (issue 12 asks for >= 0.8; the shipped model
     # states 0.765 on 960 held-out birds, see the README)
     assert accuracy >= meta["zero_shot_species_accuracy"] - 0.1, accuracy
+
+
+def test_shipped_examples_cover_every_genus_and_both_classifiers_see_look_alikes():
+    """The UI's examples: one per genus, reproducible from (species, seed), captioned with what
+    separates them, and each one the case Finer-CAM is for — both demo classifiers right, with
+    the three genus-mates as the closest logits (so the default references are look-alikes)."""
+    from app.models.demo_cnn import load_demo_cnn
+    from app.models.demo_vit import load_demo_vit
+    from app.synthbirds.examples import EXAMPLES_DIR, difference_caption
+    from app.synthbirds.species import MEMBERS_PER_GROUP
+
+    listing = json.loads((EXAMPLES_DIR / "examples.json").read_text())
+    assert len({item["group"] for item in listing}) == len(listing) == 12
+    models = (load_demo_cnn("cpu"), load_demo_vit("cpu"))
+    for item in listing:
+        species = item["species"]
+        image = Image.open(EXAMPLES_DIR / item["file"]).convert("RGB")
+        assert np.array_equal(np.asarray(image), np.asarray(render_sample(species, item["seed"]).image))
+        assert item["caption"] == difference_caption(species)
+        for model in models:
+            top = model.logits(model.preprocess(image))[0].argsort(descending=True)[:4].tolist()
+            assert top[0] == species, (model.name, item["label"])
+            assert {t // MEMBERS_PER_GROUP for t in top} == {species // MEMBERS_PER_GROUP}
+    captions = " ".join(item["caption"] for item in listing)
+    assert "Azurejays." in captions and "Canaries." in captions and "Thrushes." in captions
