@@ -50,6 +50,8 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 from app.synthbirds import NUM_SPECIES, render_sample
+from app.ui.classifier_tab import FULL as CLASSIFIER_PARTS  # the endpoints' outputs, by name
+from app.ui.concepts_tab import FULL as CONCEPT_PARTS
 from bench.server import REPO_ROOT, SAMPLE_PERIOD_S, RssSampler, running_server
 
 log = logging.getLogger("bench.load")
@@ -57,8 +59,6 @@ log = logging.getLogger("bench.load")
 EXAMPLES = tuple(sorted((REPO_ROOT / "assets" / "examples").glob("*.png")))
 CLASSIFIER_API = "/explain_classifier"
 CONCEPTS_API = "/explain_concepts"
-CLASSIFIER_OUTPUTS = 8  # top5, used, cam title, cam, finer title, finer, files, status
-CONCEPT_OUTPUTS = 7  # scores, cam title, cam, finer title, finer, files, status
 GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam")
 CONCEPT_TARGETS = (
     "a bird with a red crown",
@@ -266,9 +266,10 @@ class Worker:
     def classify(self, image: Path, **kwargs: Any) -> tuple[Any, ...]:
         model = str(self.rng.choice(self.work.classifiers))
         result = self._call(
-            CLASSIFIER_API, CLASSIFIER_OUTPUTS, image=handle_file(str(image)), model=model, **kwargs
+            CLASSIFIER_API, len(CLASSIFIER_PARTS), image=handle_file(str(image)), model=model,
+            **kwargs,
         )
-        _check_images(result[3], result[5])
+        _check_images(*(result[CLASSIFIER_PARTS.index(part)] for part in ("cam", "finer")))
         return result
 
     def concepts(self, image: Path, target: str | None = None) -> tuple[Any, ...]:
@@ -276,14 +277,14 @@ class Worker:
             raise RuntimeError("no concept model (--concept-model '')")
         result = self._call(
             CONCEPTS_API,
-            CONCEPT_OUTPUTS,
+            len(CONCEPT_PARTS),
             image=handle_file(str(image)),
             model=self.work.concept_model,
             target_concept=str(self.rng.choice(CONCEPT_TARGETS)) if target is None else target,
             contrast_prompts=str(self.rng.choice(CONCEPT_CONTRASTS)),
             gamma=round(float(self.rng.uniform(0, 1)), 2),
         )
-        _check_images(result[2], result[4])
+        _check_images(*(result[CONCEPT_PARTS.index(part)] for part in ("cam", "finer")))
         return result
 
     def _example(self) -> Path:

@@ -416,3 +416,14 @@ def test_unknown_model_and_class_give_clear_errors(client, server, picture):
         classify(client, server, picture, target="no such bird")
     with pytest.raises(AppError, match="(?i)at least one reference"):
         classify(client, server, picture, reference_mode="manual", manual_references=[])
+
+
+def test_load_and_soak_benchmarks_read_the_endpoints_as_they_are(server, picture, tmp_path):
+    """bench.load / bench.soak parse the API's answers; their notion of its outputs must follow
+    the app's, or a whole soak reports every valid request as failed."""
+    from bench.load import Worker, Workload
+
+    work = Workload(server.url, tmp_path, [server.classifier], server.concepts, {}, 0, 120.0)
+    worker = Worker(0, work, ())
+    assert len(worker.classify(picture, gamma=0.3)) == len(CLASSIFIER_OUTPUTS)
+    assert len(worker.concepts(picture, target="a bird with a red crown")) == len(CONCEPT_OUTPUTS)

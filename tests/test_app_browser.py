@@ -208,5 +208,8 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     page.locator("#clf-download").click()
     page.locator("#clf-files a, #clf-files [data-testid='file']").first.wait_for()
     assert len(saves) == 1
-    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":
+    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":  # the README's: γ 1, panels differ
+        page.locator("#clf-gamma input[type=range]").fill("1")
+        _wait_text(page, "clf-finer-title", "γ=1)")
+        page.wait_for_timeout(500)
         page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"), full_page=True)
