@@ -398,7 +398,7 @@ class ExplanationService:
             return False
         target = _target_index(model, entry, settings.target)
         references, _ = self._references(model, entry, target, settings)
-        if method.uses_gradients or method.is_attention:
+        if method.uses_gradients:  # feature-grid and attention methods alike
             return entry.has_gradients([target, *references])
         return entry.has_score_logits
 
