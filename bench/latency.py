@@ -1,6 +1,7 @@
 """Latency of CAM + Finer-CAM side by side: our engine vs pytorch-grad-cam, in one run.
 
     python -m bench.latency [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
+                            [--device cpu|cuda]
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
@@ -37,6 +38,21 @@ log = logging.getLogger("bench.latency")
 #: jobs on a shared machine do not inflate (use it with ``--threads 1``: no spinning workers).
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
+
+
+def device_clock(kind: str, device: torch.device) -> Callable[[], float]:
+    """``CLOCKS[kind]``, waiting for queued CUDA kernels first so GPU work is inside the time."""
+    base = CLOCKS[kind]
+    if device.type != "cuda":
+        return base
+    if kind == "cpu":
+        raise SystemExit("--clock cpu measures this process's CPU time; use --clock wall on CUDA")
+
+    def synchronized() -> float:
+        torch.cuda.synchronize(device)
+        return base()
+
+    return synchronized
 
 
 def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -79,7 +95,7 @@ def clip_reshape(grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor
 
 
 def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
-    engine = load_open_clip(args.model, None, "cpu")
+    engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
     x = view.preprocess(image)
@@ -129,7 +145,7 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
 
     from app.explain.attention import DEFAULT_BLOCKS
 
-    engine = load_open_clip(args.model, None, "cpu")
+    engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
     x = view.preprocess(image)
@@ -185,11 +201,11 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
     from app.explain.fgcam import fgcam
 
     torch.manual_seed(0)
-    model = vgg16_bn(weights=None).eval()
-    x = torch.randn(1, 3, 224, 224)
+    model = vgg16_bn(weights=None).eval().to(args.device)
+    x = torch.randn(1, 3, 224, 224).to(args.device)
     with torch.no_grad():
         channels = model.features(x).shape[1]
-    weights = torch.randn(channels)
+    weights = torch.randn(channels).to(args.device)
 
     def forward() -> None:
         with torch.no_grad():
@@ -209,9 +225,9 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
     from app.explain.gradients import compute_entry
 
     torch.manual_seed(0)
-    model = vit_b_16(weights=None).eval()
+    model = vit_b_16(weights=None).eval().to(args.device)
     layer = model.encoder.layers[-1].ln_1
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 224, 224).to(args.device)
     with torch.no_grad():
         logits = model(x)[0]
     target = int(logits.argmax())
@@ -269,14 +285,17 @@ def main() -> None:
     parser.add_argument("--skip-fgcam", action="store_true")
     parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
     parser.add_argument("--skip-attention", action="store_true")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
+                        help="cpu (default) or cuda[:N]: where every model and input lives")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     global clock
-    clock = CLOCKS[args.clock]
-
+    clock = device_clock(args.clock, args.device)
+    where = (torch.cuda.get_device_name(args.device) if args.device.type == "cuda"
+             else f"{torch.get_num_threads()} CPU threads")
     print(f"{args.model} (random weights), 224 px, {args.classes} classes, "
-          f"{torch.get_num_threads()} CPU threads, median of {args.repeats}, {args.clock} clock")
+          f"{where}, median of {args.repeats}, {args.clock} clock")
     if not args.skip_clip:
         side = bench_side_by_side(args)
         print(f"(a) CAM + Finer-CAM (T=3), pytorch-grad-cam : {side['anchor'] * 1000:8.1f} ms")

@@ -93,6 +93,13 @@ def _pixels(page, src: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
 
 
+def _marked_thumbnail(page, strip: str = "clf-strip") -> str | None:
+    """The aria-label of the strip thumbnail shown selected, if any."""
+    return page.evaluate(
+        "id => document.querySelector(`#${id} button.selected`)?.ariaLabel ?? null", strip
+    )
+
+
 def _upload(page, elem_id: str, path: Path) -> None:
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
@@ -201,10 +208,22 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     assert not np.array_equal(before, _pixels(page, after_src)), "the Finer panel must follow"
     _wait_text(page, "clf-finer-title", "γ=1)")
 
+    assert _marked_thumbnail(page) == "Thumbnail 6 of 6"
     page.locator("#clf-gamma input[type=range]").fill("0.3")
     _image_src(page, "clf-finer", not_src=after_src)
     _wait_text(page, "clf-finer-title", "γ=0.3)")
-    assert saves == []  # a new image, a strip click and a slider move wrote no download
+    page.wait_for_function("() => !document.querySelector('#clf-strip button.selected')")
+    # Between strip values the mark is not re-sent; onto one, it moves there.
+    page.locator("#clf-gamma input[type=range]").fill("0.35")
+    _wait_text(page, "clf-finer-title", "γ=0.35)")
+    assert _marked_thumbnail(page) is None
+    page.locator("#clf-gamma input[type=range]").fill("0.4")
+    _wait_text(page, "clf-finer-title", "γ=0.4)")
+    page.wait_for_function(
+        "() => document.querySelector('#clf-strip button.selected')?.ariaLabel"
+        " === 'Thumbnail 3 of 6'"
+    )
+    assert saves == []  # a new image, a strip click and slider moves wrote no download
     page.locator("#clf-download").click()
     page.locator("#clf-files a, #clf-files [data-testid='file']").first.wait_for()
     assert len(saves) == 1

@@ -425,4 +425,8 @@ def test_runs_on_the_image_device():
     assert torch.allclose(curve.auc.cpu(), perturbation_curve(model, ONES, maps, 0, steps=4).auc,
                           atol=1e-5)
     mask = box_to_mask((0, 0, 2, 2), H, W, device="cuda")
-    assert energy_inside(maps.cuda(), mask).is_cuda and pointing_game(maps.cuda(), mask).all()
+    energy, hits = energy_inside(maps.cuda(), mask), pointing_game(maps.cuda(), mask)
+    assert energy.is_cuda and hits.is_cuda
+    cpu_mask = box_to_mask((0, 0, 2, 2), H, W)
+    assert torch.allclose(energy.cpu(), energy_inside(maps, cpu_mask))
+    assert hits.tolist() == pointing_game(maps, cpu_mask).tolist() == [True, False]

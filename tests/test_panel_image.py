@@ -1,4 +1,5 @@
-"""Panels of live events travel inline (a JPEG data: URL, no file); API results stay files."""
+"""Panels of live events travel inline (a JPEG data: URL, no file); API results stay files;
+a γ move re-sends the strip's mark only when it moves."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.ui.image_output import Inline, PanelImage
-from app.ui.panels import _inline
+from app.ui.panels import EVENT_PARTS, _inline, build_panels, live_handler
 
 
 def _panel() -> PanelImage:
@@ -39,3 +40,44 @@ def test_live_handlers_inline_only_the_panel_pictures():
     assert isinstance(_inline("finer", picture), Inline)
     assert _inline("finer", None) is None
     assert _inline("finer_title", "**Finer-CAM**") == "**Finer-CAM**"
+
+
+def _gamma_move(marked: float, gamma: float, image: object = "bird") -> dict[str, object]:
+    """What the γ event returns for a move from ``marked`` to ``gamma`` (render stubbed)."""
+    with gr.Blocks():
+        panels = build_panels("t")
+    names = EVENT_PARTS["gamma"]
+
+    def render(request: dict, parts: tuple) -> dict:
+        return {"finer_title": "**Finer**", "finer": np.zeros((4, 4, 3), np.uint8),
+                "strip_mark": gr.Gallery(selected_index=None), "marked": request["gamma"]}
+
+    params, _ = panels.inputs_for(("image", "gamma"), ["image", "gamma"], names)
+    handler = live_handler(render, params, names, panels, lambda request: True)
+    return dict(zip(names, handler(image, gamma, marked)))
+
+
+def test_gamma_move_between_strip_values_leaves_the_strip_alone():
+    values = _gamma_move(marked=0.35, gamma=0.45)
+    assert values["strip_mark"] == gr.skip() and values["marked"] == 0.45
+    assert isinstance(values["finer"], Inline)
+
+
+def test_gamma_move_onto_or_off_a_strip_value_moves_the_mark():
+    assert isinstance(_gamma_move(marked=0.35, gamma=0.4)["strip_mark"], gr.Gallery)
+    assert isinstance(_gamma_move(marked=0.4, gamma=0.45)["strip_mark"], gr.Gallery)
+    assert isinstance(_gamma_move(marked=0.4, gamma=0.6)["strip_mark"], gr.Gallery)
+
+
+def test_gamma_move_without_an_image_clears_and_remembers_the_slider():
+    values = _gamma_move(marked=0.6, gamma=0.8, image=None)
+    assert values["strip_mark"] is None and values["marked"] == 0.8
+
+
+def test_only_events_that_move_the_mark_take_the_marked_state():
+    with gr.Blocks():
+        panels = build_panels("t")
+    params, inputs = panels.inputs_for(("image",), ["i"], EVENT_PARTS["opacity"])
+    assert params == ("image",) and inputs == ["i"]
+    params, inputs = panels.inputs_for(("image",), ["i"], EVENT_PARTS["gamma"])
+    assert params == ("image", "marked") and inputs == ["i", panels.marked]

@@ -329,11 +329,12 @@ def _wire(
     inputs = controls.inputs()
 
     def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
-        handler = gpu(user_errors(live_handler(render, PARAMS, names, panels, _ready)))
+        params, event_inputs = panels.inputs_for(PARAMS, inputs, names)
+        handler = gpu(user_errors(live_handler(render, params, names, panels, _ready)))
         outputs, options = panels.outputs(names), {**LIVE, **options}
         if fast:  # slider moves: answered outside the queue when no model runs
-            return cached_first(trigger, handler, cached, PARAMS, inputs, outputs, **options)
-        return trigger(handler, inputs, outputs, **options)
+            return cached_first(trigger, handler, cached, params, event_inputs, outputs, **options)
+        return trigger(handler, event_inputs, outputs, **options)
 
     api = _api_handler(render)
     controls.run.click(api, inputs, panels.outputs(FULL), api_name="explain_concepts",
