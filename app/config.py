@@ -16,6 +16,7 @@
 | FINERCAM_DISK_MB | cap on the server's files (Gradio's cache + downloads) | 300 |
 | FINERCAM_STOP_GRACE | seconds SIGTERM waits for requests in flight | 8 |
 | FINERCAM_MAX_LOADED | models built from the Hub kept in memory (LRU) | 4 |
+| FINERCAM_SESSIONS | visitor sessions whose state Gradio keeps (least recently used dropped) | 128 |
 
 Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
 configured in :mod:`app.models.hub`.
@@ -65,6 +66,7 @@ class Settings:
     disk_mb: int = 300
     stop_grace_s: float = 8.0
     max_loaded: int = 4
+    sessions: int = 128
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -86,6 +88,7 @@ class Settings:
             disk_mb=int(env.get("FINERCAM_DISK_MB", "300")),
             stop_grace_s=float(env.get("FINERCAM_STOP_GRACE", "8")),
             max_loaded=int(env.get("FINERCAM_MAX_LOADED", "4")),
+            sessions=int(env.get("FINERCAM_SESSIONS", "128")),
         )
 
     @property

@@ -6,6 +6,7 @@ clients, their threads and their buffers live in another process.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+log = logging.getLogger("bench.server")
 
 HOST = "127.0.0.1"  # never anything else: the benchmarks must not reach another machine
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +98,10 @@ def running_server(
     try:
         wait_until_ready(server)
         yield server
+    except Exception:
+        # The folder with the server's log is usually a temporary one: show why it failed.
+        log.error("the run failed; the server's last output:\n%s", server.log_tail(60))
+        raise
     finally:
         process.terminate()
         try:

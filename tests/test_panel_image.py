@@ -69,6 +69,11 @@ def test_gamma_move_onto_or_off_a_strip_value_moves_the_mark():
     assert isinstance(_gamma_move(marked=0.4, gamma=0.6)["strip_mark"], gr.Gallery)
 
 
+def test_gamma_move_with_an_unknown_mark_sends_it():
+    # A new session (or one Gradio dropped) does not know what the browser shows marked.
+    assert isinstance(_gamma_move(marked=None, gamma=0.45)["strip_mark"], gr.Gallery)
+
+
 def test_gamma_move_without_an_image_clears_and_remembers_the_slider():
     values = _gamma_move(marked=0.6, gamma=0.8, image=None)
     assert values["strip_mark"] is None and values["marked"] == 0.8

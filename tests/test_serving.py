@@ -136,6 +136,23 @@ def test_finished_sessions_are_forgotten_and_serving_goes_on(server, tmp_path):
         client.close()
 
 
+def test_visitor_sessions_are_capped(server, tmp_path, monkeypatch):
+    """Gradio copies every component's config per session and keeps 10,000 by default: the
+    app caps them (``FINERCAM_SESSIONS``) so a busy public Space does not grow for days."""
+    from app.config import Settings
+
+    holder = server.demo.state_holder
+    assert holder.capacity == Settings().sessions == 128
+    cap = len(holder.session_data) + 1  # Gradio drops one old session per new one
+    monkeypatch.setattr(holder, "capacity", cap)
+    image = write_image(tmp_path / "bird.png", (96, 72))
+    for _ in range(4):  # four visitors, one after another
+        client = _client(server.url)
+        client.predict(image=handle_file(str(image)), model=server.classifier, api_name=API)
+        client.close()
+        assert len(holder.session_data) <= cap
+
+
 def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monkeypatch):
     disk = serving(server.demo).disk
     assert disk is not None and disk.is_alive()

@@ -165,9 +165,13 @@ def launch(
     registry: ModelRegistry | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths);
-    with ``registry``, also ``GET /health``. Also starts the disk cap over Gradio's cache and the
-    download folder.
+    """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths,
+    bounded sessions); with ``registry``, also ``GET /health``. Also starts the disk cap over
+    Gradio's cache and the download folder.
+
+    Gradio keeps, per visitor session (each page load, each API client, each ``/call`` without
+    a session id), a copy of every component's config: ~170 KB for this app, for the last 10,000
+    sessions by default — up to ~1.6 GB on a busy public Space. ``settings.sessions`` caps it.
     """
     if registry is not None:
         kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
@@ -183,6 +187,7 @@ def launch(
         show_error=False,
         ssr_mode=False,
         css=CSS,
+        state_session_capacity=state.settings.sessions,
         **kwargs,
     )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from app.explain.gamma import DEFAULT_GAMMA, GAMMA_GRID
+from app.explain.gamma import GAMMA_GRID
 from app.explain.render import for_display
 from app.explain.service import (
     ExplainSettings,
@@ -102,8 +102,8 @@ def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-
         interactive=False,
         elem_id=f"{prefix}-strip",
     )
-    # Every strip the server sends marks the slider's γ, which starts at the default.
-    marked = gr.State(DEFAULT_GAMMA)
+    # None: not known yet (a new session, or one Gradio dropped): the next γ move sends its mark.
+    marked = gr.State(None)
     return Panels(
         cam_title, cam_image, finer_title, finer_image, strip, marked, cam_label, finer_label
     )
@@ -333,7 +333,7 @@ def skip_unmoved_mark(values: dict[str, Any], request: dict[str, Any]) -> dict[s
     Most moves land between strip values; re-sending the unchanged selection would still
     re-render the Gallery in the browser (~8 ms of a ~60 ms move).
     """
-    if "strip_mark" in values and "marked" in request:
+    if "strip_mark" in values and request.get("marked") is not None:
         if strip_index(request["marked"]) == strip_index(request["gamma"]):
             values["strip_mark"] = gr.skip()
     return values
