@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from app.ui.image_output import Inline, PanelImage
+from app.ui.image_output import Inline, PanelImage, StripGallery
 from app.ui.panels import EVENT_PARTS, _inline, build_panels, live_handler
 
 
@@ -86,3 +86,12 @@ def test_only_events_that_move_the_mark_take_the_marked_state():
     assert params == ("image",) and inputs == ["i"]
     params, inputs = panels.inputs_for(("image",), ["i"], EVENT_PARTS["gamma"])
     assert params == ("image", "marked") and inputs == ["i", panels.marked]
+
+
+def test_strip_gallery_schema_is_computed_once_and_is_the_stock_one():
+    with gr.Blocks():
+        first, second = StripGallery(), StripGallery()
+        stock = gr.Gallery()
+    assert first.get_block_name() == "gallery"
+    assert first.api_info() is second.api_info()  # Gradio builds a new instance per update
+    assert first.api_info() == stock.api_info()

@@ -31,7 +31,7 @@ from app.ui.common import (
     model_choices,
     panel_titles,
 )
-from app.ui.image_output import Inline, PanelImage
+from app.ui.image_output import Inline, PanelImage, StripGallery
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Panels:
     cam_image: PanelImage
     finer_title: gr.Markdown
     finer_image: PanelImage
-    strip: gr.Gallery
+    strip: StripGallery
     marked: gr.State  # the γ whose strip thumbnail the browser shows marked (per session)
     cam_label: str = "CAM"
     finer_label: str = "Finer-CAM"
@@ -91,7 +91,7 @@ def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-
     with gr.Row(equal_height=True):
         cam_image = _panel_image(cam_label, f"{prefix}-cam")
         finer_image = _panel_image(finer_label, f"{prefix}-finer")
-    strip = gr.Gallery(
+    strip = StripGallery(
         label="γ strip: Finer-CAM at γ = 0, 0.2, …, 1 (click one to set γ)",
         columns=len(GAMMA_GRID),
         rows=1,
@@ -320,23 +320,23 @@ def live_handler(
         elif not ready(request):
             values = {name: gr.skip() for name in names}
         else:
-            values = skip_unmoved_mark(render(request, names), request)
+            unmoved = unmoved_mark(names, request)
+            values = render(request, [name for name in names if name not in unmoved])
+            values.update({name: gr.skip() for name in unmoved})
         result = tuple(_inline(name, values[name]) for name in names)
         return result[0] if len(names) == 1 else result  # Gradio: one output, one value
 
     return handler
 
 
-def skip_unmoved_mark(values: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
-    """Leave the strip alone when the γ move keeps the same thumbnail marked (or none).
-
-    Most moves land between strip values; re-sending the unchanged selection would still
-    re-render the Gallery in the browser (~8 ms of a ~60 ms move).
-    """
-    if "strip_mark" in values and request.get("marked") is not None:
+def unmoved_mark(names: Sequence[str], request: dict[str, Any]) -> tuple[str, ...]:
+    """``("strip_mark",)`` when the γ move keeps the same strip thumbnail marked (or none):
+    most moves land between strip values, and an unchanged selection need not be built, sent
+    or re-rendered by the browser."""
+    if "strip_mark" in names and request.get("marked") is not None:
         if strip_index(request["marked"]) == strip_index(request["gamma"]):
-            values["strip_mark"] = gr.skip()
-    return values
+            return ("strip_mark",)
+    return ()
 
 
 #: Why a fast (outside the queue) render gave way to the queued one; never shown.
