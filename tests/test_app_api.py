@@ -409,6 +409,20 @@ def test_files_not_uploaded_by_the_user_are_refused(server, picture):
     assert "event: error" in stream and "root:" not in stream
 
 
+def test_vit_native_methods_on_a_classifier_other_than_the_default(client, server, picture):
+    """The method dropdown lists the page's model's methods; an API call naming another model
+    must still reach the service, which says what a model runs (it used to be refused with
+    "not in the list of choices" for LeGrad and attention-gradient on any ViT classifier)."""
+    if server.classifier != "demo-cnn":
+        pytest.skip("needs the shipped demo models")
+    out = classify(client, server, picture, model="demo-vit", method="attention-gradient")
+    assert "Attention-gradient" in out["cam_title"] and pixels(out["finer"]).shape == SHOWN
+    with pytest.raises(AppError, match="(?i)LeGrad reads a Vision Transformer"):
+        classify(client, server, picture, method="legrad")
+    with pytest.raises(AppError, match="(?i)unknown method"):
+        classify(client, server, picture, method="no-such-method")
+
+
 def test_unknown_model_and_class_give_clear_errors(client, server, picture):
     with pytest.raises(AppError, match="(?i)not in the list of choices|unknown model"):
         classify(client, server, picture, model="no-such-model")

@@ -156,6 +156,9 @@ def model_and_method(
         value=preferred_method if preferred_method in dict(choices).values() else "gradcam",
         label="CAM method",
         elem_id=f"{prefix}-method",
+        # The choices follow the model in the page; an API call (or a session Gradio dropped)
+        # sees the default model's, so the service, not the dropdown, says what a model runs.
+        allow_custom_value=True,
     )
     return model, method
 

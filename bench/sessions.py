@@ -1,0 +1,71 @@
+"""Server RSS against anonymous API calls, each of which Gradio treats as a new visitor session.
+
+    python -m bench.sessions [--calls 1500] [--sessions 128] [--every 250]
+
+Starts ``python -m app --offline`` (demo-cnn, 127.0.0.1) with ``FINERCAM_SESSIONS=--sessions``
+and sends ``--calls`` ``/call/explain_classifier`` requests without a session id (what curl or any
+plain HTTP client sends), each refused at once (γ = NaN) so that no model runs and the memory
+left behind is the session's alone. Prints the server's RSS every ``--every`` calls. Gradio
+keeps a copy of every component's config per session, for ``state_session_capacity`` sessions
+(10,000 by default); compare ``--sessions 10000`` with the app's default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.load import classifier_defaults
+from bench.server import REPO_ROOT, rss_bytes, running_server
+
+log = logging.getLogger("bench.sessions")
+
+EXAMPLE = REPO_ROOT / "assets" / "examples" / "red-crowned-bluebird.png"
+
+
+def anonymous_call_body(http: httpx.Client, base: str, defaults: list) -> str:
+    """The JSON of an explain call on the uploaded example with γ = NaN (refused at once)."""
+    with open(EXAMPLE, "rb") as handle:
+        uploaded = http.post(f"{base}/upload", files={"files": handle}).json()[0]
+    data = list(defaults)
+    data[0] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": EXAMPLE.name}
+    data[1], data[3] = "demo-cnn", float("nan")
+    return json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--sessions", type=int, default=128, help="FINERCAM_SESSIONS")
+    parser.add_argument("--every", type=int, default=250, help="print RSS every N calls")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    workdir = Path(tempfile.mkdtemp(prefix="finercam-sessions-"))
+    env = {"FINERCAM_SESSIONS": str(args.sessions)}
+    with running_server(["demo-cnn"], workdir, None, 2, env) as server, httpx.Client(
+        timeout=60
+    ) as http:
+        base = server.url + "gradio_api"
+        body = anonymous_call_body(http, base, classifier_defaults(server.url))
+        call = f"{base}/call/explain_classifier"
+        start = time.monotonic()
+        for i in range(1, args.calls + 1):
+            event = http.post(call, content=body, headers={"content-type": "application/json"})
+            stream = http.get(f"{call}/{event.json()['event_id']}").text
+            if "event: error" not in stream:
+                raise RuntimeError(f"the NaN call was not refused: {stream[:200]}")
+            if i == 1 or i % args.every == 0 or i == args.calls:
+                log.info("FINERCAM_SESSIONS=%d  call %5d  server RSS %7.1f MB  (%.0f s)",
+                         args.sessions, i, rss_bytes(server.process.pid) / 2**20,
+                         time.monotonic() - start)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
