@@ -61,6 +61,8 @@ from .common import (
 from .datasets import (
     REGIONS,
     CliError,
+    Discovery,
+    Item,
     ItemDataset,
     LabelResolver,
     Loaded,
@@ -373,6 +375,70 @@ def plot_sweep(summary: Sequence[dict[str, object]], path: Path, title: str,
 def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
     gammas = parse_gammas(args.gamma, default=0.6)
+    _check_options(args)
+    discovery = discover_dataset(
+        args.dataset, args.root, split=args.split, count=args.count, seed=args.synth_seed,
+        exclude=args.out,
+    )
+    check_model(args.model)
+    for note in discovery.notes:
+        say(note)
+    items = discovery.items[: args.limit] if args.limit else discovery.items
+    region = _region(args.region, discovery.layout)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {str(out)!r} is a file, not a folder")
+    config = _run_config(args, discovery, region)
+    per_image = out / "per_image.csv"
+    _check_resume(out, config, args.overwrite)
+
+    session = open_session(args.model, args.device, args.threads, allow_fallback=False)
+    labels, items = _known_labels(args, session, items)
+    variants = variants_for(methods, gammas)
+    out.mkdir(parents=True, exist_ok=True)
+    described = {**config, "model_description": session.model.description,
+                 "device": str(session.model.device)}
+    (out / "run.json").write_text(json.dumps(described, indent=2) + "\n")
+    rows = read_rows(per_image)
+    todo = _todo(items, variants, rows)
+    pending = [item for item in items if todo[item.key]]
+    skipped = len(items) - len(pending)
+    if skipped:
+        say(f"{skipped} of {len(items)} image(s) already scored in {per_image}; skipping them")
+
+    bad, start = BadFiles(), time.perf_counter()
+    scored = 0
+    if pending:
+        job = Job(
+            dataset=ItemDataset(pending, session.settings.max_side, region, args.part_radius),
+            process=partial(evaluate_item, labels=labels, todo=todo,
+                            options=_metric_options(args, session)),
+            model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
+        )
+        scored = _score(session, job, args, pending, per_image, rows, bad)
+    bad.report(out)
+    seconds = time.perf_counter() - start
+
+    current = _latest_rows(rows, {item.key for item in items})
+    summary = summarize(current, variants)
+    labels_by_method = {m: get_method(m).label for m in methods}
+    table = format_table(summary, labels_by_method)
+    header = _header(args, discovery.layout, region, current, summary)
+    _write_summary(out, summary, header, table)
+    if current:
+        plot_sweep(summary, out / "gamma_sweep.png", header, labels_by_method)
+    print(header)
+    print(table)
+    say(
+        f"scored {scored} image(s) in {seconds:.1f} s, {skipped} already done, {len(bad)} "
+        f"could not be read; results in {out} (per_image.csv, summary.csv, summary.md"
+        + (", gamma_sweep.png)" if current else ")")
+    )
+    return exit_code(scored, skipped, len(bad))
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse option values and combinations ``evaluate`` cannot honour, before any work."""
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.reference_mode == "manual":
         raise CliError("evaluate picks references per image: use --reference-mode logits or weights")
@@ -387,26 +453,23 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{flag} must be at least {low}, got {value}")
     if args.dataset == "synthbirds" and args.root:
         raise CliError("--dataset synthbirds renders its images; give no folder (use --count N)")
-    discovery = discover_dataset(
-        args.dataset, args.root, split=args.split, count=args.count, seed=args.synth_seed,
-        exclude=args.out,
-    )
-    check_model(args.model)
-    for note in discovery.notes:
-        say(note)
-    items = discovery.items[: args.limit] if args.limit else discovery.items
-    region = args.region
-    if region == "auto":
-        region = "discriminative" if discovery.layout == "synthbirds" else "auto"
-    if discovery.layout == "synthbirds" and region in ("box", "parts"):
-        raise CliError(f"--region {region} needs CUB_200_2011; synthetic birds have discriminative|bird")
-    if discovery.layout != "synthbirds" and region in ("discriminative", "bird"):
-        raise CliError(f"--region {region} is for --dataset synthbirds only")
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {str(out)!r} is a file, not a folder")
-    config = {
+
+def _region(region: str, layout: str) -> str:
+    """The ground-truth region to score: ``auto`` on synthetic birds is their discriminative
+    part; the regions of one dataset are refused on the other."""
+    if region == "auto":
+        region = "discriminative" if layout == "synthbirds" else "auto"
+    if layout == "synthbirds" and region in ("box", "parts"):
+        raise CliError(f"--region {region} needs CUB_200_2011; synthetic birds have discriminative|bird")
+    if layout != "synthbirds" and region in ("discriminative", "bird"):
+        raise CliError(f"--region {region} is for --dataset synthbirds only")
+    return region
+
+
+def _run_config(args: argparse.Namespace, discovery: Discovery, region: str) -> dict[str, object]:
+    """What the scores depend on: a resumed run must have been made with the same."""
+    return {
         "model": args.model,
         "dataset": {
             "layout": discovery.layout,
@@ -429,50 +492,52 @@ def run(args: argparse.Namespace) -> int:
         **{name: getattr(args, name) for name in ("pooling", "attention_blocks")
            if getattr(args, name) is not None},
     }
-    per_image = out / "per_image.csv"
-    _check_resume(out, config, args.overwrite)
 
-    session = open_session(args.model, args.device, args.threads, allow_fallback=False)
+
+def _known_labels(
+    args: argparse.Namespace, session: Session, items: list[Item]
+) -> tuple[dict[str, int | None], list[Item]]:
+    """Each item's class index in the model; with ``--target label`` items whose label the
+    model does not know are dropped, with a warning naming them."""
     resolver = LabelResolver(session.model.labels)
     labels = {item.key: resolver(item.label) for item in items}
     unknown = Counter(item.label for item in items if item.label is not None and labels[item.key] is None)
-    if unknown:
-        shown = ", ".join(f"{name!r} ({n})" for name, n in unknown.most_common(10))
-        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        examples = ", ".join(repr(l) for l in list(session.model.labels)[:3])
-        action = (
-            "they are scored for the predicted class, without accuracy"
-            if args.target == "predicted"
-            else "they are skipped (use --target predicted to score the predicted class)"
-        )
-        say(
-            f"warning: {sum(unknown.values())} image(s) have labels that {args.model} does not "
-            f"know: {shown}{more}; the model's classes look like {examples}; {action}"
-        )
-        if args.target == "label":
-            items = [item for item in items if item.label is None or labels[item.key] is not None]
-            if not items:
-                raise CliError(
-                    f"no image has a label that {args.model} knows; check --model, or use "
-                    "--target predicted"
-                )
+    if not unknown:
+        return labels, items
+    shown = ", ".join(f"{name!r} ({n})" for name, n in unknown.most_common(10))
+    more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+    examples = ", ".join(repr(l) for l in list(session.model.labels)[:3])
+    action = (
+        "they are scored for the predicted class, without accuracy"
+        if args.target == "predicted"
+        else "they are skipped (use --target predicted to score the predicted class)"
+    )
+    say(
+        f"warning: {sum(unknown.values())} image(s) have labels that {args.model} does not "
+        f"know: {shown}{more}; the model's classes look like {examples}; {action}"
+    )
+    if args.target == "label":
+        items = [item for item in items if item.label is None or labels[item.key] is not None]
+        if not items:
+            raise CliError(
+                f"no image has a label that {args.model} knows; check --model, or use "
+                "--target predicted"
+            )
+    return labels, items
 
-    variants = variants_for(methods, gammas)
-    out.mkdir(parents=True, exist_ok=True)
-    described = {**config, "model_description": session.model.description,
-                 "device": str(session.model.device)}
-    (out / "run.json").write_text(json.dumps(described, indent=2) + "\n")
-    rows = read_rows(per_image)
+
+def _todo(
+    items: list[Item], variants: list[Variant], rows: list[dict[str, str]]
+) -> dict[str, list[Variant]]:
+    """Per image, the variants not yet in ``per_image.csv`` (what a resumed run still scores)."""
     done: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
     for row in rows:
         done[row["image"]].add((row["method"], row["variant"], row["gamma"]))
-    todo = {item.key: [v for v in variants if v.key not in done[item.key]] for item in items}
-    pending = [item for item in items if todo[item.key]]
-    skipped = len(items) - len(pending)
-    if skipped:
-        say(f"{skipped} of {len(items)} image(s) already scored in {per_image}; skipping them")
+    return {item.key: [v for v in variants if v.key not in done[item.key]] for item in items}
 
-    options = MetricOptions(
+
+def _metric_options(args: argparse.Namespace, session: Session) -> MetricOptions:
+    return MetricOptions(
         target=args.target, top_t=args.top_t, reference_mode=args.reference_mode,
         weighting=args.weighting, top_fraction=args.top_fraction, steps=args.steps,
         baseline=args.baseline, tolerance=args.tolerance, fgcam=args.fgcam,
@@ -480,61 +545,64 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling, attention_blocks=args.attention_blocks,
         batch_size=args.batch_size or (16 if session.model.device.type == "cpu" else 64),
     )
-    bad, scored, start = BadFiles(), 0, time.perf_counter()
-    if pending:
-        job = Job(
-            dataset=ItemDataset(pending, session.settings.max_side, region, args.part_radius),
-            process=partial(evaluate_item, labels=labels, todo=todo, options=options),
-            model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
-        )
-        new_file = not per_image.is_file() or not rows
-        if new_file:
-            _write_rows(per_image, [])
-        with open(per_image, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-            bar = tqdm(run_job(session, job, args), total=len(pending), desc="evaluate",
-                       unit="img", disable=args.no_progress)
-            for outcome in bar:
-                item = outcome.item
-                if outcome.error:
-                    bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
-                    continue
-                writer.writerows(outcome.rows)
-                handle.flush()
-                rows += outcome.rows
-                scored += 1
-    bad.report(out)
-    seconds = time.perf_counter() - start
 
-    keys = {item.key for item in items}
+
+def _score(
+    session: Session,
+    job: Job,
+    args: argparse.Namespace,
+    pending: list[Item],
+    per_image: Path,
+    rows: list[dict[str, str]],
+    bad: BadFiles,
+) -> int:
+    """Run the job, appending each image's rows to ``per_image.csv`` (and ``rows``) as it
+    finishes, so an interrupted run resumes; return how many images were scored."""
+    if not per_image.is_file() or not rows:
+        _write_rows(per_image, [])
+    scored = 0
+    with open(per_image, "a", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        bar = tqdm(run_job(session, job, args), total=len(pending), desc="evaluate",
+                   unit="img", disable=args.no_progress)
+        for outcome in bar:
+            item = outcome.item
+            if outcome.error:
+                bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
+                continue
+            writer.writerows(outcome.rows)
+            handle.flush()
+            rows += outcome.rows
+            scored += 1
+    return scored
+
+
+def _latest_rows(rows: list[dict[str, str]], keys: set[str]) -> list[dict[str, str]]:
+    """The last row of each (image, method, variant, γ) of this run's images."""
     latest: dict[tuple[str, str, str, str], dict[str, str]] = {}
     for row in rows:
         if row["image"] in keys:
             latest[(row["image"], row["method"], row["variant"], row["gamma"])] = row
-    current = list(latest.values())
-    summary = summarize(current, variants)
-    labels_by_method = {m: get_method(m).label for m in methods}
-    table = format_table(summary, labels_by_method)
+    return list(latest.values())
+
+
+def _header(
+    args: argparse.Namespace,
+    layout: str,
+    region: str,
+    current: list[dict[str, str]],
+    summary: list[dict[str, object]],
+) -> str:
+    """One line saying what the table measured."""
     acc = accuracy(current)
-    header = (
-        f"{args.model} on {discovery.layout} ({len({r['image'] for r in current})} images); "
+    return (
+        f"{args.model} on {layout} ({len({r['image'] for r in current})} images); "
         f"target = {args.target}, references: top-{args.top_t} by {args.reference_mode} "
         f"({args.weighting}); drops at top {args.top_fraction:g} of pixels; {args.steps} steps, "
         f"{args.baseline} baseline"
         + (f"; region = {region}" if any(e['energy_inside_n'] for e in summary) else "")
         + (f"; model accuracy {acc[0]:.1%} of {acc[1]}" if acc else "")
     )
-    _write_summary(out, summary, header, table)
-    if current:
-        plot_sweep(summary, out / "gamma_sweep.png", header, labels_by_method)
-    print(header)
-    print(table)
-    say(
-        f"scored {scored} image(s) in {seconds:.1f} s, {skipped} already done, {len(bad)} "
-        f"could not be read; results in {out} (per_image.csv, summary.csv, summary.md"
-        + (", gamma_sweep.png)" if current else ")")
-    )
-    return exit_code(scored, skipped, len(bad))
 
 
 def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
