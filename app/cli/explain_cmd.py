@@ -266,13 +266,19 @@ def _row(
     }
 
 
+#: zlib level of the overlay PNGs. The overlays are previews (the ``.npy`` is the data); on a
+#: 512-px overlay of a bird, level 1 encodes in 26 ms against 169 ms at Pillow's default 6,
+#: for 24 % more bytes — at level 6 the two PNGs took longer than explaining the image.
+OVERLAY_PNG_LEVEL = 1
+
+
 def _save(stem: Path, heatmap: np.ndarray, overlay: np.ndarray) -> None:
     def write_npy(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.save(handle, heatmap.astype(np.float32))
 
     def write_png(tmp: Path) -> None:
-        Image.fromarray(overlay).save(tmp, format="PNG")
+        Image.fromarray(overlay).save(tmp, format="PNG", compress_level=OVERLAY_PNG_LEVEL)
 
     atomic_write(stem.with_name(stem.name + ".npy"), write_npy)
     atomic_write(stem.with_name(stem.name + ".png"), write_png)
