@@ -171,7 +171,7 @@ def launch(
 
     Gradio keeps, per visitor session (each page load, each API client, each ``/call`` without
     a session id), a copy of every component's config: ~170 KB for this app, for the last 10,000
-    sessions by default — up to ~1.6 GB on a busy public Space. ``settings.sessions`` caps it.
+    sessions by default — up to ~1.7 GB on a busy public Space. ``settings.sessions`` caps it.
     """
     if registry is not None:
         kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
