@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,21 +310,34 @@ class Worker:
 
     def _nan_gamma(self) -> None:
         """γ = NaN: gradio_client refuses to encode NaN, so the JSON goes over raw HTTP."""
-        base = self.work.url + "gradio_api"
-        image = self._example()
-        with open(image, "rb") as handle:
-            uploaded = self.http.post(f"{base}/upload", files={"files": handle}).json()[0]
-        data = list(self.work.defaults)
-        data[0] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": image.name}
-        data[1] = self.work.classifiers[0]
-        data[3] = float("nan")
-        body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
-        call = f"{base}/call{CLASSIFIER_API}"
-        event = self.http.post(call, content=body, headers={"content-type": "application/json"})
-        stream = self.http.get(f"{call}/{event.json()['event_id']}").text
-        if "event: error" not in stream:
-            raise RuntimeError(f"NaN γ was not refused: {stream[:200]}")
-        raise AppError(_error_message(stream))
+        body = nan_gamma_body(
+            self.http, self.work.url, self.work.defaults, self._example(), self.work.classifiers[0]
+        )
+        raise AppError(_error_message(call_refused(self.http, self.work.url, body)))
+
+
+def nan_gamma_body(
+    http: httpx.Client, url: str, defaults: Sequence[Any], image: Path, model: str
+) -> str:
+    """The JSON of a classifier call on ``image`` (uploaded here) with γ = NaN, sent without a
+    session id like any plain HTTP client's call."""
+    with open(image, "rb") as handle:
+        uploaded = http.post(f"{url}gradio_api/upload", files={"files": handle}).json()[0]
+    data = list(defaults)
+    data[0] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": image.name}
+    data[1], data[3] = model, float("nan")
+    return json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
+
+
+def call_refused(http: httpx.Client, url: str, body: str) -> str:
+    """POST ``body`` to the classifier's ``/call`` endpoint and return the refusal's SSE
+    stream; RuntimeError when the call was not refused."""
+    call = f"{url}gradio_api/call{CLASSIFIER_API}"
+    event = http.post(call, content=body, headers={"content-type": "application/json"})
+    stream = http.get(f"{call}/{event.json()['event_id']}").text
+    if "event: error" not in stream:
+        raise RuntimeError(f"the NaN γ call was not refused: {stream[:200]}")
+    return stream
 
 
 def _check_images(*outputs: Any) -> None:

@@ -13,7 +13,6 @@ keeps a copy of every component's config per session, for ``state_session_capaci
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 import time
@@ -21,22 +20,12 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import classifier_defaults
+from bench.load import call_refused, classifier_defaults, nan_gamma_body
 from bench.server import REPO_ROOT, rss_bytes, running_server
 
 log = logging.getLogger("bench.sessions")
 
 EXAMPLE = REPO_ROOT / "assets" / "examples" / "red-crowned-bluebird.png"
-
-
-def anonymous_call_body(http: httpx.Client, base: str, defaults: list) -> str:
-    """The JSON of an explain call on the uploaded example with γ = NaN (refused at once)."""
-    with open(EXAMPLE, "rb") as handle:
-        uploaded = http.post(f"{base}/upload", files={"files": handle}).json()[0]
-    data = list(defaults)
-    data[0] = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": EXAMPLE.name}
-    data[1], data[3] = "demo-cnn", float("nan")
-    return json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,15 +41,11 @@ def main(argv: list[str] | None = None) -> None:
     with running_server(["demo-cnn"], workdir, None, 2, env) as server, httpx.Client(
         timeout=60
     ) as http:
-        base = server.url + "gradio_api"
-        body = anonymous_call_body(http, base, classifier_defaults(server.url))
-        call = f"{base}/call/explain_classifier"
+        defaults = classifier_defaults(server.url)
+        body = nan_gamma_body(http, server.url, defaults, EXAMPLE, "demo-cnn")
         start = time.monotonic()
         for i in range(1, args.calls + 1):
-            event = http.post(call, content=body, headers={"content-type": "application/json"})
-            stream = http.get(f"{call}/{event.json()['event_id']}").text
-            if "event: error" not in stream:
-                raise RuntimeError(f"the NaN call was not refused: {stream[:200]}")
+            call_refused(http, server.url, body)
             if i == 1 or i % args.every == 0 or i == args.calls:
                 log.info("FINERCAM_SESSIONS=%d  call %5d  server RSS %7.1f MB  (%.0f s)",
                          args.sessions, i, rss_bytes(server.process.pid) / 2**20,
