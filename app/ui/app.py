@@ -19,7 +19,7 @@ from app.ui.classifier_tab import build_classifier_tab
 from app.ui.common import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
 from app.ui.hub_models import build_hub_loader, build_status_details
-from app.ui.serving import Admission, DiskCap, serve_until_stopped
+from app.ui.serving import Admission, DiskCap, HeapTrim, serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class Serving:
     downloads: DownloadDir
     settings: Settings
     disk: DiskCap | None = None
+    heap: HeapTrim | None = None
 
 
 def serving(demo: gr.Blocks) -> Serving:
@@ -167,7 +168,7 @@ def launch(
 ) -> Any:
     """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths,
     bounded sessions); with ``registry``, also ``GET /health``. Also starts the disk cap over
-    Gradio's cache and the download folder.
+    Gradio's cache and the download folder, and the heap trim.
 
     Gradio keeps, per visitor session (each page load, each API client, each ``/call`` without
     a session id), a copy of every component's config: ~170 KB for this app, for the last 10,000
@@ -179,6 +180,9 @@ def launch(
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
         state.disk.start()
+    if state.heap is None:
+        state.heap = HeapTrim(demo)
+        state.heap.start()
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -203,5 +207,6 @@ def serve(
     launch(demo, host=host, port=port, share=share, registry=registry, prevent_thread_lock=True)
     state = serving(demo)
     serve_until_stopped(demo, state.admission, state.settings.stop_grace_s)
-    if state.disk is not None:
-        state.disk.stop()
+    for housekeeping in (state.disk, state.heap):
+        if housekeeping is not None:
+            housekeeping.stop()

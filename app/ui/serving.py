@@ -7,7 +7,8 @@ delivered like any ``gr.Error`` (a toast in the browser, ``AppError`` in ``gradi
 On SIGTERM/SIGINT :func:`serve_until_stopped` refuses new events, lets the ones already
 accepted finish (at most ``grace_s``), closes the server and returns, so the process exits 0.
 :class:`DiskCap` keeps this server's files (Gradio's cached uploads and outputs, our downloads)
-under a byte cap whatever the traffic, removing the oldest files first.
+under a byte cap whatever the traffic, removing the oldest files first; :class:`HeapTrim` hands
+the memory the C allocator keeps free back to the OS, so RSS follows the live heap.
 
 Hooks into ``Queue.push`` (gradio 6); ``tests/test_serving.py`` breaks when that changes.
 """
@@ -20,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from typing import Any
 import gradio as gr
 from gradio.server_messages import ProcessCompletedMessage
 from gradio.utils import error_payload
+
+from app.allocator import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +132,53 @@ def serve_until_stopped(demo: gr.Blocks, admission: Admission, grace_s: float) -
     log.info("server stopped")
 
 
-class DiskCap(threading.Thread):
+class Periodic(threading.Thread, ABC):
+    """A daemon thread that calls :meth:`tick` every ``period`` seconds until stopped or until
+    ``demo``'s server is closed; a failing tick is logged and the next one still runs."""
+
+    def __init__(self, name: str, demo: gr.Blocks, period: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.demo = demo
+        self.period = period
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.period):
+            if getattr(self.demo, "has_launched", False) and not self.demo.is_running:
+                return  # the server was closed
+            try:
+                self.tick()
+            except Exception:
+                log.exception("%s failed", self.name)
+
+    def stop(self) -> None:
+        self._done.set()
+
+    @abstractmethod
+    def tick(self) -> None:
+        """One round of the thread's work."""
+
+
+class HeapTrim(Periodic):
+    """Every ``period`` seconds, give the C allocator's free pages back to the OS.
+
+    Without it the server's RSS climbs ~10 MB/min under a steady mix of requests while its live
+    heap stays flat: image and tensor buffers freed below still-live objects stay resident.
+    """
+
+    def __init__(self, demo: gr.Blocks, period: float = 30.0) -> None:
+        super().__init__("heap-trim", demo, period)
+        self.trims = 0
+
+    def tick(self) -> None:
+        start = time.perf_counter()
+        released = release_free_memory()
+        self.trims += 1
+        elapsed_ms = 1e3 * (time.perf_counter() - start)
+        log.debug("heap trim: released=%s in %.1f ms", released, elapsed_ms)
+
+
+class DiskCap(Periodic):
     """Keep this server's files within ``cap_bytes``: oldest first, every ``period`` seconds.
 
     Files younger than ``min_age_s`` are left alone (a response may still be sending them), so
@@ -149,27 +199,15 @@ class DiskCap(threading.Thread):
         period: float = 5.0,
         min_age_s: float = 30.0,
     ) -> None:
-        super().__init__(name="disk-cap", daemon=True)
-        self.demo = demo
+        super().__init__("disk-cap", demo, period)
         self.owned = tuple(Path(p).resolve() for p in owned)
         self.cap_bytes = cap_bytes
-        self.period = period
         self.min_age_s = min_age_s  # younger files may belong to a response still being sent
         self.sweeps = 0
         self.removed = 0
-        self._done = threading.Event()
 
-    def run(self) -> None:
-        while not self._done.wait(self.period):
-            if getattr(self.demo, "has_launched", False) and not self.demo.is_running:
-                return  # the server was closed: nothing more will be written
-            try:
-                self.sweep()
-            except Exception:  # a failed sweep must not end the thread
-                log.exception("disk sweep failed")
-
-    def stop(self) -> None:
-        self._done.set()
+    def tick(self) -> None:
+        self.sweep()
 
     def usage(self) -> tuple[int, int]:
         """(bytes, files) of this server's files."""
