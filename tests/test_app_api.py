@@ -215,6 +215,23 @@ def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
     assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
 
 
+def test_any_fgcam_layer_of_the_model_is_accepted_without_a_model_load_in_the_session(
+    client, server, picture
+):
+    """The layer dropdown's choices are set per session when a model loads; a session Gradio
+    dropped (or an API client that never loaded one) still names any layer the model has, and a
+    layer it lacks gets the service's message (it used to be "not in the list of choices")."""
+    if not server.service.fgcam_stops(server.classifier):
+        pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
+    inner = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=1)
+    full = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
+    assert not np.array_equal(pixels(inner["finer"]), pixels(full["finer"]))
+    with pytest.raises(AppError, match="FG-CAM: stop_at must be in 0"):
+        classify(client, server, picture, high_resolution=True, fgcam_layer=999)
+    with pytest.raises(AppError, match="FG-CAM output layer must be a number"):
+        classify(client, server, picture, high_resolution=True, fgcam_layer="top")
+
+
 # ------------------------------------------------------------------------ concepts tab
 
 

@@ -23,6 +23,7 @@ from app.explain.inputs import (
     load_image,
     parse_prompts,
     validate_gamma,
+    validate_index,
     validate_opacity,
     validate_prompt,
     validate_top_t,
@@ -409,6 +410,15 @@ def test_top_t():
             validate_top_t(bad, 10)
     with pytest.raises(InvalidInputError, match="At least 2 classes"):
         validate_top_t(1, 1)
+
+
+def test_index():
+    assert validate_index(0, name="layer") == 0
+    assert validate_index("3", name="layer") == 3
+    assert validate_index(4.0, name="layer") == 4
+    for bad, message in [(-1, "at least 0"), (1.5, "whole number"), ("top", "must be a number")]:
+        with pytest.raises(InvalidInputError, match=f"^layer .*{message}"):
+            validate_index(bad, name="layer")
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.01, math.nan, "high"])

@@ -341,15 +341,28 @@ def validate_opacity(value: Any, *, name: str = "opacity") -> float:
     return _in_range(value, name, 0.0, 1.0)
 
 
+def _whole(value: Any, name: str) -> int:
+    number = _number(value, name)
+    if not number.is_integer():
+        raise InvalidInputError(f"{name} must be a whole number (got {number:g}).")
+    return int(number)
+
+
+def validate_index(value: Any, *, name: str) -> int:
+    """A position in a list the model defines (a layer): a whole number >= 0. Whether the model
+    has that many is checked where the list is known."""
+    index = _whole(value, name)
+    if index < 0:
+        raise InvalidInputError(f"{name} must be at least 0 (got {index}).")
+    return index
+
+
 def validate_top_t(value: Any, num_classes: int, *, name: str = "T") -> tuple[int, str | None]:
     """Number of look-alike reference classes: an integer >= 1, clamped to ``num_classes - 1``.
 
     Returns ``(t, notice)``; ``notice`` is a message for the user when ``t`` was clamped.
     """
-    number = _number(value, name)
-    if not number.is_integer():
-        raise InvalidInputError(f"{name} must be a whole number (got {number:g}).")
-    t = int(number)
+    t = _whole(value, name)
     if t < 1:
         raise InvalidInputError(f"{name} must be at least 1 (got {t}).")
     others = int(num_classes) - 1

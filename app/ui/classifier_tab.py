@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from app.explain import inputs
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.common import (
@@ -57,6 +58,7 @@ REFERENCE_MODE_CHOICES = [
     ("Manual (pick classes)", "manual"),
 ]
 WEIGHTING_CHOICES = [("Uniform (paper)", "uniform"), ("Softmax probability", "probability")]
+FGCAM_LAYER = "FG-CAM output layer"
 #: The named endpoint's parameters, in the order of the tab's inputs.
 PARAMS = ("image", "model", "method", "gamma", "T", "reference_mode", "manual_references",
           "target", "weighting", "opacity", "high_resolution", "fgcam_layer", "fgcam_denoise",
@@ -199,7 +201,8 @@ def _fgcam_controls() -> tuple[gr.Checkbox, gr.Dropdown, gr.Checkbox]:
     fg_layer = gr.Dropdown(
         [("input (full resolution)", 0)],
         value=0,
-        label="FG-CAM output layer",
+        allow_custom_value=True,  # choices follow the model; lost with a dropped session
+        label=FGCAM_LAYER,
         visible=False,
         elem_id="clf-fgcam-layer",
     )
@@ -268,7 +271,7 @@ def _settings(request: dict[str, Any]) -> ExplainSettings:
         manual_references=tuple(request.get("manual_references") or ()),
         opacity=request.get("opacity", 0.5),
         fgcam=bool(request.get("high_resolution")),
-        fgcam_stop=int(request.get("fgcam_layer") or 0),
+        fgcam_stop=inputs.validate_index(request.get("fgcam_layer") or 0, name=FGCAM_LAYER),
         fgcam_denoise=bool(request.get("fgcam_denoise")),
     )
 
