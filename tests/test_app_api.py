@@ -365,65 +365,48 @@ def test_gamma_out_of_range_gives_clear_error(client, server, picture):
         concepts(client, server, picture, gamma=-0.5)
 
 
-def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
-    """gradio_client refuses to encode NaN, so send the JSON by hand (as any other client may)."""
+def _raw_classifier_call(server, path: str, gamma: float = 0.5) -> str:
+    """The event stream of ``/call/explain_classifier`` with the image named by ``path``, the
+    JSON sent by hand (as any client may; gradio_client refuses to encode NaN, for one)."""
+    image = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "bird.png"}
+    data = [image, server.classifier, "gradcam", gamma, 3, "logits", [], "(predicted class)",
+            "uniform", 0.5, False, 0, False, False]  # fmt: skip
+    body = json.dumps({"data": data})  # allow_nan: a literal NaN goes over the wire
     base = server.url + "gradio_api"
     with httpx.Client(timeout=60) as http:
-        with open(picture, "rb") as handle:
-            uploaded = http.post(f"{base}/upload", files={"files": handle}).json()[0]
-        image = {"path": uploaded, "meta": {"_type": "gradio.FileData"}, "orig_name": "bird.png"}
-        data = [
-            image,
-            server.classifier,
-            "gradcam",
-            float("nan"),
-            3,
-            "logits",
-            [],
-            "(predicted class)",
-            "uniform",
-            0.5,
-            False,
-            0,
-            False,
-            False,
-        ]
-        body = json.dumps({"data": data})  # allow_nan: the literal NaN goes over the wire
-        assert "NaN" in body
         event = http.post(
             f"{base}/call/explain_classifier",
             content=body,
             headers={"content-type": "application/json"},
         ).json()["event_id"]
-        stream = http.get(f"{base}/call/explain_classifier/{event}").text
+        return http.get(f"{base}/call/explain_classifier/{event}").text
+
+
+def _upload(server, picture: Path) -> str:
+    with httpx.Client(timeout=60) as http, open(picture, "rb") as handle:
+        return http.post(f"{server.url}gradio_api/upload", files={"files": handle}).json()[0]
+
+
+def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
+    stream = _raw_classifier_call(server, _upload(server, picture), gamma=float("nan"))
     assert "event: error" in stream
     assert "finite" in stream and "Traceback" not in stream
 
 
 def test_files_not_uploaded_by_the_user_are_refused(server, picture):
     """A crafted API call naming a server file must not read it (Gradio checks the upload folder)."""
-    base = server.url + "gradio_api"
-    image = {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
-    data = [
-        image,
-        server.classifier,
-        "gradcam",
-        0.5,
-        3,
-        "logits",
-        [],
-        "(predicted class)",
-        "uniform",
-        0.5,
-        False,
-        0,
-        False,
-        False,
-    ]
-    with httpx.Client(timeout=60) as http:
-        event = http.post(f"{base}/call/explain_classifier", json={"data": data}).json()["event_id"]
-        stream = http.get(f"{base}/call/explain_classifier/{event}").text
+    stream = _raw_classifier_call(server, "/etc/passwd")
     assert "event: error" in stream and "root:" not in stream
+
+
+def test_an_expired_upload_asks_for_the_image_again(server, picture):
+    """A page still shows an image whose upload the disk cap (or the age limit) has removed:
+    its next event names a file that is gone, and the user is asked to upload it again."""
+    uploaded = _upload(server, picture)
+    assert "event: complete" in _raw_classifier_call(server, uploaded)
+    Path(uploaded).unlink()
+    stream = _raw_classifier_call(server, uploaded)
+    assert "event: error" in stream and "no longer on the server" in stream
 
 
 def test_vit_native_methods_on_a_classifier_other_than_the_default(client, server, picture):

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
 from app.ui.common import DOWNLOAD_UNAVAILABLE, DownloadDir
+from app.ui.serving import DiskCap
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -184,6 +186,21 @@ def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monk
     assert disk.removed > 0
     kept = [p for block in server.demo.blocks.values() for p in getattr(block, "keep_in_cache", ())]
     assert all(Path(p).exists() for p in kept)  # the examples survive the sweeps
+
+
+def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
+    """Gradio records every file it writes; a record whose file vanished (age limit, or an
+    expired upload sent back by a page) would otherwise stay for the life of the server."""
+    with gr.Blocks() as demo:
+        image = gr.Image()
+    kept = tmp_path / "kept.png"
+    kept.write_bytes(b"x" * 100)
+    gone = [str(tmp_path / f"gone-{i}.png") for i in range(3)]
+    image.temp_files.update([str(kept), *gone])
+    disk = DiskCap(demo, [], cap_bytes=2**20)
+    assert disk.usage() == (100, 1)
+    assert disk.sweep() == 0
+    assert image.temp_files == {str(kept)} and kept.exists()
 
 
 def test_a_full_disk_still_shows_the_explanation_and_says_the_download_is_unavailable(

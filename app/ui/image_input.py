@@ -7,9 +7,16 @@ a component class (``image_input.pyi``, generated, committed so it is not rewrit
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import gradio as gr
+from gradio_client.utils import is_http_url_like
+
+UPLOAD_EXPIRED = (
+    "This image is no longer on the server (uploads are kept for a limited time). "
+    "Please upload it again."
+)
 
 
 class ImagePath(gr.Image):
@@ -34,6 +41,10 @@ class ImagePath(gr.Image):
                 return base64.b64decode(url.split(",", 1)[1], validate=False)
             except (IndexError, ValueError) as error:
                 raise gr.Error("The pasted image could not be decoded.") from error
-        if getattr(payload, "path", None) is None:
+        path = getattr(payload, "path", None)
+        if path is None:
             raise gr.Error("No image was given.")
-        return str(payload.path)
+        if not is_http_url_like(path) and not os.path.exists(path):
+            # an upload the page still shows, removed since by the disk cap or the age limit
+            raise gr.Error(UPLOAD_EXPIRED, print_exception=False)
+        return str(path)

@@ -35,9 +35,13 @@ class ImagePath(gr.Image):
                 return base64.b64decode(url.split(",", 1)[1], validate=False)
             except (IndexError, ValueError) as error:
                 raise gr.Error("The pasted image could not be decoded.") from error
-        if getattr(payload, "path", None) is None:
+        path = getattr(payload, "path", None)
+        if path is None:
             raise gr.Error("No image was given.")
-        return str(payload.path)
+        if not is_http_url_like(path) and not os.path.exists(path):
+            # an upload the page still shows, removed since by the disk cap or the age limit
+            raise gr.Error(UPLOAD_EXPIRED, print_exception=False)
+        return str(path)
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:

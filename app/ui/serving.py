@@ -166,7 +166,7 @@ class HeapTrim(Periodic):
     heap stays flat: image and tensor buffers freed below still-live objects stay resident.
     """
 
-    def __init__(self, demo: gr.Blocks, period: float = 30.0) -> None:
+    def __init__(self, demo: gr.Blocks, period: float = 10.0) -> None:
         super().__init__("heap-trim", demo, period)
         self.trims = 0
 
@@ -187,8 +187,9 @@ class DiskCap(Periodic):
     This server's files are the ones Gradio records as written for this app (uploads, returned
     images and files: its per-component sets of temp files) plus everything under ``owned``
     (our download folder). Other files in a shared cache folder are never touched, nor are the
-    files Gradio keeps on purpose (examples, default values). Removed paths are also dropped from
-    Gradio's sets, which otherwise grow with every request until the age-based cleanup.
+    files Gradio keeps on purpose (examples, default values). Removed paths, and recorded paths
+    whose file is gone, are dropped from Gradio's sets: otherwise each keeps a record until
+    Gradio's age-based cleanup (forever for a path whose file vanished first).
     """
 
     def __init__(
@@ -211,12 +212,13 @@ class DiskCap(Periodic):
 
     def usage(self) -> tuple[int, int]:
         """(bytes, files) of this server's files."""
-        files = self._files()
+        files, _ = self._files()
         return sum(size for _, _, size in files), len(files)
 
     def sweep(self) -> int:
         """Remove the oldest files until the total is under the cap; return the bytes freed."""
-        files = sorted(self._files())  # (mtime, path, size): oldest first
+        files, missing = self._files()
+        files.sort()  # (mtime, path, size): oldest first
         total = sum(size for _, _, size in files)
         keep = self._kept()
         freed = 0
@@ -235,7 +237,7 @@ class DiskCap(Periodic):
             removed.add(path)
             _remove_empty_parent(Path(path).parent)
         for temp_files in self._temp_sets():
-            temp_files.difference_update(removed)
+            temp_files.difference_update(removed | missing)
         self.sweeps += 1
         self.removed += len(removed)
         if removed:
@@ -245,19 +247,26 @@ class DiskCap(Periodic):
     def _temp_sets(self) -> list[set[str]]:
         return list(getattr(self.demo, "temp_file_sets", []))
 
-    def _files(self) -> list[tuple[float, str, int]]:
+    def _files(self) -> tuple[list[tuple[float, str, int]], set[str]]:
+        """This server's files as (mtime, path, size), and the recorded paths that no longer
+        exist (deleted by Gradio's age limit, or re-recorded by Gradio after a sweep when a
+        browser sends back an expired upload): records to forget."""
         paths = {p for temp_files in self._temp_sets() for p in list(temp_files)}
         for root in self.owned:
             for folder, _, names in os.walk(root):
                 paths.update(os.path.join(folder, name) for name in names)
         files = []
+        missing = set()
         for path in paths:
             try:
                 stat = os.lstat(path)
+            except FileNotFoundError:
+                missing.add(path)
+                continue
             except OSError:
                 continue
             files.append((stat.st_mtime, path, stat.st_size))
-        return files
+        return files, missing
 
     def _kept(self) -> set[str]:
         keep: set[str] = set()
