@@ -32,10 +32,10 @@ def limit_malloc_arenas(arenas: int = DEFAULT_ARENAS) -> bool:
 def release_free_memory() -> bool:
     """Give the free pages inside glibc's heaps back to the OS (``malloc_trim(0)``).
 
-    Measured over a 15-minute soak: the server's live heap stayed flat (335-346 MB in use)
-    while the memory glibc kept free inside it grew 37 -> 169 MB, and RSS with it. glibc returns
-    memory on its own only from the top of a heap; a freed image buffer below a live object
-    stays resident for good. True when pages were released; False when none were, or off glibc.
+    glibc returns memory on its own only from the top of a heap: a buffer freed below a
+    still-live object stays resident, so a server's RSS grows while its live heap does not
+    (measured: see ``app.ui.serving.HeapTrim``). True when pages were released; False when none
+    were, or off glibc.
     """
     libc = _libc()
     try:

@@ -17,6 +17,7 @@
 | FINERCAM_STOP_GRACE | seconds SIGTERM waits for requests in flight | 8 |
 | FINERCAM_MAX_LOADED | models built from the Hub kept in memory (LRU) | 4 |
 | FINERCAM_SESSIONS | visitor sessions whose state Gradio keeps (least recently used dropped) | 128 |
+| FINERCAM_HEAP_TRIM_S | seconds between handing glibc's free heap pages back to the OS; 0: never | 10 |
 
 Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
 configured in :mod:`app.models.hub`.
@@ -67,6 +68,7 @@ class Settings:
     stop_grace_s: float = 8.0
     max_loaded: int = 4
     sessions: int = 128
+    heap_trim_s: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -89,6 +91,7 @@ class Settings:
             stop_grace_s=float(env.get("FINERCAM_STOP_GRACE", "8")),
             max_loaded=int(env.get("FINERCAM_MAX_LOADED", "4")),
             sessions=int(env.get("FINERCAM_SESSIONS", "128")),
+            heap_trim_s=float(env.get("FINERCAM_HEAP_TRIM_S", "10")),
         )
 
     @property

@@ -188,6 +188,12 @@ def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monk
     assert all(Path(p).exists() for p in kept)  # the examples survive the sweeps
 
 
+def test_the_heap_trim_runs_beside_the_server(server):
+    heap = serving(server.demo).heap
+    assert heap is not None and heap.is_alive()
+    assert heap.period == serving(server.demo).settings.heap_trim_s > 0
+
+
 def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
     """Gradio records every file it writes; a record whose file vanished (age limit, or an
     expired upload sent back by a page) would otherwise stay for the life of the server."""

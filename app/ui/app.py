@@ -180,8 +180,8 @@ def launch(
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
         state.disk.start()
-    if state.heap is None:
-        state.heap = HeapTrim(demo)
+    if state.heap is None and state.settings.heap_trim_s > 0:
+        state.heap = HeapTrim(demo, state.settings.heap_trim_s)
         state.heap.start()
     return demo.launch(
         server_name=host,
