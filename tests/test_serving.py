@@ -24,7 +24,7 @@ from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
 from app.ui.common import DOWNLOAD_UNAVAILABLE, DownloadDir
-from app.ui.serving import DiskCap
+from app.ui.serving import MAX_CPU_SHARE, DiskCap
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -207,6 +207,23 @@ def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
     assert disk.usage() == (100, 1)
     assert disk.sweep() == 0
     assert image.temp_files == {str(kept)} and kept.exists()
+
+
+def test_the_disk_cap_spaces_its_sweeps_by_their_cost(tmp_path):
+    """A sweep stats every file: with tens of thousands of them it would eat a core's time every
+    few seconds, so the next one waits long enough to keep that under MAX_CPU_SHARE."""
+    with gr.Blocks() as demo:
+        image = gr.Image()
+    for i in range(300):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(b"x")
+        image.temp_files.add(str(path))
+    disk = DiskCap(demo, [], cap_bytes=2**20, period=5.0)
+    assert disk.next_wait() == 5.0
+    disk.tick()
+    assert 0 < disk.last_sweep_s < 0.1  # this thread's CPU time for 300 files
+    disk.last_sweep_s = 0.3  # as measured for 45,000 files
+    assert disk.next_wait() == pytest.approx(0.3 / MAX_CPU_SHARE)
 
 
 def test_a_full_disk_still_shows_the_explanation_and_says_the_download_is_unavailable(
