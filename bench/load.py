@@ -221,6 +221,9 @@ class Worker:
             kind = self.kinds[int(self.rng.choice(len(self.kinds), p=self._p))]
             result = self.request(kind)
             self.results.append(result)
+            if result.outcome == FAILED:
+                log.warning("%s FAILED %s at %s: %s", "valid" if result.valid else "invalid",
+                            result.kind, time.strftime("%H:%M:%S"), result.message)
             if result.outcome == BUSY:
                 time.sleep(float(self.rng.uniform(*BUSY_BACKOFF_S)))
         self.client.close()

@@ -70,17 +70,29 @@ class Sample:
 class ServerSampler(threading.Thread):
     """Every ``period`` s: the server's RSS and the bytes and files under its temp folder."""
 
-    def __init__(self, pid: int, folder: Path, period: float) -> None:
+    def __init__(self, pid: int, folder: Path, period: float, csv: Path | None = None) -> None:
         super().__init__(name="soak-sampler", daemon=True)
-        self.pid, self.folder, self.period = pid, folder, period
+        self.pid, self.folder, self.period, self.csv = pid, folder, period, csv
         self.samples: list[Sample] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             disk, files = folder_usage(self.folder)
-            self.samples.append(Sample(time.monotonic(), rss_bytes(self.pid), disk, files))
+            sample = Sample(time.monotonic(), rss_bytes(self.pid), disk, files)
+            self.samples.append(sample)
+            if self.csv is not None:
+                self._append(sample)
             self._stop_event.wait(self.period)
+
+    def _append(self, sample: Sample) -> None:
+        """One CSV row per sample as it is taken, so a long soak can be read while it runs."""
+        new = not self.csv.exists()
+        with self.csv.open("a") as out:
+            if new:
+                out.write("wall_time,seconds,rss_mb,disk_mb,files\n")
+            out.write(f"{time.strftime('%H:%M:%S')},{sample.t - self.samples[0].t:.1f},"
+                      f"{sample.rss / 2**20:.1f},{sample.disk / 2**20:.1f},{sample.files}\n")
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -123,7 +135,9 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakReport:
         env["FINERCAM_CACHE_ENTRIES"] = str(args.cache_entries)
     loadavg_before = _loadavg()
     with running_server(models, workdir, args.concurrency, args.threads, env) as server:
-        sampler = ServerSampler(server.process.pid, workdir / "server-tmp", args.sample_period)
+        sampler = ServerSampler(
+            server.process.pid, workdir / "server-tmp", args.sample_period, args.samples
+        )
         sampler.start()
         work = Workload(
             url=server.url,
@@ -295,6 +309,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overload-clients", type=int, default=32, help="0: no overload phase")
     parser.add_argument("--overload-duration", type=float, default=60.0, help="seconds (60)")
     parser.add_argument("--plot", type=Path, default=Path("soak.png"), help="PNG path")
+    parser.add_argument("--samples", type=Path, default=None, help="CSV of every sample")
+    parser.add_argument("--server-log", type=Path, default=None, help="keep the server's log")
     add_server_arguments(parser)
     parser.add_argument("--tracemalloc", type=Path, default=None, help="leak-hunting reports")
     parser.add_argument(
@@ -319,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_soak(args, workdir)
     finally:
+        if args.server_log is not None and (workdir / "server.log").exists():
+            shutil.copyfile(workdir / "server.log", args.server_log)
         shutil.rmtree(workdir, ignore_errors=True)
     print(format_report(report, args))
     plot(report, args.plot)
