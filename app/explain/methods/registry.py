@@ -47,5 +47,5 @@ def available_methods(model: ExplainableModel) -> list[CamMethod]:
 
 
 def methods_help() -> str:
-    """``name (Label): help`` of every method, for the CLI's ``--method`` help."""
-    return "; ".join(f"{m.name} ({m.label}): {m.help}" for m in METHODS.values())
+    """``name: help`` of every method, for the CLI's ``--method`` help."""
+    return "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
