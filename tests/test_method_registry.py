@@ -6,13 +6,16 @@ import importlib
 
 import numpy as np
 import pytest
+import torch
 from appserver import running_server, write_image
 from gradio_client import Client, handle_file
 
 from app.cli.common import parse_methods
 from app.cli.main import main
+from app.explain import contrastive_cam
+from app.explain.inputs import InvalidInputError
 from app.explain.methods import METHODS, available_methods, get_method, unregister
-from app.explain.service import ExplainSettings, ExplanationService
+from app.explain.service import ConceptPrompts, ExplainSettings, ExplanationService
 from app.ui.common import method_choices
 
 pytestmark = pytest.mark.timeout(300)
@@ -73,3 +76,31 @@ def test_a_toy_method_is_offered_by_the_ui_and_accepted_by_the_api(toy, tmp_path
                                 method=TOY, api_name="/explain_classifier")  # fmt: skip
         cam_title = result[2]
         assert "Toy gradient sum" in cam_title
+
+
+def test_a_toy_method_runs_through_contrastive_cam(toy, tiny_cnn):
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    maps = contrastive_cam(tiny_cnn, tiny_cnn[5], x, target=1, references=[2], method=TOY)
+    assert maps.shape == (2, 32, 32) and 0 <= maps.min() and maps.max() <= 1
+
+
+def test_settings_are_checked_and_normalised_in_one_step():
+    checked = ExplainSettings(method=" LayerCAM ", gamma="0.4", top_t=2.0, attention_blocks=3.0)
+    checked = checked.validated()
+    assert (checked.method, checked.gamma, checked.top_t, checked.attention_blocks) == (
+        "layercam", 0.4, 2, 3)  # fmt: skip
+    assert type(checked.top_t) is int and checked.validated() == checked
+    with pytest.raises(InvalidInputError, match="attention_blocks must be at least 1"):
+        ExplainSettings(attention_blocks=0).validated()
+    with pytest.raises(InvalidInputError, match="weighting must be one of"):
+        ExplainSettings(weighting="loud").validated()
+
+
+def test_concept_prompts_are_checked_where_made():
+    prompts = ConceptPrompts("  a red crown ", "a blue bird, A RED CROWN, a bird")
+    assert prompts.class_prompts() == ("a red crown", "a blue bird", "a bird")
+    settings = prompts.settings(ExplainSettings(top_t=9))
+    assert (settings.target, settings.reference_mode, settings.manual_references) == (
+        0, "manual", (1, 2))  # fmt: skip
+    with pytest.raises(InvalidInputError, match="contrast prompt different"):
+        ConceptPrompts("a bird", "A bird")

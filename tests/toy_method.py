@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from app.explain.combine import Contrast
-from app.explain.gradients import GradientEntry, ProgressFn, SplitModel
+from app.explain.gradients import GradientEntry
 from app.explain.methods import register
+from app.explain.methods.base import NO_INPUT, ModelInput
 from app.explain.methods.feature_grid import FeatureGridMethod, combined_gradient
 
 
@@ -18,12 +18,7 @@ class GradientSumMethod(FeatureGridMethod):
     help = "test only: activations times the combined gradient, summed over channels"
 
     def raw_map(
-        self,
-        entry: GradientEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: GradientEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         return (combined_gradient(entry, contrast) * entry.activations).sum(axis=1)
 

@@ -11,7 +11,7 @@ import torch
 
 from app.explain.combine import Contrast, contrast_for, objective_vector
 from app.explain.gradients import compute_entry
-from app.explain.methods import CamMethod, get_method
+from app.explain.methods import CamMethod, ModelInput, get_method
 from app.explain.references import reference_weights
 from app.explain.render import finish_maps
 
@@ -103,7 +103,7 @@ def contrastive_cam(
         ``(N, H, W)`` float32 maps in [0, 1], scaled like pytorch-grad-cam's output.
     """
     cam_method = get_method(method)
-    if cam_method.is_attention:
+    if cam_method.needs_attention_view:
         raise ValueError(
             f"{cam_method.label} reads a ViT's attention maps, not a hooked layer: explain with "
             "ExplanationService and a ViT adapter (open_clip / timm) instead"
@@ -114,7 +114,7 @@ def contrastive_cam(
     reference_lists = _per_image_lists(references, len(input_tensor))
     split = HookedLayerModel(model, target_layer, reshape_transform)
     size = (int(input_tensor.shape[-1]), int(input_tensor.shape[-2]))
-    if cam_method.uses_gradients:
+    if cam_method.from_combined_gradient:
         raw = _objective_gradient_maps(split, input_tensor, targets, reference_lists, gamma, weighting, cam_method)
         return finish_maps(raw, size)
     maps = []
@@ -122,7 +122,7 @@ def contrastive_cam(
         x = input_tensor[index : index + 1]
         entry = compute_entry(split, x, ())
         contrast = _contrast(entry.probabilities, targets[index], reference_lists[index], gamma, weighting)
-        maps.append(cam_method.raw_map(entry, contrast, split, x))
+        maps.append(cam_method.raw_map(entry, contrast, ModelInput(split, x)))
     return finish_maps(np.concatenate(maps), size)
 
 

@@ -25,7 +25,13 @@ from app.explain.decoded import Decoded, DecodedImages, image_digest
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn
-from app.explain.methods import CamMethod, EntrySource, available_methods, get_method
+from app.explain.methods import (
+    CamMethod,
+    EntrySource,
+    ModelInput,
+    available_methods,
+    get_method,
+)
 from app.explain.references import reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.explain.settings import ExplainSettings
@@ -390,10 +396,8 @@ class ExplanationService:
         if request.settings.fgcam:
             raws = self._fgcam_maps(request, prep, contrasts)
         else:
-            raws = np.concatenate([
-                prep.method.raw_map(prep.entry, contrast, request.model, prep.x, progress)
-                for contrast in contrasts
-            ])  # fmt: skip
+            given = ModelInput(request.model, prep.x, progress)
+            raws = np.concatenate([prep.method.raw_map(prep.entry, c, given) for c in contrasts])
         # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
         # counts those bytes against the cache bound now rather than at the next image.
         self.entries.put(prep.source.entry_key(request.decoded.digest), prep.entry)
@@ -432,7 +436,7 @@ class ExplanationService:
             trace = record(layers, model.preprocess(request.decoded.image) if x is None else x)
             self.traces.put(key, trace)
         weights = np.concatenate(
-            [prep.method.channel_weights(prep.entry, contrast, model, x) for contrast in contrasts]
+            [prep.method.channel_weights(prep.entry, c, ModelInput(model, x)) for c in contrasts]
         )
         try:
             maps = trace.explain(

@@ -1,14 +1,16 @@
 """CAM methods: one object per method behind :class:`CamMethod`, one registry.
 
 Adding a method is one module that builds its object and calls :func:`register`; the built-in
-ones are imported below, which fixes the order the UI, API and CLI list them in.
+ones are imported in the order of :data:`BUILT_IN`, the order the UI, API and CLI list them in.
 """
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
-from app.explain.methods.base import CamMethod, EntrySource
+from app.explain.methods.base import NO_INPUT, CamMethod, EntrySource, ModelInput
 from app.explain.methods.registry import (
     METHODS,
     available_methods,
@@ -18,20 +20,27 @@ from app.explain.methods.registry import (
     unregister,
 )
 
-from app.explain.methods import gradcam  # noqa: E402,F401  isort: skip
-from app.explain.methods import hirescam  # noqa: E402,F401  isort: skip
-from app.explain.methods import gradcam_plusplus  # noqa: E402,F401  isort: skip
-from app.explain.methods import xgradcam  # noqa: E402,F401  isort: skip
-from app.explain.methods import layercam  # noqa: E402,F401  isort: skip
-from app.explain.methods import gradcam_elementwise  # noqa: E402,F401  isort: skip
-from app.explain.methods import scorecam  # noqa: E402,F401  isort: skip
-from app.explain.methods import legrad  # noqa: E402,F401  isort: skip
-from app.explain.methods import attention_gradient  # noqa: E402,F401  isort: skip
+#: The built-in methods' modules, imported (so registered) in the order they are listed in.
+BUILT_IN = (
+    "gradcam",
+    "hirescam",
+    "gradcam_plusplus",
+    "xgradcam",
+    "layercam",
+    "gradcam_elementwise",
+    "scorecam",
+    "legrad",
+    "attention_gradient",
+)
+for _module in BUILT_IN:
+    importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "METHODS",
+    "NO_INPUT",
     "CamMethod",
     "EntrySource",
+    "ModelInput",
     "available_methods",
     "get_method",
     "gradient_cam",

@@ -24,9 +24,8 @@ from app.explain.attention import (
     patch_map,
 )
 from app.explain.combine import Contrast
-from app.explain.gradients import ProgressFn, SplitModel
 from app.explain.inputs import InvalidInputError
-from app.explain.methods.base import CamMethod, EntrySource
+from app.explain.methods.base import NO_INPUT, CamMethod, EntrySource, ModelInput
 from app.models.vit import AttentionView, BlockState
 
 if TYPE_CHECKING:
@@ -104,12 +103,7 @@ class AttentionMethod(CamMethod):
         """``(tokens,)`` relevance from the combined per-block gradients."""
 
     def raw_map(
-        self,
-        entry: AttentionEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: AttentionEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         coefficients = contrast.coefficients()
         gradients = combine_blocks(entry.gradients(list(coefficients)), coefficients)

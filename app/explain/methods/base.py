@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,19 @@ from app.explain.inputs import InvalidInputError
 if TYPE_CHECKING:
     from app.explain.settings import ExplainSettings
     from app.models.base import ExplainableModel
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """The model and preprocessed input, for a method that runs the model while mapping
+    (Score-CAM the first time an entry is used); :data:`NO_INPUT` when the entry holds all."""
+
+    model: SplitModel | None = None
+    x: torch.Tensor | None = None
+    progress: ProgressFn | None = None
+
+
+NO_INPUT = ModelInput()
 
 
 class EntrySource(ABC):
@@ -55,6 +69,9 @@ class CamMethod(ABC):
         uses_gradients: The map reads per-class gradients of the entry (all but Score-CAM).
         needs_attention_view: The method reads a ViT's attention maps (the model's
             :meth:`~app.models.base.ExplainableModel.attention_view`), not a feature grid.
+        from_combined_gradient: The map is ``cam_from_gradient(activations, combined
+            gradient)`` alone, so a batch of images needs one backward with the Finer objectives
+            as cotangents (:func:`app.explain.contrastive_cam`'s fast path).
         default_blocks: For attention methods, how many of the last blocks are read when the
             request does not say.
     """
@@ -64,6 +81,7 @@ class CamMethod(ABC):
     help: str
     uses_gradients: bool = True
     needs_attention_view: bool = False
+    from_combined_gradient: bool = False
     default_blocks: int | None = None
 
     @property
@@ -93,26 +111,17 @@ class CamMethod(ABC):
         entry.gradients(list(classes))
 
     def needs_input(self, entry: Any) -> bool:
-        """Whether :meth:`raw_map` needs the preprocessed input (Score-CAM's first use)."""
+        """Whether :meth:`raw_map` needs a :class:`ModelInput` (Score-CAM's first use)."""
         return False
 
     @abstractmethod
     def raw_map(
-        self,
-        entry: Any,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: Any, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         """Pre-ReLU map ``(1, h, w)`` of ``contrast`` from a cached entry."""
 
     def channel_weights(
-        self,
-        entry: Any,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
+        self, entry: Any, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         """Weights w with Σ_k w_k·A_k = :meth:`raw_map`: ``(1, C)`` or ``(1, C, h, w)``."""
         raise InvalidInputError(f"{self.label} has no channel weights to raise to pixels.")

@@ -14,8 +14,8 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 
 from app.explain.combine import Contrast, combine
-from app.explain.gradients import GradientEntry, ProgressFn, SplitModel, compute_entry
-from app.explain.methods.base import CamMethod, EntrySource
+from app.explain.gradients import GradientEntry, compute_entry
+from app.explain.methods.base import NO_INPUT, CamMethod, EntrySource, ModelInput
 
 if TYPE_CHECKING:
     from app.explain.settings import ExplainSettings
@@ -52,6 +52,8 @@ class GradientWeighting(FeatureGridMethod):
     per-channel weights (HiResCAM, Layer-CAM, element-wise Grad-CAM): FG-CAM needs the weights.
     """
 
+    from_combined_gradient = True
+
     def __init__(self, name: str, label: str, cam_class: type[BaseCAM], help: str) -> None:
         self.name, self.label, self.cam_class, self.help = name, label, cam_class, help
 
@@ -78,21 +80,12 @@ class GradientWeighting(FeatureGridMethod):
         return self.weighting().get_cam_weights(None, None, None, activations, grads)
 
     def raw_map(
-        self,
-        entry: GradientEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: GradientEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         return self.cam_from_gradient(entry.activations, combined_gradient(entry, contrast))
 
     def channel_weights(
-        self,
-        entry: GradientEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
+        self, entry: GradientEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
         return self.weights_from_gradient(entry.activations, combined_gradient(entry, contrast))
 

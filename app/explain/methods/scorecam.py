@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-import torch
 
 from app.explain.combine import Contrast, objective_vector
-from app.explain.gradients import GradientEntry, ProgressFn, SplitModel
+from app.explain.gradients import GradientEntry
+from app.explain.methods.base import NO_INPUT, ModelInput
 from app.explain.methods.feature_grid import FeatureGridMethod
 from app.explain.methods.registry import register
 
@@ -31,27 +31,17 @@ class ScoreCamMethod(FeatureGridMethod):
         return not entry.has_score_logits
 
     def raw_map(
-        self,
-        entry: GradientEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: GradientEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
-        weights = self.channel_weights(entry, contrast, model, x, progress)
+        weights = self.channel_weights(entry, contrast, given)
         return (weights[:, :, None, None] * entry.activations).sum(axis=1)
 
     def channel_weights(
-        self,
-        entry: GradientEntry,
-        contrast: Contrast,
-        model: SplitModel | None = None,
-        x: torch.Tensor | None = None,
-        progress: ProgressFn | None = None,
+        self, entry: GradientEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
-        if not entry.has_score_logits and (model is None or x is None):
+        if not entry.has_score_logits and (given.model is None or given.x is None):
             raise ValueError("Score-CAM needs the model and input the first time an entry is used")
-        scores = entry.score_logits(model, x, progress) @ objective_vector(
+        scores = entry.score_logits(given.model, given.x, given.progress) @ objective_vector(
             contrast.coefficients(), entry.num_classes
         )
         return score_weights(scores[None, :])
