@@ -199,11 +199,9 @@ class ExplanationService:
         image: Any,
         settings: ExplainSettings = ExplainSettings(),
         progress: ProgressFn | None = None,
-        prompts: ConceptPrompts | None = None,
     ) -> Explanation:
-        """CAM | Finer-CAM of ``image`` (anything :func:`inputs.load_image` takes); with
-        ``prompts``, for free-text classes on a CLIP model."""
-        return self._explain(self._request(model_name, image, settings, prompts), progress)
+        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
+        return self._explain(self._request(model_name, image, settings), progress)
 
     def explain_concepts(
         self,
@@ -220,18 +218,17 @@ class ExplanationService:
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
         prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
-        return self.explain(model_name, image, settings, progress, prompts)
+        return self._explain(self._request(model_name, image, settings, prompts), progress)
 
     def cached(
         self,
         model_name: str,
         image: Any,
         settings: ExplainSettings = ExplainSettings(),
-        prompts: ConceptPrompts | None = None,
     ) -> bool:
         """Whether :meth:`explain` would run no model (entry and every gradient it needs are
         cached), so a slider move can be answered outside the queue. FG-CAM: always False."""
-        return self._from_cache(self._request(model_name, image, settings, prompts))
+        return self._from_cache(self._request(model_name, image, settings))
 
     def concepts_cached(
         self,
@@ -244,7 +241,7 @@ class ExplanationService:
     ) -> bool:
         """:meth:`cached` for :meth:`explain_concepts` (new prompts run the text encoder)."""
         prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
-        return self.cached(model_name, image, settings, prompts)
+        return self._from_cache(self._request(model_name, image, settings, prompts))
 
     def methods_for(self, model_name: str) -> list[CamMethod]:
         """The registered methods that run on a model (attention methods only for ViTs)."""
@@ -258,13 +255,11 @@ class ExplanationService:
         *,
         auto: bool = False,
         gammas: Sequence[float] = GAMMA_GRID,
-        prompts: ConceptPrompts | None = None,
     ) -> GammaStrip:
         """Finer maps at every γ of ``gammas`` (no model call when the image is cached) and,
         with ``auto``, the γ picked by :func:`app.explain.gamma.choose_gamma` (one batched
         forward). ``settings.gamma`` is ignored."""
-        request = self._request(model_name, image, settings, prompts)
-        return self._gamma_strip(request, auto, gammas)
+        return self._gamma_strip(self._request(model_name, image, settings), auto, gammas)
 
     def concepts_gamma_strip(
         self,
@@ -280,17 +275,17 @@ class ExplanationService:
     ) -> GammaStrip:
         """:meth:`gamma_strip` for prompts on a CLIP model (as :meth:`explain_concepts`)."""
         prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
-        return self.gamma_strip(model_name, image, settings, auto=auto, gammas=gammas, prompts=prompts)
+        return self._gamma_strip(self._request(model_name, image, settings, prompts), auto, gammas)
 
     def _request(
         self,
         model_name: str,
         image: Any,
         settings: ExplainSettings,
-        prompts: ConceptPrompts | None,
+        prompts: ConceptPrompts | None = None,
     ) -> _Request:
-        """The one path of every request: the model (with its prompts and pooling), the
-        decoded image and the settings that apply to it."""
+        """The one path of every request, classifier or concepts: the settings checked (once),
+        the model (with its prompts and pooling), the decoded image."""
         settings = settings.validated()
         model = self._get_model(model_name)
         if prompts is not None:
