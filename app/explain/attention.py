@@ -1,26 +1,16 @@
-"""ViT-native explanations from attention gradients: LeGrad and attention-gradient, with Finer.
+"""The attention entry shared by ViT-native methods (LeGrad, attention-gradient), with Finer.
 
-Both read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
+They read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
 of an explained score with respect to them. Gradients are linear in the score, so the gradient of
 the Finer score y^c − γ·Σ w_d y^d is the same combination of per-class gradients; the
-combination happens here *before* each method's ReLU, so Finer-LeGrad and Finer
-attention-gradient are exact and γ, T and references re-render from cached per-class gradients.
-
-- **LeGrad** (Bousselham et al., 2024): for each block l of the last ones, the logits read out
-  from that block's tokens (pooled, final norm, head — "intermediate predictions") give
-  s^l; E^l = mean over heads and query rows of ReLU(∂s^l_c/∂A^l); the map is Σ_l E^l over the
-  patch columns (min-max scaled later). With class-token pooling only the class-token query row
-  of A^l reaches s^l, so only that row is differentiated (the mean still divides by the token
-  count), and since A^l reaches s^l only through block l, each block gets its own small graph
-  after one no-grad pass.
-- **Attention-gradient** (Chefer et al., 2021, "Generic attention-model explainability"):
-  ∇A^l = ∂y_c/∂A^l of the model's own logits; R ← R + mean_heads(ReLU(∇A^l ⊙ A^l))·R over the
-  blocks, starting from the identity; the map is the class-token row of R over the patches
-  (the mean of the patch rows for average-pooled models).
+combination happens *before* each method's ReLU, so Finer-LeGrad and Finer attention-gradient
+are exact and γ, T and references re-render from cached per-class gradients.
 
 The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: what does not depend on
 the head is cached per image, and per-class gradients are asked for in one batched call per
-block (LeGrad) or one for all blocks (attention-gradient), never into the parameters.
+gradient path (a method's :class:`AttentionRecording` says which scores are differentiated
+against which maps), never into the parameters. The methods themselves are
+:mod:`app.explain.methods.legrad` and :mod:`app.explain.methods.attention_gradient`.
 """
 
 from __future__ import annotations
