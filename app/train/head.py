@@ -1,6 +1,6 @@
 """Train a linear classification head on a frozen backbone (for ``cub200-linear``).
 
-    python -m app.models.train_head --data /data/CUB_200_2011 --out heads/cub-dinov2 \\
+    python -m app.train.head --data /data/CUB_200_2011 --out heads/cub-dinov2 \\
         --backbone timm:vit_base_patch14_dinov2.lvd142m
 
 ``--data`` is a ``CUB_200_2011`` folder (uses its own ``train_test_split.txt``; class names
@@ -33,8 +33,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from app.config import Settings, resolve_device
-from app.models.backbones import Backbone, build_backbone
-from app.models.cub import clean_cub_name, save_head
+from app.models.adapters.backbones import Backbone, build_backbone
+from app.models.adapters.linear_head import save_head
+from app.models.zoo.cub import clean_cub_name
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def accuracy_report(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app.models.train_head", description=__doc__.split("\n\n")[0]
+        prog="python -m app.train.head", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--data", type=Path, required=True,
                         help="CUB_200_2011 folder or an ImageFolder")
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_decay": args.weight_decay,
         "seed": args.seed,
         "seconds": round(time.time() - started, 1),
-        "command": "python -m app.models.train_head " + " ".join(
+        "command": "python -m app.train.head " + " ".join(
             sys.argv[1:] if argv is None else argv
         ),
         "head": str(head),
