@@ -138,7 +138,7 @@ def test_linear_head_from_safetensors_equals_unsplit_model(tmp_path, monkeypatch
     head = save_head(tmp_path / "head", weight, bias, classes, spec, (56, 56))
     # the backbone spec names a real timm architecture; build the tiny one instead
     monkeypatch.setattr(
-        "app.models.zoo.cub.build_backbone",
+        "app.models.adapters.linear_head.build_backbone",
         lambda s, device, settings, size: TimmBackbone(tiny_timm_vit(), s, device, size),
     )
     model = load_linear_model(str(head), "cpu")

@@ -62,7 +62,8 @@ class TimmBackbone:
         key: Identifies model + weights (``trunk_key``).
         input_size: ``(height, width)`` the whole image is resized to.
         mean, std, interpolation: Normalisation of the model's pretraining (pretrained_cfg).
-        target: ViT target layer, ``norm1`` (default) or ``residual`` (:mod:`app.models.adapters.vit`).
+        target: ViT target layer, ``norm1`` (default) or ``residual``
+            (:mod:`app.models.adapters.vit`).
     """
 
     normalize_features = False

@@ -1,6 +1,7 @@
 """Models from the Hugging Face Hub by id: timm classifiers and open_clip (``hf-hub:``) models.
 
-Ids (see :mod:`app.models.hub.policy`), usable wherever a registry name is (UI, CLI ``--model``, API):
+Ids (see :mod:`app.models.hub.policy`), usable wherever a registry name is (UI, CLI ``--model``,
+API):
 
 * ``timm:resnet50.a1_in1k`` / ``timm:org/repo`` — a timm classifier from its Hub repo (config +
   safetensors). Class names: the pretrained config's ``label_names`` (ImageNet synsets become

@@ -5,11 +5,11 @@
 Albatross``) in the template ``a photo of a {}, a type of bird.``. Head rows are the normalised
 text embeddings, so weight-similarity references find look-alike species.
 
-``cub200-linear``: a linear layer on a frozen backbone (:mod:`app.models.adapters.linear_head`), loaded
-from ``FINERCAM_CUB_HEAD``: a local ``.safetensors`` file (or a folder holding
-``head.safetensors``) or a Hub repo id holding ``head.safetensors`` + ``classes.json``.
-``python -m app.train.head`` writes such heads. The head file's metadata names its
-backbone and input size; ``FINERCAM_CUB_BACKBONE`` overrides it.
+``cub200-linear``: a linear layer on a frozen backbone
+(:mod:`app.models.adapters.linear_head`), loaded from ``FINERCAM_CUB_HEAD``: a local
+``.safetensors`` file (or a folder holding ``head.safetensors``) or a Hub repo id holding
+``head.safetensors`` + ``classes.json``. ``python -m app.train.head`` writes such heads. The
+head file's metadata names its backbone and input size; ``FINERCAM_CUB_BACKBONE`` overrides it.
 """
 
 from __future__ import annotations

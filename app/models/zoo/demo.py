@@ -2,7 +2,8 @@
 
 * ``demo-cnn``: a small torchvision ResNet trained on the synthetic birds
   (:mod:`app.models.zoo.demo_cnn`).
-* ``demo-vit``: a small hybrid timm ViT trained on the synthetic birds (:mod:`app.models.zoo.demo_vit`).
+* ``demo-vit``: a small hybrid timm ViT trained on the synthetic birds
+  (:mod:`app.models.zoo.demo_vit`).
 * ``demo-tinyclip``: the tiny CLIP trained on synthetic birds and captions, for the concepts
   tab. It is an open_clip model with a custom config, loaded through the same generic adapter
   as a real CLIP (``open_clip.create_model_and_transforms(name, pretrained=<safetensors>)``).

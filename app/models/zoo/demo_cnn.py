@@ -4,8 +4,8 @@
 for 128-px birds (3x3 stride-2 conv, no max-pool, stride 1 in ``layer4``): its last block
 outputs a 16x16 grid (stride 8), fine enough for a crown or an eye ring. The app wraps it with
 the same adapter and trunk/tail split as the ImageNet ResNet-50
-(:func:`app.models.adapters.torchvision_cnn.resnet_split`), so CAM, Finer-CAM and FG-CAM's ResNet path
-run on trained weights.
+(:func:`app.models.adapters.torchvision_cnn.resnet_split`), so CAM, Finer-CAM and FG-CAM's
+ResNet path run on trained weights.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ stages of the demo ResNet (stride 8) and a 2x2 projection, so each token covers 
 (an 8x8 grid at 128 px). The stem starts from the trained demo CNN's weights and stays frozen
 while the transformer trains: on 2 CPU cores a ViT trained from pixels does not get near the
 demo CNN's accuracy in the time budget (see ``app.train.demo_vit``). The app splits it with
-:class:`app.models.adapters.backbones.TimmBackbone` and :class:`app.models.zoo.cub.LinearHeadModel`, the
-adapters of every timm ViT classifier (split by :class:`app.models.adapters.vit.TimmVitSplit`), so the
-ViT target layer and the ViT-native methods run on a trained classifier.
+:class:`app.models.adapters.backbones.TimmBackbone` and
+:class:`app.models.adapters.linear_head.LinearHeadModel`, the adapters of every timm ViT classifier
+(split by :class:`app.models.adapters.vit.TimmVitSplit`), so the ViT target layer and the
+ViT-native methods run on a trained classifier.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ DEFAULT_VIT = {"embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
 class ConvStemEmbed(nn.Module):
     """Patch embedding from a conv stem (stride 8) and a 2x2 projection: 16-px tokens.
 
-    Has the attributes timm and :class:`~app.models.adapters.vit.TimmVitSplit` read of a patch embedding
-    (``patch_size``, ``grid_size``, ``num_patches``) with ``patch_size`` the effective stride.
+    Has the attributes timm and :class:`~app.models.adapters.vit.TimmVitSplit` read of a patch
+    embedding (``patch_size``, ``grid_size``, ``num_patches``) with ``patch_size`` the effective
+    stride.
     """
 
     def __init__(self, img_size=IMAGE_SIZE, patch_size=16, in_chans=3, embed_dim=128,
