@@ -242,7 +242,7 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
 
     def per_class() -> None:
         # The per-class cache entry of the service: one tail backward per class when the tail
-        # refuses ``is_grads_batched`` (this ViT does), what contrastive_cam used to run.
+        # refuses ``is_grads_batched`` (this ViT does); contrastive_cam uses one batched backward.
         compute_entry(HookedLayerModel(model, layer, vit_reshape), x, [target, *references])
 
     def forward() -> None:

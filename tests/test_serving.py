@@ -1,5 +1,5 @@
 """Holding a public server: a busy message past capacity, a disk cap under many requests, the
-explanation still shown when the disk is full, and a graceful stop on SIGTERM (issue 17)."""
+explanation still shown when the disk is full, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 

@@ -313,8 +313,8 @@ def test_shipped_classifiers_accuracy_and_look_alikes(name, held_out):
     adapter = (load_demo_cnn if name == "demo-cnn" else load_demo_vit)("cpu")
     accuracy, mates = _accuracy_and_mates(adapter, held_out)
     meta = json.loads((DEMO_DIR / f"{name}.json").read_text())
-    # The figures the metadata (and the README) state, re-measured on other held-out birds,
-    # within sampling noise; issue 12's targets (>= 0.95 accuracy, >= 0.8 genus-mates among the
+    # The figures the metadata (and docs/models.md) state, re-measured on other held-out birds,
+    # within sampling noise; the targets (>= 0.95 accuracy, >= 0.8 genus-mates among the
     # closest logits) are what both shipped classifiers state on 960 held-out birds.
     assert accuracy >= meta["test_accuracy"] - 0.06, accuracy
     assert mates >= meta["genus_mate_rate_top3"] - 0.1, mates
@@ -342,8 +342,8 @@ def test_shipped_tiny_clip_loads_through_open_clip_and_knows_species(held_out):
                                     normalize=True)
     accuracy = ((images @ text.T).argmax(1) == torch.tensor([s.species for s in held_out])
                 ).float().mean()
-    # the stated figure (960 held-out birds, see the README) within sampling noise, and the
-    # stated figure meets issue 12's target
+    # the stated figure (960 held-out birds, see docs/models.md) within sampling noise, and the
+    # stated figure meets the target
     assert accuracy >= meta["zero_shot_species_accuracy"] - 0.1, accuracy
     assert meta["zero_shot_species_accuracy"] >= 0.8
 
