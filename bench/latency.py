@@ -29,7 +29,7 @@ from pytorch_grad_cam import FinerCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.clip import ClipEngine, load_open_clip
+from app.models.adapters.clip import ClipEngine, load_open_clip
 
 log = logging.getLogger("bench.latency")
 
