@@ -10,13 +10,13 @@ import torch
 from appserver import running_server, write_image
 from gradio_client import Client, handle_file
 
-from app.cli.common import parse_methods
+from app.cli.command_support import parse_methods
 from app.cli.main import main
 from app.explain import contrastive_cam
 from app.explain.inputs import InvalidInputError
 from app.explain.methods import METHODS, available_methods, get_method, unregister
 from app.explain.service import ConceptPrompts, ExplainSettings, ExplanationService
-from app.ui.common import method_choices
+from app.ui.tab_glue import method_choices
 
 pytestmark = pytest.mark.timeout(300)
 

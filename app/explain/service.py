@@ -35,8 +35,8 @@ from app.explain.methods import (
 from app.explain.references import reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.explain.settings import ExplainSettings
+from app.models.adapters.vit import BlockState
 from app.models.base import ExplainableModel, PoolingChoice, PromptedModel
-from app.models.vit import BlockState
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from app.explain.attention import (
 from app.explain.combine import Contrast
 from app.explain.inputs import InvalidInputError
 from app.explain.methods.base import NO_INPUT, CamMethod, EntrySource, ModelInput
-from app.models.vit import AttentionView, BlockState
+from app.models.adapters.vit import AttentionView, BlockState
 
 if TYPE_CHECKING:
     from app.explain.settings import ExplainSettings

@@ -15,7 +15,7 @@ import torch
 from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
 from app.explain.methods.attention_base import AttentionMethod
 from app.explain.methods.registry import register
-from app.models.vit import AttentionView
+from app.models.adapters.vit import AttentionView
 
 
 class AttentionGradientMethod(AttentionMethod):

@@ -14,7 +14,7 @@ import torch
 from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
 from app.explain.methods.attention_base import AttentionMethod
 from app.explain.methods.registry import register
-from app.models.vit import AttentionView, BlockState
+from app.models.adapters.vit import AttentionView, BlockState
 
 
 class LeGradMethod(AttentionMethod):
