@@ -35,7 +35,7 @@ from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_g
 from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
 from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
-from app.explain.render import finish_maps, overlay, side_by_side
+from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side, validate_colormap
 from app.models.base import ExplainableModel
 from app.models.vit import AttentionView, BlockState
 
@@ -71,6 +71,8 @@ class ExplainSettings:
             tutorial); ``None`` keeps the model's own.
         attention_blocks: How many of a ViT's last blocks LeGrad / attention-gradient read;
             ``None`` = the method's default (:data:`app.explain.attention.DEFAULT_BLOCKS`).
+        colormap: Colour map of the overlays (:data:`app.explain.render.COLORMAPS`; jet, the
+            paper's, by default). Only colours: a new map re-renders from the cache.
     """
 
     method: str = "gradcam"
@@ -86,6 +88,7 @@ class ExplainSettings:
     fgcam_denoise: bool = False
     pooling: str | None = None
     attention_blocks: int | None = None
+    colormap: str = DEFAULT_COLORMAP
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Explanation:
     cached: bool = False
     pooling: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    colormap: str = DEFAULT_COLORMAP
 
     def composite(self, strip: GammaStrip | None = None) -> Image.Image:
         """Both overlays side by side with titles (and the γ strip under them), for download."""
@@ -126,7 +130,7 @@ class Explanation:
         if strip is not None:
             thumbnails = [
                 (strip.caption(i, self.gamma), picture)
-                for i, picture in enumerate(strip.overlays())
+                for i, picture in enumerate(strip.overlays(colormap=self.colormap))
             ]
         return side_by_side(
             [
@@ -135,6 +139,7 @@ class Explanation:
                  self.finer_overlay),
             ],
             thumbnails,
+            colormap=self.colormap,
         )  # fmt: skip
 
     def raw_maps(self) -> np.ndarray:
@@ -153,10 +158,11 @@ class GammaStrip:
     target: int
     references: tuple[int, ...]
     auto: GammaChoice | None = None
+    colormap: str = DEFAULT_COLORMAP
 
-    def overlays(self, opacity: float = 0.5) -> list[np.ndarray]:
-        """One overlay per γ, at the image's size."""
-        return [overlay(self.image, cam, opacity) for cam in self.maps]
+    def overlays(self, opacity: float = 0.5, colormap: str | None = None) -> list[np.ndarray]:
+        """One overlay per γ, at the image's size (in the strip's colour map by default)."""
+        return [overlay(self.image, cam, opacity, colormap or self.colormap) for cam in self.maps]
 
     def caption(self, index: int, current: float | None = None) -> str:
         """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
@@ -330,7 +336,10 @@ class ExplanationService:
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
         maps = self._maps(model, image, prep, contrasts, settings)
         entry = prep.entry
-        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
+        strip = GammaStrip(
+            gammas, maps, np.asarray(image), target, tuple(references),
+            colormap=validate_colormap(settings.colormap),
+        )  # fmt: skip
         if auto:
             pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
                 range(len(gammas))
@@ -354,6 +363,7 @@ class ExplanationService:
     ) -> Explanation:
         gamma = inputs.validate_gamma(settings.gamma)
         opacity = inputs.validate_opacity(settings.opacity)
+        colormap = validate_colormap(settings.colormap)
         image = decoded.image
         prep = self._prepare(model, image, settings, decoded.digest)
         entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
@@ -374,8 +384,8 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, opacity),
-            finer_overlay=overlay(pixels, finer_map, opacity),
+            cam_overlay=overlay(pixels, cam, opacity, colormap),
+            finer_overlay=overlay(pixels, finer_map, opacity, colormap),
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
@@ -384,6 +394,7 @@ class ExplanationService:
             notices=tuple(notices),
             cached=prep.cached,
             pooling=getattr(model, "pooling", None),
+            colormap=colormap,
         )
 
     def _from_cache(

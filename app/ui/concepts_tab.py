@@ -16,8 +16,8 @@ import gradio as gr
 
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
+from app.explain.render import DEFAULT_COLORMAP
 from app.ui.common import (
-    LIVE,
     DownloadDir,
     file_stem,
     gpu,
@@ -29,20 +29,19 @@ from app.ui.common import (
     status_line,
     user_errors,
 )
+from app.ui.concept_examples import ConceptExample, concept_examples
+from app.ui.landing import Landing
 from app.ui.panels import (
-    EVENT_PARTS,
     PANEL_PARTS,
-    Panels,
     build_downloads,
     build_panels,
-    cached_first,
+    colormap_dropdown,
     gamma_controls,
-    live_handler,
     model_and_method,
     opacity_slider,
     render_parts,
-    strip_gamma,
 )
+from app.ui.wiring import LiveControls, Tab, TabWiring, api_answer, load_chosen_model
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ FINER_LABEL = "Finer-CAM(target − γ·contrast)"
 SCORE_HEADERS = ["role", "prompt", "similarity (logit)", "probability"]
 #: The named endpoint's parameters, in the order of the tab's inputs.
 PARAMS = ("image", "model", "target_concept", "contrast_prompts", "template", "gamma", "method",
-          "opacity", "auto_gamma", "pooling")  # fmt: skip
+          "opacity", "auto_gamma", "pooling", "colormap")  # fmt: skip
 POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
                    ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
 DEFAULT_POOLING = "token"
@@ -66,31 +65,21 @@ DEFAULT_POOLING = "token"
 DEFAULT_METHOD = "attention-gradient"
 #: Everything the Explain button (and the API) returns.
 FULL = ("scores", *PANEL_PARTS, "status")
-#: A new image, model, method or template: everything but the downloads.
-STRUCTURE = tuple("no_files" if part == "files" else part for part in FULL)
 
 
 @dataclass
-class _Controls:
+class _Controls(LiveControls):
     """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
-    image: Any
-    model: gr.Dropdown
     target: gr.Textbox
     contrast: gr.Textbox
     template: gr.Dropdown
-    gamma: gr.Slider
-    method: gr.Dropdown
-    opacity: gr.Slider
-    auto: gr.Checkbox
-    gamma_note: Any
     pooling: gr.Radio
-    run: gr.Button
 
     def inputs(self) -> list[Any]:
         """In :data:`PARAMS` order."""
         return [self.image, self.model, self.target, self.contrast, self.template, self.gamma,
-                self.method, self.opacity, self.auto, self.pooling]  # fmt: skip
+                self.method, self.opacity, self.auto, self.pooling, self.colormap]  # fmt: skip
 
 
 def build_concepts_tab(
@@ -99,12 +88,14 @@ def build_concepts_tab(
     downloads: DownloadDir,
     status: gr.Markdown,
     examples: list[str],
-) -> gr.Dropdown:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; returns the model
-    dropdown (the Hub loader selects loaded models in it)."""
+    landing: Landing,
+) -> Tab:
+    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; it opens on the
+    first example, explained (``landing``)."""
+    shown = concept_examples(examples)
     with gr.Row():
         with gr.Column(scale=1):
-            controls = _build_controls(service, registry, examples)
+            controls = _build_controls(service, registry, shown)
         with gr.Column(scale=2):
             panels = build_panels("con", CAM_LABEL, FINER_LABEL)
             scores = gr.Dataframe(
@@ -114,36 +105,50 @@ def build_concepts_tab(
                 wrap=True,
                 elem_id="con-scores",
             )
-            download = build_downloads(
+            panels.components.update(scores=scores, status=status, gamma=controls.gamma,
+                                     gamma_note=controls.gamma_note)  # fmt: skip
+            controls.download = build_downloads(
                 panels, "con", "Download: raw maps (.npy) and composite (.png)"
             )
-    panels.components.update(
-        scores=scores, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
-    )
-    render = _renderer(service, registry, downloads)
-    _wire(controls, panels, render, _answers_from_cache(service),
-          _load_handler(service, registry), status, download)  # fmt: skip
-    return controls.model
+    wiring = TabWiring(panels, PARAMS, controls.inputs(), _renderer(service, registry, downloads),
+                       _answers_from_cache(service), FULL)  # fmt: skip
+    wiring.explain(controls, _api_handler(wiring.render), "explain_concepts",
+                   also=[controls.target.submit])  # fmt: skip
+    wiring.common(controls, _load_handler(service, registry), [controls.method, status])
+    for control in (controls.template, controls.pooling):
+        wiring.on(control.input, wiring.structure)
+    opening = None
+    if shown:
+        request = dict(zip(PARAMS, [shown[0].image, *(c.value for c in controls.inputs()[1:])]))
+        opening = wiring.opens_on(landing, "concepts", request)
+    return Tab(controls.model, opening)
 
 
 def _build_controls(
-    service: ExplanationService, registry: ModelRegistry, examples: list[str]
+    service: ExplanationService, registry: ModelRegistry, examples: list[ConceptExample]
 ) -> _Controls:
-    image = image_with_examples("con", examples)
-    model, method = model_and_method(
-        "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
-    )
+    first = examples[0] if examples else ConceptExample("", "", DEFAULT_CONTRAST)
     target = gr.Textbox(
+        value=first.target,
         label="Target concept",
         placeholder="e.g. a bird with a red crown",
         max_lines=1,
         elem_id="con-target",
+        render=False,
     )
     contrast = gr.Textbox(
-        value=DEFAULT_CONTRAST,
+        value=first.contrast,
         lines=3,
         label="Contrast prompts (one per line, or comma separated)",
         elem_id="con-contrast",
+        render=False,
+    )
+    image = image_with_examples("con", [example.row() for example in examples],
+                                [target, contrast], first.image or None)  # fmt: skip
+    target.render()
+    contrast.render()
+    model, method = model_and_method(
+        "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
     )
     template = gr.Dropdown(
         TEMPLATE_CHOICES,
@@ -153,7 +158,7 @@ def _build_controls(
         elem_id="con-template",
     )
     gamma, auto, note = gamma_controls("con")
-    opacity = opacity_slider("con")
+    opacity, colormap = opacity_slider("con"), colormap_dropdown("con")
     pooling = gr.Radio(
         POOLING_CHOICES,
         value=DEFAULT_POOLING,
@@ -163,8 +168,9 @@ def _build_controls(
         elem_id="con-pooling",
     )
     run = gr.Button("Explain", variant="primary", elem_id="con-run")
-    return _Controls(image, model, target, contrast, template, gamma, method, opacity, auto,
-                     note, pooling, run)  # fmt: skip
+    api_run = gr.Button("Explain (API)", visible=False)
+    return _Controls(image, model, method, gamma, opacity, auto, colormap, run, api_run, None,
+                     note, target, contrast, template, pooling)  # fmt: skip
 
 
 def score_rows(explanation: Explanation) -> list[list[Any]]:
@@ -234,19 +240,15 @@ def _settings(request: dict[str, Any]) -> ExplainSettings:
         gamma=request["gamma"],
         opacity=request.get("opacity", 0.5),
         pooling=request.get("pooling") or DEFAULT_POOLING,
+        colormap=request.get("colormap") or DEFAULT_COLORMAP,
     )
 
 
-def _ready(request: dict[str, Any]) -> bool:
-    """Live events wait for a target concept."""
-    return bool(str(request.get("target_concept") or "").strip())
-
-
 def _answers_from_cache(service: ExplanationService) -> Callable[[dict[str, Any]], bool]:
-    """Whether a live request runs no model (nothing to do without a concept)."""
+    """Whether a live request runs no model."""
 
     def cached(request: dict[str, Any]) -> bool:
-        return not _ready(request) or service.concepts_cached(
+        return service.concepts_cached(
             request["model"], request["image"], *_prompts(request), _settings(request),
             _template(request),
         )  # fmt: skip
@@ -268,6 +270,7 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         opacity: float = 0.5,
         auto_gamma: bool = False,
         pooling: str = DEFAULT_POOLING,
+        colormap: str = DEFAULT_COLORMAP,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
@@ -275,17 +278,14 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         `contrast_prompts`: one per line or comma separated. `template` wraps every prompt
         ("{}" = as typed). `auto_gamma` picks γ for this image (`gamma` is then ignored).
         `pooling`: "token" explains CLIP's class token, "avg" the average-pooled surrogate.
+        `colormap`: jet (the paper's), viridis, inferno or turbo.
         Returns the similarity scores, the CAM title and overlay, the Finer-CAM title and
         overlay (JPEG, at least 384 px on the longest side), the γ strip, the γ used, the
         auto-γ note, the downloads ([maps.npy, composite.png]) and the status line.
         """
-        if image is None:
-            raise gr.Error("Upload an image first (or pick an example).")
-        progress(0.0, desc=f"Loading {model}…")
-        request = dict(zip(PARAMS, (image, model, target_concept, contrast_prompts, template,
-                                    gamma, method, opacity, auto_gamma, pooling)))  # fmt: skip
-        values = render(request, FULL, progress)
-        return tuple(values[name] for name in FULL)
+        values = (image, model, target_concept, contrast_prompts, template, gamma, method,
+                  opacity, auto_gamma, pooling, colormap)  # fmt: skip
+        return api_answer(render, PARAMS, FULL, values, progress)
 
     return explain_concepts
 
@@ -300,58 +300,10 @@ def _load_handler(
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """Load the chosen CLIP model (with progress) and offer its methods."""
-        if not name:
-            return gr.skip(), status_line(registry)
-        progress(0.0, desc=f"Loading {name}…")
-        registry.get(name)
-        notice = registry.notice(name)
-        if notice:
-            gr.Warning(notice)
+        skipped = load_chosen_model(registry, name, progress, 1)
+        if skipped is not None:
+            return skipped
         choices = method_choices(service, name, loaded=True)
         return method_dropdown(choices, method), status_line(registry)
 
     return load_model
-
-
-def _wire(
-    controls: _Controls,
-    panels: Panels,
-    render: Callable[..., dict[str, Any]],
-    cached: Callable[[dict[str, Any]], bool],
-    load: Callable[..., tuple[Any, ...]],
-    status: gr.Markdown,
-    download: gr.Button,
-) -> None:
-    """Run button and Enter (the named API endpoint), live controls, the strip, the loader.
-
-    Live events wait for an image and a target concept, and return only what they change.
-    """
-    inputs = controls.inputs()
-
-    def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
-        params, event_inputs = panels.inputs_for(PARAMS, inputs, names)
-        handler = gpu(user_errors(live_handler(render, params, names, panels, _ready)))
-        outputs, options = panels.outputs(names), {**LIVE, **options}
-        if fast:  # slider moves: answered outside the queue when no model runs
-            return cached_first(trigger, handler, cached, params, event_inputs, outputs, **options)
-        return trigger(handler, event_inputs, outputs, **options)
-
-    api = _api_handler(render)
-    controls.run.click(api, inputs, panels.outputs(FULL), api_name="explain_concepts",
-                       concurrency_id="explain")  # fmt: skip
-    controls.target.submit(api, inputs, panels.outputs(FULL), api_visibility="private",
-                           concurrency_id="explain")  # fmt: skip
-    on(controls.image.change, STRUCTURE)
-    loading = controls.model.input(
-        load, [controls.model, controls.method], [controls.method, status],
-        api_visibility="private", concurrency_id="explain",
-    )  # fmt: skip
-    on(loading.success, STRUCTURE)
-    on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
-    on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
-    on(controls.auto.input, EVENT_PARTS["auto"])
-    on(download.click, EVENT_PARTS["download"])
-    for control in (controls.method, controls.template, controls.pooling):
-        on(control.input, STRUCTURE)
-    panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
-                        api_visibility="private", show_progress="hidden")  # fmt: skip

@@ -1,0 +1,200 @@
+"""The event wiring every tab shares: the Explain button and its named API endpoint, the live
+controls (γ, opacity, auto-γ, colour map, downloads), the strip, the model loader and the
+explained example a tab opens on.
+
+A tab supplies its parameter names, input widgets, a ``render(request, parts)`` and the part
+lists of its own controls; :class:`TabWiring` does the rest, so a new tab is a layout plus a
+renderer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gradio as gr
+
+from app.models.registry import ModelRegistry
+from app.ui.common import LIVE, gpu, status_line, user_errors
+from app.ui.landing import Landing
+from app.ui.panels import (
+    EVENT_PARTS,
+    Panels,
+    cached_first,
+    event_values,
+    live_handler,
+    strip_gamma,
+)
+
+log = logging.getLogger(__name__)
+
+#: The message when Explain (or the API) is asked for without an image.
+NO_IMAGE = "Image: upload an image first (or pick an example)."
+#: Clears the download list in the browser (no server call): the panels are about to change.
+CLEAR_FILES_JS = "() => null"
+
+Render = Callable[..., dict[str, Any]]
+#: ``(fn, inputs, outputs)`` of an event run on page load.
+PageLoad = tuple[Callable[..., Any], list[Any], list[Any]]
+
+
+def warned(fn: Callable[..., Any], outputs: int) -> Callable[..., Any]:
+    """``fn`` for a page event: bad input becomes a warning toast naming the field and every
+    output is left as it was (``gr.skip()``), so no output shows an "Error" badge."""
+    checked = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return checked(*args, **kwargs)
+        except gr.Error as error:
+            gr.Warning(str(error.message))
+            return gr.skip() if outputs == 1 else (gr.skip(),) * outputs
+
+    return wrapper
+
+
+def api_answer(
+    render: Render, params: Sequence[str], full: Sequence[str], values: Sequence[Any],
+    progress: Any,
+) -> tuple[Any, ...]:  # fmt: skip
+    """What a named endpoint returns: every part of ``full`` for the request ``values``."""
+    request = dict(zip(params, values))
+    if request.get("image") is None:
+        raise gr.Error(NO_IMAGE)
+    progress(0.0, desc=f"Loading {request['model']}…")
+    rendered = render(request, full, progress)
+    return tuple(rendered[name] for name in full)
+
+
+def load_chosen_model(
+    registry: ModelRegistry, name: str, progress: Any, skipped: int
+) -> tuple[Any, ...] | None:
+    """Load ``name`` with progress and toast its fallback notice; ``None`` when loaded, else
+    (no model chosen) ``skipped`` skips and the status line — the loader's answer as it is."""
+    if not name:
+        return (gr.skip(),) * skipped + (status_line(registry),)
+    progress(0.0, desc=f"Loading {name}…")
+    registry.get(name)
+    notice = registry.notice(name)
+    if notice:
+        gr.Warning(notice)
+    return None
+
+
+@dataclass
+class LiveControls:
+    """The controls every tab has, besides its own."""
+
+    image: Any
+    model: gr.Dropdown
+    method: gr.Dropdown
+    gamma: gr.Slider
+    opacity: gr.Slider
+    auto: gr.Checkbox
+    colormap: gr.Dropdown
+    run: gr.Button
+    api_run: gr.Button
+    download: gr.Button | None  # built with the panels, after the controls
+    gamma_note: Any
+
+
+@dataclass
+class TabWiring:
+    """One tab's events over :class:`Panels`: each returns only the parts it changes."""
+
+    panels: Panels
+    params: tuple[str, ...]
+    inputs: list[Any]
+    render: Render
+    cached: Callable[[dict[str, Any]], bool]
+    full: tuple[str, ...]
+    structure: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A new image, model or setting: everything but the downloads, which it empties.
+        self.structure = tuple("no_files" if part == "files" else part for part in self.full)
+
+    def on(self, trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
+        """Wire ``trigger`` to render the parts ``names``; ``fast``: answered outside the queue
+        when no model runs (slider moves)."""
+        params, event_inputs = self.panels.inputs_for(self.params, self.inputs, names)
+        handler = gpu(warned(live_handler(self.render, params, names, self.panels), len(names)))
+        outputs, options = self.panels.outputs(names), {**LIVE, **options}
+        if fast:
+            return cached_first(
+                trigger, handler, self.cached, params, event_inputs, outputs, **options
+            )
+        return trigger(handler, event_inputs, outputs, **options)
+
+    def stale(self, *triggers: Any) -> None:
+        """Empty the download list in the browser when a user trigger changes the panels, so
+        the files listed always match what is shown."""
+        files = self.panels.outputs(["files"])
+        for trigger in triggers:
+            trigger(None, None, files, js=CLEAR_FILES_JS, queue=False, api_visibility="private")
+
+    def explain(
+        self, controls: LiveControls, api: Callable[..., Any], api_name: str,
+        also: Sequence[Any] = (),
+    ) -> None:  # fmt: skip
+        """The Explain button and the triggers ``also`` (page errors are toasts), and the named
+        endpoint for API clients (errors are errors) on a hidden twin of the button."""
+        outputs = self.panels.outputs(self.full)
+
+        def explain_page(*args: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+            return api_answer(self.render, self.params, self.full, args, progress)
+
+        page = gpu(warned(explain_page, len(self.full)))
+        for trigger in (controls.run.click, *also):
+            trigger(page, self.inputs, outputs, api_visibility="private", concurrency_id="explain")
+        controls.api_run.click(api, self.inputs, outputs, api_name=api_name,
+                               concurrency_id="explain")  # fmt: skip
+
+    def common(self, controls: LiveControls, load: Callable[..., Any], loaded: list[Any]) -> None:
+        """The image, the model loader, γ, opacity, auto-γ, colour map, downloads, the strip."""
+        self.on(controls.image.change, self.structure)
+        loading = controls.model.input(
+            warned(load, len(loaded)), [controls.model, controls.method], loaded,
+            api_visibility="private", concurrency_id="explain",
+        )  # fmt: skip
+        self.on(loading.success, self.structure)
+        self.on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
+        self.on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
+        self.on(controls.colormap.input, EVENT_PARTS["colormap"], fast=True)
+        self.on(controls.auto.input, EVENT_PARTS["auto"])
+        self.on(controls.download.click, EVENT_PARTS["download"])
+        self.on(controls.method.input, self.structure)
+        self.panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
+                                 api_visibility="private", show_progress="hidden")  # fmt: skip
+        self.stale(controls.gamma.input, self.panels.strip.select, controls.opacity.input,
+                   controls.colormap.input, controls.auto.input)  # fmt: skip
+
+    def opens_on(self, landing: Landing, tab: str, request: dict[str, Any]) -> PageLoad:
+        """Have ``landing`` explain ``request`` (the tab's example) once, in the background;
+        returns the page-load event that shows it from there: a page load runs no model."""
+        names = tuple(name for name in (*self.structure, "marked") if name != "status")
+        landing.add(tab, lambda: self.render(request, names))
+
+        def show() -> Any:
+            values = landing.values(tab)
+            if values is None:
+                return (gr.skip(),) * len(names)
+            return event_values(names, values)
+
+        return show, [], self.panels.outputs(names)
+
+
+@dataclass
+class Tab:
+    """What a tab builder hands the page: its model dropdown (the Hub loader selects loaded
+    models in it) and what runs on page load."""
+
+    model: gr.Dropdown
+    #: Shows the explained example the tab opens on.
+    opening: PageLoad | None
+    #: Loads the default model and offers what it has (class lists, methods).
+    on_load: PageLoad | None = None
