@@ -16,6 +16,7 @@ import gradio as gr
 
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
+from app.explain import inputs
 from app.explain.render import DEFAULT_COLORMAP
 from app.ui.common import (
     DownloadDir,
@@ -227,7 +228,13 @@ def _renderer(
 
 
 def _prompts(request: dict[str, Any]) -> tuple[str, str]:
-    return request["target_concept"], request.get("contrast_prompts") or ""
+    """The target concept and the contrast prompts (checked here so a message names them)."""
+    contrast = request.get("contrast_prompts") or ""
+    try:
+        inputs.parse_prompts(contrast)
+    except inputs.InvalidInputError as error:
+        raise inputs.InvalidInputError(f"Contrast prompts: {error}") from None
+    return request["target_concept"], contrast
 
 
 def _template(request: dict[str, Any]) -> str:
