@@ -45,7 +45,14 @@ from app.ui.panels import (
     opacity_slider,
     render_parts,
 )
-from app.ui.wiring import LiveControls, Tab, TabWiring, api_answer, load_chosen_model
+from app.ui.wiring import (
+    LiveControls,
+    Tab,
+    TabWiring,
+    api_answer,
+    load_chosen_model,
+    warned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +343,7 @@ def _load_handler(
             status_line(registry),
         )
 
-    return load_model
+    return warned(load_model, 6)
 
 
 def _wire(

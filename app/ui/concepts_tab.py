@@ -42,7 +42,14 @@ from app.ui.panels import (
     opacity_slider,
     render_parts,
 )
-from app.ui.wiring import LiveControls, Tab, TabWiring, api_answer, load_chosen_model
+from app.ui.wiring import (
+    LiveControls,
+    Tab,
+    TabWiring,
+    api_answer,
+    load_chosen_model,
+    warned,
+)
 
 log = logging.getLogger(__name__)
 
@@ -313,4 +320,4 @@ def _load_handler(
         choices = method_choices(service, name, loaded=True)
         return method_dropdown(choices, method), status_line(registry)
 
-    return load_model
+    return warned(load_model, 2)

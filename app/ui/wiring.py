@@ -158,7 +158,7 @@ class TabWiring:
         """The image, the model loader, γ, opacity, auto-γ, colour map, downloads, the strip."""
         self.on(controls.image.change, self.structure)
         loading = controls.model.input(
-            warned(load, len(loaded)), [controls.model, controls.method], loaded,
+            load, [controls.model, controls.method], loaded,
             api_visibility="private", concurrency_id="explain",
         )  # fmt: skip
         self.on(loading.success, self.structure)
