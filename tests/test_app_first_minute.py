@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlparse
 
 import pytest
-from appserver import example, running_server
+from appserver import running_server
 from test_app_browser import CHROMIUM, _image_src, _pixels, _wait_text, browser  # noqa: F401
 
 from app.explain.service import ExplanationService

@@ -8,8 +8,7 @@ re-render from cached gradients; only a new image, model or method runs the netw
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,8 @@ from app.explain import inputs
 from app.explain.render import DEFAULT_COLORMAP
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
+from app.ui import panels as widgets
+from app.ui import wiring
 from app.ui.common import (
     SCORE_HEADERS,
     DownloadDir,
@@ -27,34 +28,11 @@ from app.ui.common import (
     image_with_examples,
     method_choices,
     method_dropdown,
-    progress_fn,
     score_rows,
-    show_notices,
-    status_line,
     top_scores,
     user_errors,
 )
 from app.ui.landing import Landing
-from app.ui.panels import (
-    PANEL_PARTS,
-    build_downloads,
-    build_panels,
-    colormap_dropdown,
-    gamma_controls,
-    model_and_method,
-    opacity_slider,
-    render_parts,
-)
-from app.ui.wiring import (
-    LiveControls,
-    Tab,
-    TabWiring,
-    api_answer,
-    load_chosen_model,
-    warned,
-)
-
-log = logging.getLogger(__name__)
 
 PREDICTED = "(predicted class)"
 REFERENCE_MODE_CHOICES = [
@@ -69,13 +47,13 @@ PARAMS = ("image", "model", "method", "gamma", "T", "reference_mode", "manual_re
           "target", "weighting", "opacity", "high_resolution", "fgcam_layer", "fgcam_denoise",
           "auto_gamma", "colormap")  # fmt: skip
 #: Everything the Explain button (and the API) returns.
-FULL = ("top5", "used", *PANEL_PARTS, "status")
+FULL = ("top5", "used", *widgets.PANEL_PARTS, "status")
 #: T, the reference rule or the weighting: the references, the Finer panel and the strip.
 REFERENCES = ("used", "finer_title", "finer", "strip", "gamma", "gamma_note")
 
 
 @dataclass
-class _Controls(LiveControls):
+class _Controls(wiring.LiveControls):
     """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
     top_t: gr.Slider
@@ -103,34 +81,35 @@ def build_classifier_tab(
     status: gr.Markdown,
     examples: list[str],
     landing: Landing,
-) -> Tab:
+) -> wiring.Tab:
     """Lay out the tab inside the current ``gr.Blocks`` and wire its events; it opens on the
     first example, explained (``landing``)."""
     with gr.Row():
         with gr.Column(scale=1):
             controls = _build_controls(service, registry, examples)
         with gr.Column(scale=2):
-            panels = build_panels("clf")
+            panels = widgets.build_panels("clf")
             used, top5 = _build_scores()
             panels.components.update(top5=top5, used=used, status=status,
                                      gamma=controls.gamma, gamma_note=controls.gamma_note)  # fmt: skip
-            controls.download = build_downloads(
+            controls.download = widgets.build_downloads(
                 panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
 
     def cached(request: dict[str, Any]) -> bool:
         return service.cached(request["model"], request["image"], _settings(request))
 
-    wiring = TabWiring(panels, PARAMS, controls.inputs(), _renderer(service, registry, downloads),
-                       cached, FULL)  # fmt: skip
+    render = wiring.renderer(_explainer(service), registry, downloads)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
     load = _load_handler(service, registry)
     loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
               controls.method, status]  # fmt: skip
-    _wire(controls, wiring, load, loaded)
-    opening = examples and wiring.opens_on(
+    _wire(controls, events, load, loaded)
+    opening = examples and events.opens_on(
         landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0])))
     )
-    return Tab(controls.model, opening or None, (load, [controls.model, controls.method], loaded))
+    on_load = (load, [controls.model, controls.method], loaded)
+    return wiring.Tab(controls.model, opening or None, on_load)
 
 
 def _values(controls: _Controls, image: str) -> list[Any]:
@@ -143,12 +122,12 @@ def _build_controls(
 ) -> _Controls:
     image = image_with_examples("clf", [[path] for path in examples],
                                 value=examples[0] if examples else None)  # fmt: skip
-    model, method = model_and_method("clf", service, registry, "classifier", "Model")
-    gamma, auto, note = gamma_controls(
+    model, method = widgets.model_and_method("clf", service, registry, "classifier", "Model")
+    gamma, auto, note = widgets.gamma_controls(
         "clf", "0 = plain CAM; higher subtracts more of the look-alike classes"
     )
     top_t, reference_mode, manual, target, weighting = _reference_controls()
-    opacity, colormap = opacity_slider("clf"), colormap_dropdown("clf")
+    opacity, colormap = widgets.opacity_slider("clf"), widgets.colormap_dropdown("clf")
     high_res, fg_layer, fg_denoise = _fgcam_controls()
     run = gr.Button("Explain", variant="primary", elem_id="clf-run")
     api_run = gr.Button("Explain (API)", visible=False)
@@ -225,38 +204,15 @@ def _build_scores() -> tuple[gr.Dataframe, gr.Label]:
     return used, top5
 
 
-def _renderer(
-    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., dict[str, Any]]:
-    """``render(request, names, progress=None)``: the values of the parts ``names``.
-
-    The γ strip (and auto-γ, one batched forward) is computed only when a part shows it; the
-    rest is one cached re-render.
-    """
-
-    def render(
-        request: dict[str, Any], names: Sequence[str], progress: Any = None
-    ) -> dict[str, Any]:
-        model, image = request["model"], request["image"]
-        registry.get(model)
-        explanation, values = render_parts(
-            names,
-            _settings(request),
-            bool(request.get("auto_gamma")),
-            lambda settings, auto: service.gamma_strip(model, image, settings, auto=auto),
-            lambda settings: service.explain(model, image, settings, progress_fn(progress)),
-            downloads,
-            lambda e: file_stem(model, request.get("method"), e.target.name, f"g{e.gamma:g}"),
-        )
-        log.info("classifier %s γ=%s cached=%s parts=%s", model, explanation.gamma,
-                 explanation.cached, ",".join(names))  # fmt: skip
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        tab = {"top5": lambda: top_scores(explanation), "used": lambda: score_rows(explanation),
-               "status": lambda: status_line(registry)}  # fmt: skip
-        values.update({name: tab[name]() for name in names if name in tab})
-        return values
-
-    return render
+def _explainer(service: ExplanationService) -> wiring.Explainer:
+    return wiring.Explainer(
+        "classifier",
+        _settings,
+        lambda r, settings, progress: service.explain(r["model"], r["image"], settings, progress),
+        lambda r, settings, auto: service.gamma_strip(r["model"], r["image"], settings, auto=auto),
+        lambda r, e: file_stem(r["model"], r.get("method"), e.target.name, f"g{e.gamma:g}"),
+        {"top5": top_scores, "used": score_rows},
+    )
 
 
 def _settings(request: dict[str, Any]) -> ExplainSettings:
@@ -314,24 +270,14 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         values = (image, model, method, gamma, T, reference_mode, manual_references, target,
                   weighting, opacity, high_resolution, fgcam_layer, fgcam_denoise, auto_gamma,
                   colormap)  # fmt: skip
-        return api_answer(render, PARAMS, FULL, values, progress)
+        return wiring.api_answer(render, PARAMS, FULL, values, progress)
 
     return explain_classifier
 
 
-def _load_handler(
-    service: ExplanationService, registry: ModelRegistry
-) -> Callable[..., tuple[Any, ...]]:
-    @user_errors
-    def load_model(
-        name: str,
-        method: str | None = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
-    ) -> tuple[Any, ...]:
-        """Load the chosen model (with progress); offer its class names and methods."""
-        skipped = load_chosen_model(registry, name, progress, 5)
-        if skipped is not None:
-            return skipped
+def _load_handler(service: ExplanationService, registry: ModelRegistry) -> Callable[..., Any]:
+    def offer(name: str, method: str | None) -> tuple[Any, ...]:
+        """The model's class names, FG-CAM layers (where it has them) and methods."""
         labels = list(registry.get(name).labels)
         stops = service.fgcam_stops(name)
         return (
@@ -340,24 +286,24 @@ def _load_handler(
             gr.Checkbox(visible=bool(stops), value=False),
             gr.Dropdown(choices=stops or [("input (full resolution)", 0)], value=0, visible=False),
             method_dropdown(method_choices(service, name, loaded=True), method),
-            status_line(registry),
         )
 
-    return warned(load_model, 6)
+    return wiring.model_loader(registry, offer, 6)
 
 
 def _wire(
-    controls: _Controls, wiring: TabWiring, load: Callable[..., Any], loaded: list[Any]
+    controls: _Controls, events: wiring.TabWiring, load: Callable[..., Any], loaded: list[Any]
 ) -> None:
-    """The shared events (:class:`TabWiring`), then T, the references, the target and FG-CAM."""
-    wiring.explain(controls, _api_handler(wiring.render), "explain_classifier")
-    wiring.common(controls, load, loaded)
-    wiring.on(controls.top_t.change, REFERENCES, show_progress="hidden")
+    """The shared events (:class:`~app.ui.wiring.TabWiring`), then T, the references, the
+    target and FG-CAM."""
+    events.explain(controls, _api_handler(events.render), "explain_classifier")
+    events.common(controls, load, loaded)
+    events.on(controls.top_t.change, REFERENCES, show_progress="hidden")
     for control in (controls.reference_mode, controls.manual, controls.weighting):
-        wiring.on(control.input, REFERENCES, show_progress="hidden")
+        events.on(control.input, REFERENCES, show_progress="hidden")
     for control in (controls.target, controls.high_res, controls.fg_layer, controls.fg_denoise):
-        wiring.on(control.input, wiring.structure)
-    wiring.stale(controls.top_t.input, controls.reference_mode.input, controls.manual.input,
+        events.on(control.input, events.structure)
+    events.stale(controls.top_t.input, controls.reference_mode.input, controls.manual.input,
                  controls.weighting.input)  # fmt: skip
     controls.reference_mode.input(
         lambda mode: gr.Dropdown(visible=mode == "manual"),

@@ -7,17 +7,18 @@ opacity re-render from the cache, and each event returns only the parts it chang
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from app.explain.service import ExplainSettings, Explanation, ExplanationService
-from app.models.registry import ModelRegistry
 from app.explain import inputs
 from app.explain.render import DEFAULT_COLORMAP
+from app.explain.service import ExplainSettings, Explanation, ExplanationService
+from app.models.registry import ModelRegistry
+from app.ui import panels as widgets
+from app.ui import wiring
 from app.ui.common import (
     DownloadDir,
     file_stem,
@@ -25,33 +26,10 @@ from app.ui.common import (
     image_with_examples,
     method_choices,
     method_dropdown,
-    progress_fn,
-    show_notices,
-    status_line,
     user_errors,
 )
 from app.ui.concept_examples import ConceptExample, concept_examples
 from app.ui.landing import Landing
-from app.ui.panels import (
-    PANEL_PARTS,
-    build_downloads,
-    build_panels,
-    colormap_dropdown,
-    gamma_controls,
-    model_and_method,
-    opacity_slider,
-    render_parts,
-)
-from app.ui.wiring import (
-    LiveControls,
-    Tab,
-    TabWiring,
-    api_answer,
-    load_chosen_model,
-    warned,
-)
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONTRAST = "a photo of a bird"
 TEMPLATE_CHOICES = [
@@ -72,11 +50,11 @@ DEFAULT_POOLING = "token"
 #: finding the named part on the tiny CLIP (README, ``python -m bench.concepts``).
 DEFAULT_METHOD = "attention-gradient"
 #: Everything the Explain button (and the API) returns.
-FULL = ("scores", *PANEL_PARTS, "status")
+FULL = ("scores", *widgets.PANEL_PARTS, "status")
 
 
 @dataclass
-class _Controls(LiveControls):
+class _Controls(wiring.LiveControls):
     """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
     target: gr.Textbox
@@ -97,7 +75,7 @@ def build_concepts_tab(
     status: gr.Markdown,
     examples: list[str],
     landing: Landing,
-) -> Tab:
+) -> wiring.Tab:
     """Lay out the tab inside the current ``gr.Blocks`` and wire its events; it opens on the
     first example, explained (``landing``)."""
     shown = concept_examples(examples)
@@ -105,7 +83,7 @@ def build_concepts_tab(
         with gr.Column(scale=1):
             controls = _build_controls(service, registry, shown)
         with gr.Column(scale=2):
-            panels = build_panels("con", CAM_LABEL, FINER_LABEL)
+            panels = widgets.build_panels("con", CAM_LABEL, FINER_LABEL)
             scores = gr.Dataframe(
                 headers=SCORE_HEADERS,
                 label="Similarity scores",
@@ -115,21 +93,22 @@ def build_concepts_tab(
             )
             panels.components.update(scores=scores, status=status, gamma=controls.gamma,
                                      gamma_note=controls.gamma_note)  # fmt: skip
-            controls.download = build_downloads(
+            controls.download = widgets.build_downloads(
                 panels, "con", "Download: raw maps (.npy) and composite (.png)"
             )
-    wiring = TabWiring(panels, PARAMS, controls.inputs(), _renderer(service, registry, downloads),
-                       _answers_from_cache(service), FULL)  # fmt: skip
-    wiring.explain(controls, _api_handler(wiring.render), "explain_concepts",
+    render = wiring.renderer(_explainer(service), registry, downloads)
+    cached = _answers_from_cache(service)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    events.explain(controls, _api_handler(events.render), "explain_concepts",
                    also=[controls.target.submit])  # fmt: skip
-    wiring.common(controls, _load_handler(service, registry), [controls.method, status])
+    events.common(controls, _load_handler(service, registry), [controls.method, status])
     for control in (controls.template, controls.pooling):
-        wiring.on(control.input, wiring.structure)
+        events.on(control.input, events.structure)
     opening = None
     if shown:
         request = dict(zip(PARAMS, [shown[0].image, *(c.value for c in controls.inputs()[1:])]))
-        opening = wiring.opens_on(landing, "concepts", request)
-    return Tab(controls.model, opening)
+        opening = events.opens_on(landing, "concepts", request)
+    return wiring.Tab(controls.model, opening)
 
 
 def _build_controls(
@@ -155,7 +134,7 @@ def _build_controls(
                                 [target, contrast], first.image or None)  # fmt: skip
     target.render()
     contrast.render()
-    model, method = model_and_method(
+    model, method = widgets.model_and_method(
         "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
     )
     template = gr.Dropdown(
@@ -165,8 +144,8 @@ def _build_controls(
         label="Prompt template ({} = the prompt)",
         elem_id="con-template",
     )
-    gamma, auto, note = gamma_controls("con")
-    opacity, colormap = opacity_slider("con"), colormap_dropdown("con")
+    gamma, auto, note = widgets.gamma_controls("con")
+    opacity, colormap = widgets.opacity_slider("con"), widgets.colormap_dropdown("con")
     pooling = gr.Radio(
         POOLING_CHOICES,
         value=DEFAULT_POOLING,
@@ -198,40 +177,24 @@ def score_rows(explanation: Explanation) -> list[list[Any]]:
     return rows
 
 
-def _renderer(
-    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., dict[str, Any]]:
-    """``render(request, names, progress=None)``: the values of the parts ``names``."""
+def _explainer(service: ExplanationService) -> wiring.Explainer:
+    def explain(request: dict[str, Any], settings: ExplainSettings, progress: Any) -> Explanation:
+        return service.explain_concepts(
+            request["model"], request["image"], *_prompts(request), settings,
+            template=_template(request), progress=progress,
+        )  # fmt: skip
 
-    def render(
-        request: dict[str, Any], names: Sequence[str], progress: Any = None
-    ) -> dict[str, Any]:
-        model, image = request["model"], request["image"]
-        registry.get(model)
-        prompts, template, settings = _prompts(request), _template(request), _settings(request)
-        explanation, values = render_parts(
-            names,
-            settings,
-            bool(request.get("auto_gamma")),
-            lambda s, auto: service.concepts_gamma_strip(
-                model, image, *prompts, s, template, auto=auto
-            ),
-            lambda s: service.explain_concepts(
-                model, image, *prompts, s, template=template, progress=progress_fn(progress)
-            ),
-            downloads,
-            lambda e: file_stem("concepts", model, settings.method, f"g{e.gamma:g}"),
-        )
-        log.info("concepts %s γ=%s cached=%s parts=%s", model, explanation.gamma,
-                 explanation.cached, ",".join(names))  # fmt: skip
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        if "scores" in names:
-            values["scores"] = score_rows(explanation)
-        if "status" in names:
-            values["status"] = status_line(registry)
-        return values
+    def strip(request: dict[str, Any], settings: ExplainSettings, auto: bool) -> Any:
+        return service.concepts_gamma_strip(
+            request["model"], request["image"], *_prompts(request), settings, _template(request),
+            auto=auto,
+        )  # fmt: skip
 
-    return render
+    return wiring.Explainer(
+        "concepts", _settings, explain, strip,
+        lambda r, e: file_stem("concepts", r["model"], r.get("method"), f"g{e.gamma:g}"),
+        {"scores": score_rows},
+    )  # fmt: skip
 
 
 def _prompts(request: dict[str, Any]) -> tuple[str, str]:
@@ -299,25 +262,14 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         """
         values = (image, model, target_concept, contrast_prompts, template, gamma, method,
                   opacity, auto_gamma, pooling, colormap)  # fmt: skip
-        return api_answer(render, PARAMS, FULL, values, progress)
+        return wiring.api_answer(render, PARAMS, FULL, values, progress)
 
     return explain_concepts
 
 
-def _load_handler(
-    service: ExplanationService, registry: ModelRegistry
-) -> Callable[..., tuple[Any, ...]]:
-    @user_errors
-    def load_model(
-        name: str,
-        method: str | None = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
-    ) -> tuple[Any, ...]:
-        """Load the chosen CLIP model (with progress) and offer its methods."""
-        skipped = load_chosen_model(registry, name, progress, 1)
-        if skipped is not None:
-            return skipped
-        choices = method_choices(service, name, loaded=True)
-        return method_dropdown(choices, method), status_line(registry)
+def _load_handler(service: ExplanationService, registry: ModelRegistry) -> Callable[..., Any]:
+    def offer(name: str, method: str | None) -> tuple[Any, ...]:
+        """The CLIP model's methods."""
+        return (method_dropdown(method_choices(service, name, loaded=True), method),)
 
-    return warned(load_model, 2)
+    return wiring.model_loader(registry, offer, 2)

@@ -11,8 +11,6 @@ from typing import Any
 
 import gradio as gr
 
-from gradio.events import Dependency
-
 class ImagePath(gr.Image):
     """``gr.Image`` that hands the handler the uploaded file's path untouched.
 
@@ -42,7 +40,8 @@ class ImagePath(gr.Image):
             # an upload the page still shows, removed since by the disk cap or the age limit
             raise gr.Error(UPLOAD_EXPIRED, print_exception=False)
         return str(path)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

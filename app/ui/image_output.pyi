@@ -32,7 +32,6 @@ class Inline:
         Image.fromarray(self.pixels).save(buffer, format="JPEG", quality=INLINE_QUALITY)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-from gradio.events import Dependency
 
 class PanelImage(gr.Image):
     """``gr.Image`` that also takes :class:`Inline` values.
@@ -50,7 +49,8 @@ class PanelImage(gr.Image):
         if isinstance(value, Inline):
             return ImageData(url=value.data_url(), orig_name=value.name, mime_type="image/jpeg")
         return super().postprocess(value)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
@@ -74,7 +74,8 @@ class StripGallery(gr.Gallery):
         if cls._shared_api_info is None:
             cls._shared_api_info = super().api_info()
         return cls._shared_api_info
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

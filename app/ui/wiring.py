@@ -17,8 +17,18 @@ from typing import Any
 
 import gradio as gr
 
+from app.explain.gradients import ProgressFn
+from app.explain.service import ExplainSettings, Explanation, GammaStrip
 from app.models.registry import ModelRegistry
-from app.ui.common import LIVE, gpu, status_line, user_errors
+from app.ui.common import (
+    LIVE,
+    DownloadDir,
+    gpu,
+    progress_fn,
+    show_notices,
+    status_line,
+    user_errors,
+)
 from app.ui.landing import Landing
 from app.ui.panels import (
     EVENT_PARTS,
@@ -26,6 +36,7 @@ from app.ui.panels import (
     cached_first,
     event_values,
     live_handler,
+    render_parts,
     strip_gamma,
 )
 
@@ -70,19 +81,73 @@ def api_answer(
     return tuple(rendered[name] for name in full)
 
 
-def load_chosen_model(
-    registry: ModelRegistry, name: str, progress: Any, skipped: int
-) -> tuple[Any, ...] | None:
-    """Load ``name`` with progress and toast its fallback notice; ``None`` when loaded, else
-    (no model chosen) ``skipped`` skips and the status line — the loader's answer as it is."""
-    if not name:
-        return (gr.skip(),) * skipped + (status_line(registry),)
-    progress(0.0, desc=f"Loading {name}…")
-    registry.get(name)
-    notice = registry.notice(name)
-    if notice:
-        gr.Warning(notice)
-    return None
+def model_loader(
+    registry: ModelRegistry, offer: Callable[[str, str | None], tuple[Any, ...]], outputs: int
+) -> Callable[..., Any]:
+    """The handler of a tab's model dropdown: load the chosen model with progress, toast its
+    fallback notice, and return what the tab offers for it (``offer(name, method)``) and the
+    status line — ``outputs`` values in all; nothing chosen: only the status line changes."""
+
+    def load_model(
+        name: str,
+        method: str | None = None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ) -> tuple[Any, ...]:
+        """Load the chosen model (with progress) and offer what it has."""
+        if not name:
+            return (gr.skip(),) * (outputs - 1) + (status_line(registry),)
+        progress(0.0, desc=f"Loading {name}…")
+        registry.get(name)
+        notice = registry.notice(name)
+        if notice:
+            gr.Warning(notice)
+        return (*offer(name, method), status_line(registry))
+
+    return warned(load_model, outputs)
+
+
+Request = dict[str, Any]
+
+
+@dataclass
+class Explainer:
+    """What a tab asks of the service: its settings, its explanation and γ strip for a
+    request, the download name, and the values of its own parts (score tables)."""
+
+    kind: str
+    settings: Callable[[Request], ExplainSettings]
+    explain: Callable[[Request, ExplainSettings, ProgressFn | None], Explanation]
+    strip: Callable[[Request, ExplainSettings, bool], GammaStrip]
+    stem: Callable[[Request, Explanation], str]
+    parts: dict[str, Callable[[Explanation], Any]]
+
+
+def renderer(explainer: Explainer, registry: ModelRegistry, downloads: DownloadDir) -> Render:
+    """``render(request, names, progress=None)``: the values of the parts ``names``.
+
+    The γ strip (and auto-γ, one batched forward) is computed only when a part shows it; the
+    rest is one cached re-render.
+    """
+
+    def render(request: Request, names: Sequence[str], progress: Any = None) -> dict[str, Any]:
+        registry.get(request["model"])
+        explanation, values = render_parts(
+            names,
+            explainer.settings(request),
+            bool(request.get("auto_gamma")),
+            lambda settings, auto: explainer.strip(request, settings, auto),
+            lambda settings: explainer.explain(request, settings, progress_fn(progress)),
+            downloads,
+            lambda explained: explainer.stem(request, explained),
+        )
+        log.info("%s %s γ=%s cached=%s parts=%s", explainer.kind, request["model"],
+                 explanation.gamma, explanation.cached, ",".join(names))  # fmt: skip
+        show_notices(explanation)  # a model's fallback notice is shown once, on model load
+        parts = {**explainer.parts, "status": lambda _: status_line(registry)}
+        values.update({name: parts[name](explanation) for name in names if name in parts})
+        return values
+
+    return render
 
 
 @dataclass
