@@ -8,10 +8,11 @@ the panels they were written for; the colour map re-colours from the cache.
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlparse
 
 import pytest
-from appserver import running_server
+from appserver import REPO_ROOT, running_server
 from test_app_browser import CHROMIUM, _image_src, _pixels, _wait_text, browser  # noqa: F401
 
 from app.explain.service import ExplanationService
@@ -85,6 +86,10 @@ def test_page_opens_on_both_explained_examples_offline_with_a_shipped_font(
     _image_src(page, "clf-cam")
     _image_src(page, "clf-finer")
     _wait_text(page, "clf-used", "reference 1")
+    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":  # the README's: the landing page
+        page.evaluate("() => document.fonts.ready.then(() => true)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"), full_page=True)
     _concepts(page)
     _image_src(page, "con-finer")
     _wait_text(page, "con-scores", "contrast 1")
