@@ -1,5 +1,5 @@
 """Holding a public server: a busy message past capacity, a disk cap under many requests, the
-explanation still shown when the disk is full, and a graceful stop on SIGTERM (issue 17)."""
+explanation still shown when the disk is full, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from gradio_client.exceptions import AppError
 from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
-from app.ui.common import DOWNLOAD_UNAVAILABLE, DownloadDir
+from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
 from app.ui.serving import MAX_CPU_SHARE, DiskCap
 
 pytestmark = pytest.mark.timeout(300)

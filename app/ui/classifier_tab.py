@@ -20,7 +20,8 @@ from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui import panels as widgets
 from app.ui import wiring
-from app.ui.common import (
+from app.ui.landing import Landing
+from app.ui.tab_glue import (
     SCORE_HEADERS,
     DownloadDir,
     file_stem,
@@ -32,7 +33,6 @@ from app.ui.common import (
     top_scores,
     user_errors,
 )
-from app.ui.landing import Landing
 
 PREDICTED = "(predicted class)"
 REFERENCE_MODE_CHOICES = [

@@ -19,7 +19,9 @@ from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui import panels as widgets
 from app.ui import wiring
-from app.ui.common import (
+from app.ui.concept_examples import ConceptExample, concept_examples
+from app.ui.landing import Landing
+from app.ui.tab_glue import (
     DownloadDir,
     file_stem,
     gpu,
@@ -28,8 +30,6 @@ from app.ui.common import (
     method_dropdown,
     user_errors,
 )
-from app.ui.concept_examples import ConceptExample, concept_examples
-from app.ui.landing import Landing
 
 DEFAULT_CONTRAST = "a photo of a bird"
 TEMPLATE_CHOICES = [

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from app.ui.common import gpu
+from app.ui.tab_glue import gpu
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,6 @@ import gradio as gr
 from app.explain.gradients import ProgressFn
 from app.explain.service import ExplainSettings, Explanation, GammaStrip
 from app.models.registry import ModelRegistry
-from app.ui.common import (
-    LIVE,
-    DownloadDir,
-    gpu,
-    progress_fn,
-    show_notices,
-    status_line,
-    user_errors,
-)
 from app.ui.landing import Landing
 from app.ui.panels import (
     EVENT_PARTS,
@@ -38,6 +29,15 @@ from app.ui.panels import (
     live_handler,
     render_parts,
     strip_gamma,
+)
+from app.ui.tab_glue import (
+    LIVE,
+    DownloadDir,
+    gpu,
+    progress_fn,
+    show_notices,
+    status_line,
+    user_errors,
 )
 
 log = logging.getLogger(__name__)
