@@ -40,8 +40,7 @@ class ImagePath(gr.Image):
             # an upload the page still shows, removed since by the disk cap or the age limit
             raise gr.Error(UPLOAD_EXPIRED, print_exception=False)
         return str(path)
-    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

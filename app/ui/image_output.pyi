@@ -49,8 +49,7 @@ class PanelImage(gr.Image):
         if isinstance(value, Inline):
             return ImageData(url=value.data_url(), orig_name=value.name, mime_type="image/jpeg")
         return super().postprocess(value)
-    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
@@ -74,8 +73,7 @@ class StripGallery(gr.Gallery):
         if cls._shared_api_info is None:
             cls._shared_api_info = super().api_info()
         return cls._shared_api_info
-    from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
-
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer
