@@ -38,11 +38,13 @@ def _not_an_image() -> dict[str, Any]:
 
 
 def _variants(component: Any) -> tuple[Any, ...]:
-    """An empty and an invalid value of what a visitor can give ``component``. A slider and a
-    radio only offer values Gradio accepts (it checks them before any handler): their ends."""
+    """An empty and an invalid value of what a visitor can give ``component``. A slider, a
+    radio and a dropdown one cannot type into only offer values Gradio accepts (it checks them
+    before any handler): their ends."""
     if isinstance(component, gr.Slider):
         return component.minimum, component.maximum
-    if isinstance(component, gr.Radio):
+    fixed = isinstance(component, gr.Dropdown) and not component.allow_custom_value
+    if isinstance(component, gr.Radio) or (fixed and not component.multiselect):
         return tuple(value for _, value in component.choices[:1] + component.choices[-1:])
     if isinstance(component, gr.Image):
         return None, _not_an_image()
