@@ -104,7 +104,7 @@ def side_by_side(
     colormap: str = DEFAULT_COLORMAP,
 ) -> Image.Image:
     """One picture: each titled panel (at display size) next to the other, then the γ strip,
-    then the colour bar of ``colormap`` (what the colours mean).
+    then the colour bar of ``colormap`` under the first panel (what the colours mean).
 
     Titles wrap to their panel's width, so a long list of references never runs into the next
     panel; strip thumbnails share the full width with their captions under them.
@@ -116,7 +116,7 @@ def side_by_side(
     title_height = 6 + 18 * max(len(lines) for lines in titles)
     panel_height = max(panel.shape[0] for _, panel in shown)
     strip_rows = _strip_row(strip, width, gap, font) if strip else None
-    bar = colour_bar(width, colormap, font)
+    bar = colour_bar(shown[0][1].shape[1], colormap, font)  # under the first panel
     height = title_height + panel_height + (gap + strip_rows.height if strip_rows else 0)
     height += gap + bar.height
     canvas = Image.new("RGB", (width, height), "white")
