@@ -104,7 +104,9 @@ def _upload(page, elem_id: str, path: Path) -> None:
     on an example)."""
     remove = page.locator(f"#{elem_id} button[aria-label='Remove Image']")
     if remove.count():
-        remove.first.click()
+        remove.first.click()  # the panels are cleared before the new picture's arrive
+        cam = elem_id.replace("-image", "-cam")
+        page.wait_for_function(f"() => !document.querySelector('#{cam} img')")
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
 
