@@ -14,7 +14,7 @@ Flags override the environment (see ``app.config`` for the ``FINERCAM_*`` variab
 ``python app/__main__.py`` works too: it is the ``app_file`` of the Hugging Face Space (the
 Gradio SDK runs ``python app/__main__.py`` from the repository root). On ZeroGPU
 (``SPACES_ZERO_GPU`` set) ``spaces`` is imported first, as ZeroGPU requires, and
-``spaces.GPU`` wraps each explanation (``app.ui.common.gpu``).
+``spaces.GPU`` wraps each explanation (``app.ui.tab_glue.gpu``).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@
 | FINERCAM_HEAP_TRIM_S | seconds between handing glibc's free heap pages back to the OS; 0: never | 10 |
 
 Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
-configured in :mod:`app.models.hub`.
+configured in :mod:`app.models.hub.policy`.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ log = logging.getLogger("bench.groundtruth")
 
 DEFAULT_GAMMA, DEFAULT_T = 0.6, 3
 GAMMAS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-#: Targets of issue 12: CAM on the bird, Finer/CAM energy on the part, Finer pointing, mates.
+#: Targets: CAM on the bird, Finer/CAM energy on the part, Finer pointing, mates.
 TARGETS = {"cam_bird": 0.5, "gain": 2.0, "finer_pointing": 0.9, "mates": 0.8}
 
 
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     rows = headline(summary)
     print(f"{len(samples)} held-out synthetic birds (test split, seed {args.seed}; {hidden} more "
           f"skipped: a branch hides their part), pointing tolerance {args.tolerance:g} px; "
-          f"target = the true species; ✓/✗ = issue-12 targets {TARGETS}")
+          f"target = the true species; ✓/✗ = targets {TARGETS}")
     print_table(rows)
     print(f"wrote {args.out}/groundtruth.csv, summary.csv, energy_vs_gamma.png")
     return rows

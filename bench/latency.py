@@ -29,7 +29,7 @@ from pytorch_grad_cam import FinerCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.clip import ClipEngine, load_open_clip
+from app.models.adapters.clip import ClipEngine, load_open_clip
 
 log = logging.getLogger("bench.latency")
 
@@ -242,7 +242,7 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
 
     def per_class() -> None:
         # The per-class cache entry of the service: one tail backward per class when the tail
-        # refuses ``is_grads_batched`` (this ViT does), what contrastive_cam used to run.
+        # refuses ``is_grads_batched`` (this ViT does); contrastive_cam uses one batched backward.
         compute_entry(HookedLayerModel(model, layer, vit_reshape), x, [target, *references])
 
     def forward() -> None:

@@ -46,7 +46,7 @@ log = logging.getLogger("bench.throughput")
 def build_bench_vgg16bn(settings: Settings) -> ExplainableModel:
     from torchvision.models import vgg16_bn
 
-    from app.models.torchvision_cnn import vgg16bn
+    from app.models.adapters.torchvision_cnn import vgg16bn
 
     torch.manual_seed(0)
     labels = [f"class {i}" for i in range(1000)]

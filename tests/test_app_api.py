@@ -220,7 +220,7 @@ def test_any_fgcam_layer_of_the_model_is_accepted_without_a_model_load_in_the_se
 ):
     """The layer dropdown's choices are set per session when a model loads; a session Gradio
     dropped (or an API client that never loaded one) still names any layer the model has, and a
-    layer it lacks gets the service's message (it used to be "not in the list of choices")."""
+    layer it lacks gets the service's message, not Gradio's "not in the list of choices"."""
     if not server.service.fgcam_stops(server.classifier):
         pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
     inner = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=1)

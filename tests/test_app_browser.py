@@ -185,7 +185,7 @@ def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
 
 
 def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server, monkeypatch):
-    from app.ui.common import DownloadDir
+    from app.ui.tab_glue import DownloadDir
 
     saves = []
     original = DownloadDir.save

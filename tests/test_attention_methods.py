@@ -21,10 +21,10 @@ from app.explain import inputs
 from app.explain.attention import compute_attention_entry, raw_attention_map
 from app.explain.combine import Contrast
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.backbones import TimmBackbone
-from app.models.clip import ClipEngine
-from app.models.cub import LinearHeadModel
-from app.models.vit import AttentionView
+from app.models.adapters.backbones import TimmBackbone
+from app.models.adapters.clip import ClipEngine
+from app.models.adapters.linear_head import LinearHeadModel
+from app.models.adapters.vit import AttentionView
 from tests.model_fixtures import register_tiny_clip, tiny_timm_vit
 
 KINDS = ("legrad", "attention-gradient")
@@ -346,7 +346,7 @@ def test_legrad_matches_torchcam_where_the_definitions_agree(blocks, clip_engine
 
 def test_method_dropdown_offers_vit_native_methods_only_for_vits():
     from app.models.registry import ModelRegistry
-    from app.ui.common import method_choices
+    from app.ui.tab_glue import method_choices
 
     registry = ModelRegistry()
     service = ExplanationService(registry.get)

@@ -1,5 +1,5 @@
 """Memory stays bounded under many distinct images, and one service shared by several threads
-gives the same answers as sequential calls (issue 8, part 2), with the shipped demo models."""
+gives the same answers as sequential calls, with the shipped demo models."""
 
 from __future__ import annotations
 

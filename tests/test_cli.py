@@ -1,6 +1,6 @@
 """The batch CLI (``python -m app.cli``) on tiny generated datasets with a test-only model.
 
-Checks what issue 7 asks for: outputs exist, the CSV has one row per image and map, a second
+Checks that outputs exist, the CSV has one row per image and map, a second
 run skips finished work (the model is not run again), bad files are listed and the run goes on,
 bad paths / empty folders give a clear message and exit code 2.
 """

@@ -57,7 +57,7 @@ def test_metrics_on_cuda_match_cpu(tiny_cnn, image_batch):
 
 
 def test_service_on_cuda_matches_cpu():
-    from app.cli.common import open_session
+    from app.cli.command_support import open_session
     from app.explain.service import ExplainSettings
 
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 120, 3), dtype=np.uint8))
@@ -76,7 +76,7 @@ def test_service_on_cuda_matches_cpu():
 
 @pytest.mark.parametrize("method", ["legrad", "attention-gradient"])
 def test_vit_native_methods_on_cuda_match_cpu(method):
-    from app.cli.common import open_session
+    from app.cli.command_support import open_session
     from app.explain.service import ExplainSettings
 
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (96, 120, 3), dtype=np.uint8))

@@ -347,8 +347,8 @@ def test_output_shape_at_every_stop_layer(net, vgg):
 
 
 def test_demo_cnn_stack_is_supported():
-    from app.models.demo_cnn import DemoResNet
-    from app.models.torchvision_cnn import resnet_split
+    from app.models.zoo.demo_cnn import DemoResNet
+    from app.models.adapters.torchvision_cnn import resnet_split
 
     torch.manual_seed(0)
     model = _eval(DemoResNet(5))

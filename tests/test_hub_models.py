@@ -17,7 +17,8 @@ from huggingface_hub import constants
 
 from app.config import Settings
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models import hub, hub_models
+from app.models.hub import policy as hub
+from app.models.hub import loading as hub_models
 from app.models.registry import ModelLoadError, ModelRegistry
 from tests.hubfixtures import (
     TIMM_LABELS,
@@ -255,7 +256,7 @@ def test_cli_explains_with_a_hub_id(cache, tmp_path, capsys):
 
 
 def test_ui_turns_typed_ids_into_registry_names():
-    from app.ui.hub_models import hub_model_name
+    from app.ui.hub_loader import hub_model_name
 
     assert hub_model_name("resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"
     assert hub_model_name("timm:timm/resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.models.clip import ClipEngine, apply_template, load_open_clip
-from app.models.common import WeightsFileError
+from app.models.adapters.clip import ClipEngine, apply_template, load_open_clip
+from app.models.weights import WeightsFileError
 from model_fixtures import NotATensor, register_tiny_clip, save_random_clip
 
 TINY = "finercam-test-tiny-vit"

@@ -10,19 +10,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from app.config import Settings
-from app.models.backbones import TimmBackbone, build_backbone, parse_spec
-from app.models.clip import load_open_clip
-from app.models.common import WeightsFileError, load_tensor_file
-from app.models.cub import (
-    CUB_TEMPLATE,
-    LinearHeadModel,
-    build_linear,
-    clean_cub_name,
-    cub_class_names,
-    load_head,
-    load_linear_model,
-    save_head,
-)
+from app.models.adapters.backbones import TimmBackbone, build_backbone, parse_spec
+from app.models.adapters.clip import load_open_clip
+from app.models.weights import WeightsFileError, load_tensor_file
+from app.models.zoo.cub import CUB_TEMPLATE, build_linear, clean_cub_name, cub_class_names
+from app.models.adapters.linear_head import LinearHeadModel, load_head, load_linear_model, save_head
 from model_fixtures import NotATensor, register_tiny_clip, save_random_clip, tiny_timm_vit
 
 
@@ -146,7 +138,7 @@ def test_linear_head_from_safetensors_equals_unsplit_model(tmp_path, monkeypatch
     head = save_head(tmp_path / "head", weight, bias, classes, spec, (56, 56))
     # the backbone spec names a real timm architecture; build the tiny one instead
     monkeypatch.setattr(
-        "app.models.cub.build_backbone",
+        "app.models.adapters.linear_head.build_backbone",
         lambda s, device, settings, size: TimmBackbone(tiny_timm_vit(), s, device, size),
     )
     model = load_linear_model(str(head), "cpu")

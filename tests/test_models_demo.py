@@ -7,8 +7,9 @@ import torch
 from PIL import Image
 
 from app.config import Settings
-from app.models.clip import ClipPromptView
-from app.models.demo import tinyclip_engine, tinyclip_meta
+from app.models.adapters.clip import ClipPromptView
+from app.models.adapters.clip import tinyclip_engine
+from app.models.zoo.demo_assets import tinyclip_meta
 from app.models.registry import ModelRegistry
 
 
@@ -64,7 +65,7 @@ def test_demo_cnn_loads(models):
 def test_demo_vit_is_a_timm_vit_split_at_its_last_block(models):
     from timm.models.vision_transformer import VisionTransformer
 
-    from app.models.vit import TimmVitSplit
+    from app.models.adapters.vit import TimmVitSplit
 
     vit = models.get("demo-vit")
     assert isinstance(vit.backbone.model, VisionTransformer)

@@ -47,7 +47,7 @@ def isolated_specs(monkeypatch):
 
 def _stand_in(name: str, task: str = "classifier"):
     """An offline stand-in for a demo model (tiny real CNN adapter)."""
-    from app.models.torchvision_cnn import TorchvisionCNN
+    from app.models.adapters.torchvision_cnn import TorchvisionCNN
 
     def build(settings: Settings):
         torch.manual_seed(0)
@@ -82,7 +82,7 @@ def test_cub_linear_without_a_head_falls_back(isolated_specs):
 
 
 def test_torchvision_offline_error_names_weights_and_cache(monkeypatch, tmp_path):
-    from app.models.torchvision_cnn import build_vgg16bn
+    from app.models.zoo.imagenet import build_vgg16bn
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

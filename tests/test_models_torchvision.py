@@ -8,8 +8,8 @@ from PIL import Image
 from torch import nn
 from torchvision.models import ResNet50_Weights, VGG16_BN_Weights, resnet50, vgg16_bn
 
-from app.models import torchvision_cnn
-from app.models.common import aspect_size
+from app.models.adapters import torchvision_cnn
+from app.models.preprocess import aspect_size
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""python -m app.models.train_head end to end on tiny generated datasets (offline)."""
+"""python -m app.train.head end to end on tiny generated datasets (offline)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from app.models import train_head
-from app.models.cub import load_head, load_linear_model
+from app.train import head as train_head
+from app.models.adapters.linear_head import load_head, load_linear_model
 
 COLOURS = {"red_bird": (220, 30, 30), "green_bird": (30, 200, 40), "blue_bird": (30, 60, 220)}
 
@@ -118,7 +118,7 @@ def test_fit_linear_folds_the_standardisation():
 
 def test_train_head_with_the_demo_tinyclip_backbone(tmp_path):
     """The offline tiny CLIP as backbone, on synthetic look-alike birds."""
-    from app.models.demo import tinyclip_engine
+    from app.models.adapters.clip import tinyclip_engine
     from app.synthbirds import SPECIES_NAMES, render_sample
 
     data = tmp_path / "birds"

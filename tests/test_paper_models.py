@@ -17,10 +17,16 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from app.models import paper_models
-from app.models.common import WeightsFileError
-from app.models.hub_models import class_list, register_class_list
-from app.models.paper_models import HEADS, PaperHead, fetch_head, mean_patch_backbone, paper_model
+from app.models.zoo import paper_models
+from app.models.weights import WeightsFileError
+from app.models.hub.loading import class_list, register_class_list
+from app.models.zoo.paper_models import (
+    HEADS,
+    PaperHead,
+    fetch_head,
+    mean_patch_backbone,
+    paper_model,
+)
 from app.models.registry import get_spec
 
 NAMES = ["Alpha Warbler", "Beta Warbler", "Gamma Wren", "Delta Wren"]

@@ -1,5 +1,5 @@
 """Holding a public server: a busy message past capacity, a disk cap under many requests, the
-explanation still shown when the disk is full, and a graceful stop on SIGTERM (issue 17)."""
+explanation still shown when the disk is full, and a graceful stop on SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from PIL import Image
 from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
-from app.ui.common import DOWNLOAD_UNAVAILABLE, DownloadDir
 from app.ui.serving import (
     KEEP_ALIVE_ENV,
     MAX_CPU_SHARE,
@@ -36,6 +35,7 @@ from app.ui.serving import (
     save_pil_to_cache,
     write_pictures_atomically,
 )
+from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
 
 pytestmark = pytest.mark.timeout(300)
 

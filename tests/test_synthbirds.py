@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.models.demo_assets import DEMO_DIR
+from app.models.zoo.demo_assets import DEMO_DIR
 from app.synthbirds import (
     GROUPS,
     IMAGE_SIZE,
@@ -31,7 +31,7 @@ from app.synthbirds import (
     species_group,
 )
 from app.synthbirds.render import masks_from_coverage, render_arrays
-from app.synthbirds.train_common import genus_mate_rate, genus_soft_targets
+from app.train.demo_common import genus_mate_rate, genus_soft_targets
 
 PART_KEYS = set(LAYERS) | {"bird", "head", "wing", "tail"}
 
@@ -234,8 +234,8 @@ def test_genus_soft_targets_and_mate_rate():
 
 
 def test_classifier_training_runs_on_a_pool(tmp_path):
-    from app.synthbirds.train_cnn import main as train_cnn
-    from app.synthbirds.train_vit import main as train_vit
+    from app.train.demo_cnn import main as train_cnn
+    from app.train.demo_vit import main as train_vit
 
     common = ["--steps", "2", "--batch-size", "8", "--pool", "16", "--test-size", "8",
               "--threads", "1", "--no-progress", "--out", str(tmp_path)]
@@ -245,7 +245,7 @@ def test_classifier_training_runs_on_a_pool(tmp_path):
     assert len(list(pool.glob("*.npy"))) == 1
     vit = train_vit(common + ["--pool-cache", str(pool), "--cnn", str(tmp_path)])
     assert vit["vit"]["depth"] >= 1 and (tmp_path / "demo-vit.safetensors").is_file()
-    from app.models.demo_vit import load_demo_vit
+    from app.models.zoo.demo_vit import load_demo_vit
 
     model = load_demo_vit("cpu", tmp_path / "demo-vit.safetensors", tmp_path / "demo-vit.json")
     leaf, logits = model.split_forward(model.preprocess(render_sample(0, 0).image))
@@ -253,8 +253,8 @@ def test_classifier_training_runs_on_a_pool(tmp_path):
 
 
 def test_clip_train_step_runs_through_open_clip():
-    from app.synthbirds.train_clip import batch_captions, build_model, train_step
-    from app.synthbirds.train_common import to_tensor
+    from app.train.demo_tinyclip import batch_captions, build_model, train_step
+    from app.train.demo_common import to_tensor
 
     torch.manual_seed(0)
     model, tokenizer, mean, std = build_model()
@@ -283,7 +283,7 @@ def held_out():
 def test_demo_cnn_is_a_torchvision_resnet_with_fgcam_layers():
     from torchvision.models.resnet import BasicBlock, ResNet
 
-    from app.models.demo_cnn import load_demo_cnn
+    from app.models.zoo.demo_cnn import load_demo_cnn
 
     adapter = load_demo_cnn("cpu")
     assert isinstance(adapter.model, ResNet)
@@ -307,14 +307,14 @@ def _accuracy_and_mates(adapter, samples) -> tuple[float, float]:
 
 @pytest.mark.parametrize("name", ["demo-cnn", "demo-vit"])
 def test_shipped_classifiers_accuracy_and_look_alikes(name, held_out):
-    from app.models.demo_cnn import load_demo_cnn
-    from app.models.demo_vit import load_demo_vit
+    from app.models.zoo.demo_cnn import load_demo_cnn
+    from app.models.zoo.demo_vit import load_demo_vit
 
     adapter = (load_demo_cnn if name == "demo-cnn" else load_demo_vit)("cpu")
     accuracy, mates = _accuracy_and_mates(adapter, held_out)
     meta = json.loads((DEMO_DIR / f"{name}.json").read_text())
-    # The figures the metadata (and the README) state, re-measured on other held-out birds,
-    # within sampling noise; issue 12's targets (>= 0.95 accuracy, >= 0.8 genus-mates among the
+    # The figures the metadata (and docs/models.md) state, re-measured on other held-out birds,
+    # within sampling noise; the targets (>= 0.95 accuracy, >= 0.8 genus-mates among the
     # closest logits) are what both shipped classifiers state on 960 held-out birds.
     assert accuracy >= meta["test_accuracy"] - 0.06, accuracy
     assert mates >= meta["genus_mate_rate_top3"] - 0.1, mates
@@ -324,11 +324,7 @@ def test_shipped_classifiers_accuracy_and_look_alikes(name, held_out):
 def test_shipped_tiny_clip_loads_through_open_clip_and_knows_species(held_out):
     import open_clip
 
-    from app.models.demo_assets import (
-        TINYCLIP_META,
-        TINYCLIP_WEIGHTS,
-        register_tinyclip_config,
-    )
+    from app.models.zoo.demo_assets import TINYCLIP_META, TINYCLIP_WEIGHTS, register_tinyclip_config
 
     name = register_tinyclip_config()
     assert register_tinyclip_config() == name  # idempotent
@@ -346,8 +342,8 @@ def test_shipped_tiny_clip_loads_through_open_clip_and_knows_species(held_out):
                                     normalize=True)
     accuracy = ((images @ text.T).argmax(1) == torch.tensor([s.species for s in held_out])
                 ).float().mean()
-    # the stated figure (960 held-out birds, see the README) within sampling noise, and the
-    # stated figure meets issue 12's target
+    # the stated figure (960 held-out birds, see docs/models.md) within sampling noise, and the
+    # stated figure meets the target
     assert accuracy >= meta["zero_shot_species_accuracy"] - 0.1, accuracy
     assert meta["zero_shot_species_accuracy"] >= 0.8
 
@@ -356,8 +352,8 @@ def test_shipped_examples_cover_every_genus_and_both_classifiers_see_look_alikes
     """The UI's examples: one per genus, reproducible from (species, seed), captioned with what
     separates them, and each one the case Finer-CAM is for — both demo classifiers right, with
     the three genus-mates as the closest logits (so the default references are look-alikes)."""
-    from app.models.demo_cnn import load_demo_cnn
-    from app.models.demo_vit import load_demo_vit
+    from app.models.zoo.demo_cnn import load_demo_cnn
+    from app.models.zoo.demo_vit import load_demo_vit
     from app.synthbirds.examples import EXAMPLES_DIR, difference_caption
     from app.synthbirds.species import MEMBERS_PER_GROUP
 

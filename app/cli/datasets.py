@@ -99,7 +99,7 @@ def _loose(name: str) -> str:
 def _cub_spelling(name: str) -> str | None:
     """CUB's own cleaning (``Forsters_Tern`` -> ``Forster's Tern``), if the CUB adapter loads."""
     try:
-        from app.models.cub import clean_cub_name
+        from app.models.zoo.cub import clean_cub_name
     except Exception:  # the adapter module is optional here
         return None
     return clean_cub_name(name)

@@ -22,7 +22,7 @@ import numpy as np
 
 from app.explain.inputs import InvalidInputError
 
-from .common import Session, default_workers, make_loader, open_session
+from .command_support import Session, default_workers, make_loader, open_session
 from .datasets import CliError, Item, ItemDataset, Loaded
 
 log = logging.getLogger(__name__)

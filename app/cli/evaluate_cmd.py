@@ -44,7 +44,7 @@ from app.explain import metrics
 from app.explain.methods import get_method
 from app.explain.service import ExplainSettings
 
-from .common import (
+from .command_support import (
     BadFiles,
     Session,
     atomic_write,

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from app.explain.gamma import DEFAULT_GAMMA
 from app.explain.service import ExplainSettings, Explanation
 
-from .common import (
+from .command_support import (
     BadFiles,
     Session,
     atomic_write,

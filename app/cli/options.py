@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: Localization regions: CUB ``box`` / ``parts``, synthetic birds ``discriminative`` / ``bird``.
 REGIONS = ("auto", "box", "parts", "discriminative", "bird")
-#: The held-out test seed of ``python -m app.synthbirds.train_cnn`` (its ``--test-seed``).
+#: The held-out test seed of ``python -m app.train.demo_cnn`` (its ``--test-seed``).
 SYNTH_TEST_SEED = 1234
 
 

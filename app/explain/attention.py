@@ -34,7 +34,7 @@ import torch
 
 from app.explain.combine import Contrast
 from app.explain.gradients import all_cached, fill_missing, gradients_per_class
-from app.models.vit import AttentionView, BlockState
+from app.models.adapters.vit import AttentionView, BlockState
 
 LEGRAD = "legrad"
 ATTENTION_GRADIENT = "attention-gradient"

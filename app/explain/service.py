@@ -37,7 +37,7 @@ from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
 from app.models.base import ExplainableModel
-from app.models.vit import AttentionView, BlockState
+from app.models.adapters.vit import AttentionView, BlockState
 
 log = logging.getLogger(__name__)
 

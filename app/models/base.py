@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 if TYPE_CHECKING:
-    from app.models.vit import AttentionView
+    from app.models.adapters.vit import AttentionView
 
 
 class ExplainableModel(ABC):

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 
 from app.config import Settings
-from app.models.common import hf_cache_dir, torch_cache_dir
+from app.models.hub.downloads import hf_cache_dir, torch_cache_dir
 from app.models.registry import model_specs
 
 log = logging.getLogger("app.models.prefetch")

@@ -33,9 +33,18 @@ Task = Literal["classifier", "concepts"]
 
 # Modules whose import registers models; listed here so the registry is complete on first use.
 ADAPTER_MODULES = (
-    "app.models.demo", "app.models.clip", "app.models.cub", "app.models.torchvision_cnn",
-    "app.models.hub_models", "app.models.bioclip", "app.models.paper_models",
+    "app.models.zoo.clip_concepts", "app.models.zoo.cub", "app.models.zoo.imagenet",
+    "app.models.zoo.demo", "app.models.hub.loading", "app.models.zoo.bioclip",
+    "app.models.zoo.paper_models",
 )
+#: Per task, the models the dropdown lists first, in this order; the rest follow in registration
+#: order. The page selects the first Hub model of its task (served by its offline fallback while
+#: the Hub is unreachable), or the first offline one in offline mode, so these lists decide the
+#: page's default model whatever order the modules above are imported in.
+DEFAULT_MODELS: dict[Task, tuple[str, ...]] = {
+    "classifier": ("birds525-dinov2", "cars196-dinov2", "demo-cnn"),
+    "concepts": ("clip-vit-b16", "demo-tinyclip"),
+}
 STUCK_AFTER_S = 30.0
 NOTICE_DETAIL_CHARS = 90
 
@@ -76,16 +85,9 @@ def register_resolver(resolve: Callable[[str], ModelSpec | None]) -> None:
         _RESOLVERS.append(resolve)
 
 
-def register_model(spec: ModelSpec, first: bool = False) -> ModelSpec:
-    """Add ``spec`` to the registry (a later registration of the same name replaces it);
-    ``first`` puts it ahead of the others (the page's default model of its task)."""
-    if first:
-        rest = [(name, s) for name, s in _SPECS.items() if name != spec.name]
-        _SPECS.clear()
-        _SPECS[spec.name] = spec
-        _SPECS.update(rest)
-    else:
-        _SPECS[spec.name] = spec
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (a later registration of the same name replaces it)."""
+    _SPECS[spec.name] = spec
     return spec
 
 
@@ -95,9 +97,13 @@ def _load_adapter_modules() -> None:
 
 
 def model_specs(task: Task | None = None) -> list[ModelSpec]:
-    """Registered specs, optionally only those of one task, in registration order."""
+    """Registered specs, optionally only those of one task: the :data:`DEFAULT_MODELS` of each
+    task first, in their listed order, then the others in registration order."""
     _load_adapter_modules()
-    return [spec for spec in _SPECS.values() if task is None or spec.task == task]
+    preferred = [name for names in DEFAULT_MODELS.values() for name in names]
+    rank = {name: i for i, name in enumerate(preferred)}
+    specs = sorted(_SPECS.values(), key=lambda spec: rank.get(spec.name, len(rank)))
+    return [spec for spec in specs if task is None or spec.task == task]
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -121,7 +127,7 @@ class ModelLoadError(RuntimeError):
 
 def _short(error: BaseException) -> str:
     """A few words for the notice (the full error is in :meth:`ModelRegistry.details`)."""
-    from app.models import hub
+    from app.models.hub import policy as hub
 
     if isinstance(error, OSError) and "cache" in str(error) and not hub.hub_online():
         offline = "offline mode" if hub.user_offline() else "Hub unreachable"
@@ -209,7 +215,7 @@ class ModelRegistry:
         """
         spec = get_spec(name)
         if name not in self._loaded and not spec.offline and spec.fallback:
-            from app.models import hub
+            from app.models.hub import policy as hub
 
             if not hub.hub_online():
                 try:
@@ -263,7 +269,7 @@ class ModelRegistry:
         self._notices.pop(spec.name, None)
         self._served_by.pop(spec.name, None)
         if not spec.offline:
-            from app.models import hub
+            from app.models.hub import policy as hub
 
             hub.hub_online()  # one short probe; unreachable -> cache only, no retry ladder
         try:

@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from app.models.demo_assets import REPO_ROOT
+from app.models.zoo.demo_assets import REPO_ROOT
 
 from . import (
     GROUP_NAMES,

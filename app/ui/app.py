@@ -16,9 +16,9 @@ from app.explain import inputs
 from app.explain.service import ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
-from app.ui.common import DownloadDir, status_line
+from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
-from app.ui.hub_models import build_hub_loader, build_status_details
+from app.ui.hub_loader import build_hub_loader, build_status_details
 from app.ui.serving import (
     Admission,
     DiskCap,

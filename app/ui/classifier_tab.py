@@ -18,7 +18,7 @@ import gradio as gr
 from app.explain import inputs
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
-from app.ui.common import (
+from app.ui.tab_glue import (
     LIVE,
     SCORE_HEADERS,
     DownloadDir,

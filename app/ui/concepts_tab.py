@@ -16,7 +16,7 @@ import gradio as gr
 
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
-from app.ui.common import (
+from app.ui.tab_glue import (
     LIVE,
     DownloadDir,
     file_stem,

@@ -24,13 +24,7 @@ from app.explain.service import (
     GammaStrip,
 )
 from app.models.registry import ModelRegistry
-from app.ui.common import (
-    DownloadDir,
-    default_model,
-    method_choices,
-    model_choices,
-    panel_titles,
-)
+from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 from app.ui.image_output import Inline, PanelImage, StripGallery
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Train the tiny CLIP (open_clip classes, custom config) on synthetic birds and captions.
 
-    python -m app.synthbirds.train_clip --steps 600 --seed 0 --out assets/demo
+    python -m app.train.demo_tinyclip --steps 600 --seed 0 --out assets/demo
 
 The model is built by ``open_clip.create_model_and_transforms`` from
 ``assets/demo/synthbirds-tinyclip.json`` and uses open_clip's own tokenizer, so the app loads it
@@ -29,9 +29,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from app.models.demo_assets import DEMO_DIR, TINYCLIP_CONFIG, register_tinyclip_config
-
-from . import (
+from app.models.zoo.demo_assets import (
+    DEMO_DIR,
+    TINYCLIP_CONFIG,
+    register_tinyclip_config,
+)
+from app.synthbirds import (
     GROUP_NAMES,
     IMAGE_SIZE,
     MEMBERS_PER_GROUP,
@@ -44,7 +47,7 @@ from . import (
     render_batch,
     species_prompt,
 )
-from .train_common import (
+from app.train.demo_common import (
     POOL_DIR,
     epoch_batches,
     flip_half,
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
             "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
             "weight_decay": args.weight_decay, "pool": args.pool, "seed": args.seed,
             "threads": args.threads, "seconds": round(train_seconds),
-            "command": "python -m app.synthbirds.train_clip " + " ".join(argv or sys.argv[1:]),
+            "command": "python -m app.train.demo_tinyclip " + " ".join(argv or sys.argv[1:]),
         },
     }
     (args.out / (TINYCLIP_CONFIG.stem + ".meta.json")).write_text(json.dumps(meta, indent=2)

@@ -26,13 +26,14 @@ from pathlib import Path
 import torch
 
 from app.config import Settings
-from app.models import hub
-from app.models.backbones import TimmBackbone
-from app.models.clip import OPENAI_MEAN, OPENAI_STD
-from app.models.common import WeightsFileError, freeze, shared_instance
-from app.models.cub import LinearHeadModel
-from app.models.hub_models import class_list, load_error, prepare
+from app.models.adapters.backbones import TimmBackbone
+from app.models.adapters.clip import OPENAI_MEAN, OPENAI_STD
+from app.models.adapters.linear_head import LinearHeadModel
+from app.models.hub import policy as hub
+from app.models.hub.loading import class_list, load_error, prepare
 from app.models.registry import ModelSpec, register_model
+from app.models.sharing import shared_instance
+from app.models.weights import WeightsFileError, freeze
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +171,14 @@ def _builder(name: str):
     return build
 
 
-# Registered first (cars, then birds on top): the classifier tab offers the paper's model first.
+# The classifier tab offers these first: see DEFAULT_MODELS in app.models.registry.
 register_model(ModelSpec(
     name="cars196-dinov2",
     summary="Stanford Cars (196): the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
     task="classifier", build=_builder("cars196-dinov2"), fallback="demo-cnn",
-), first=True)
+))
 register_model(ModelSpec(
     name="birds525-dinov2",
     summary="Birds-525: the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
     task="classifier", build=_builder("birds525-dinov2"), fallback="demo-cnn",
-), first=True)
+))

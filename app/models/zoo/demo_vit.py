@@ -5,10 +5,11 @@ embedding is a convolutional stem, as in timm's hybrid ViTs (``vit_*_r26_s32``):
 stages of the demo ResNet (stride 8) and a 2x2 projection, so each token covers a 16-px patch
 (an 8x8 grid at 128 px). The stem starts from the trained demo CNN's weights and stays frozen
 while the transformer trains: on 2 CPU cores a ViT trained from pixels does not get near the
-demo CNN's accuracy in the time budget (see ``app.synthbirds.train_vit``). The app splits it with
-:class:`app.models.backbones.TimmBackbone` and :class:`app.models.cub.LinearHeadModel`, the
-adapters of every timm ViT classifier (split by :class:`app.models.vit.TimmVitSplit`), so the
-ViT target layer and the ViT-native methods run on a trained classifier.
+demo CNN's accuracy in the time budget (see ``app.train.demo_vit``). The app splits it with
+:class:`app.models.adapters.backbones.TimmBackbone` and
+:class:`app.models.adapters.linear_head.LinearHeadModel`, the adapters of every timm ViT classifier
+(split by :class:`app.models.adapters.vit.TimmVitSplit`), so the ViT target layer and the
+ViT-native methods run on a trained classifier.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbones import TimmBackbone
-from .cub import LinearHeadModel
-from .demo_assets import DEMO_VIT_META, DEMO_VIT_NAME, DEMO_VIT_WEIGHTS, require_files
-from .demo_cnn import DEFAULT_BLOCKS, DEFAULT_WIDTHS, DemoResNet
+from app.models.adapters.backbones import TimmBackbone
+from app.models.adapters.linear_head import LinearHeadModel
+from app.models.zoo.demo_assets import (
+    DEMO_VIT_META,
+    DEMO_VIT_NAME,
+    DEMO_VIT_WEIGHTS,
+    require_files,
+)
+from app.models.zoo.demo_cnn import DEFAULT_BLOCKS, DEFAULT_WIDTHS, DemoResNet
 
 IMAGE_SIZE = 128
 #: Transformer shape (the stem's widths come from the demo CNN).
@@ -35,8 +41,9 @@ DEFAULT_VIT = {"embed_dim": 128, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
 class ConvStemEmbed(nn.Module):
     """Patch embedding from a conv stem (stride 8) and a 2x2 projection: 16-px tokens.
 
-    Has the attributes timm and :class:`~app.models.vit.TimmVitSplit` read of a patch embedding
-    (``patch_size``, ``grid_size``, ``num_patches``) with ``patch_size`` the effective stride.
+    Has the attributes timm and :class:`~app.models.adapters.vit.TimmVitSplit` read of a patch
+    embedding (``patch_size``, ``grid_size``, ``num_patches``) with ``patch_size`` the effective
+    stride.
     """
 
     def __init__(self, img_size=IMAGE_SIZE, patch_size=16, in_chans=3, embed_dim=128,
@@ -77,7 +84,7 @@ def load_demo_vit(device: torch.device | str = "cpu", weights: str | Path = DEMO
     from safetensors.torch import load_file
 
     weights, meta = Path(weights), Path(meta)
-    require_files((weights, meta), "app.synthbirds.train_vit")
+    require_files((weights, meta), "app.train.demo_vit")
     info = json.loads(meta.read_text())
     model = build_demo_vit(len(info["labels"]), info["vit"])
     model.load_state_dict(load_file(str(weights)))

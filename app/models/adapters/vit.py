@@ -237,7 +237,7 @@ def check_open_clip_visual(visual: nn.Module) -> tuple[bool, bool]:
     """(class-token fast path possible, last block is a standard ResidualAttentionBlock).
 
     Raises ValueError (naming the reason) for towers that cannot be split exactly."""
-    from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+    from open_clip.transformer import VisionTransformer
 
     if not isinstance(visual, VisionTransformer):
         raise ValueError(

@@ -6,15 +6,15 @@
 * ``bioclip``: the concept model (free-text prompts, ``FINERCAM_CLIP_TEMPLATE``).
 
 Weights: BioCLIP publishes only ``open_clip_pytorch_model.bin`` (plain tensors), read with
-``torch.load(weights_only=True)``; see :data:`app.models.hub.VETTED_PICKLE_REPOS`.
+``torch.load(weights_only=True)``; see :data:`app.models.hub.policy.VETTED_PICKLE_REPOS`.
 """
 
 from __future__ import annotations
 
 from app.config import Settings
-from app.models.clip import ClipPromptView
-from app.models.hub import HubId
-from app.models.hub_models import clip_view
+from app.models.adapters.clip import ClipPromptView
+from app.models.hub.loading import clip_view
+from app.models.hub.policy import HubId
 from app.models.registry import ModelSpec, register_model
 
 BIOCLIP = HubId("open_clip", "imageomics/bioclip")

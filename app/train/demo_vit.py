@@ -1,11 +1,11 @@
 """Train the demo ViT (a small hybrid timm VisionTransformer) on synthetic birds.
 
-    python -m app.synthbirds.train_vit --steps 500 --seed 0 --cnn assets/demo --out assets/demo
+    python -m app.train.demo_vit --steps 500 --seed 0 --cnn assets/demo --out assets/demo
 
 The conv stem (patch embedding) is initialised from the trained demo CNN's first three stages
 (``--cnn``: the folder of ``demo-cnn.safetensors``) and frozen; the projection, the transformer
 and the head train on the same seeded pool and soft targets as the CNN
-(:mod:`app.synthbirds.train_cnn`). Writes ``demo-vit.safetensors`` and ``demo-vit.json`` into
+(:mod:`app.train.demo_cnn`). Writes ``demo-vit.safetensors`` and ``demo-vit.json`` into
 ``--out``.
 """
 
@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-from app.models.demo_assets import DEMO_DIR
-from app.models.demo_vit import DEFAULT_VIT, IMAGE_SIZE, build_demo_vit
-
-from . import NUM_SPECIES, SPECIES_NAMES
-from .train_cnn import add_common_arguments, evaluate, fit, save, train_record
-from .train_common import seed_everything
+from app.models.zoo.demo_assets import DEMO_DIR
+from app.models.zoo.demo_vit import DEFAULT_VIT, IMAGE_SIZE, build_demo_vit
+from app.synthbirds import NUM_SPECIES, SPECIES_NAMES
+from app.train.demo_cnn import add_common_arguments, evaluate, fit, save, train_record
+from app.train.demo_common import seed_everything
 
 
 def load_stem(model: torch.nn.Module, cnn_dir: Path) -> None:
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": IMAGE_SIZE, "mean": mean, "std": std, "target_layer": "blocks[-1].norm1",
         **metrics, "test_size": args.test_size, "test_split": "test",
         "test_seed": args.test_seed,
-        "train": {**train_record(args, seconds, "app.synthbirds.train_vit", argv),
+        "train": {**train_record(args, seconds, "app.train.demo_vit", argv),
                   "stem_from": str(args.cnn / "demo-cnn.safetensors")},
     }
     save(model, args.out, "demo-vit", meta)

@@ -251,7 +251,7 @@ STATUS_MAX_CHARS = 400
 
 def status_line(registry: ModelRegistry) -> str:
     """One or two short lines: device, models loaded, fallbacks, Hub state (≤ 400 chars)."""
-    from app.models import hub
+    from app.models.hub import policy as hub
 
     if registry.settings.offline:
         mode = "Offline: shipped demo models only."

@@ -24,16 +24,11 @@ from PIL import Image
 from torch import nn
 
 from app.config import Settings
-from app.models.common import (
-    WeightsFileError,
-    freeze,
-    hf_cache_dir,
-    hub_error,
-    load_tensor_file,
-    shared_instance,
-    to_tensor,
-)
-from app.models.vit import TimmVitSplit
+from app.models.adapters.vit import TimmVitSplit
+from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.preprocess import to_tensor
+from app.models.sharing import shared_instance
+from app.models.weights import WeightsFileError, freeze, load_tensor_file
 
 DEFAULT_TIMM_INPUT = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,7 +62,8 @@ class TimmBackbone:
         key: Identifies model + weights (``trunk_key``).
         input_size: ``(height, width)`` the whole image is resized to.
         mean, std, interpolation: Normalisation of the model's pretraining (pretrained_cfg).
-        target: ViT target layer, ``norm1`` (default) or ``residual`` (:mod:`app.models.vit`).
+        target: ViT target layer, ``norm1`` (default) or ``residual``
+            (:mod:`app.models.adapters.vit`).
     """
 
     normalize_features = False
@@ -190,7 +186,7 @@ def build_backbone(
     input_size: int | tuple[int, int] | None = None,
 ) -> Backbone:
     """The backbone named by ``spec`` (shared process-wide unless it has random weights)."""
-    from app.models import clip
+    from app.models.adapters import clip
 
     device = torch.device(device)
     if isinstance(input_size, int):
@@ -200,9 +196,7 @@ def build_backbone(
         settings = settings or Settings.from_env()
         return clip.shared_engine(settings.clip_model, settings.clip_pretrained, device)
     if kind == "demo-tinyclip":
-        from app.models import demo
-
-        return demo.tinyclip_engine(device)
+        return clip.tinyclip_engine(device)
     if kind == "open_clip":
         if weights == "random":
             return clip.load_open_clip(name, None, device)

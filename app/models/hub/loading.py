@@ -1,6 +1,7 @@
 """Models from the Hugging Face Hub by id: timm classifiers and open_clip (``hf-hub:``) models.
 
-Ids (see :mod:`app.models.hub`), usable wherever a registry name is (UI, CLI ``--model``, API):
+Ids (see :mod:`app.models.hub.policy`), usable wherever a registry name is (UI, CLI ``--model``,
+API):
 
 * ``timm:resnet50.a1_in1k`` / ``timm:org/repo`` — a timm classifier from its Hub repo (config +
   safetensors). Class names: the pretrained config's ``label_names`` (ImageNet synsets become
@@ -27,16 +28,18 @@ import torch
 from PIL import Image
 
 from app.config import Settings
-from app.models import hub
+from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
+from app.models.adapters.vit import TimmVitSplit
 from app.models.base import ExplainableModel
-from app.models.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
-from app.models.common import freeze, hf_cache_dir, hub_error, to_tensor
+from app.models.hub import policy as hub
+from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.preprocess import to_tensor
 from app.models.registry import ModelSpec, register_resolver
-from app.models.vit import TimmVitSplit
+from app.models.weights import freeze
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
 BIRD_TEMPLATE = "a photo of a {}, a type of bird."
 #: Shipped class lists: name -> (file in assets/, prompt template, summary).
 CLASS_LISTS: dict[str, tuple[str, str, str]] = {
@@ -57,7 +60,7 @@ def class_list(name: str) -> tuple[list[str], str]:
         lines = (ASSETS / filename).read_text(encoding="utf-8").splitlines()
         names = [line.strip() for line in lines if line.strip()]
         if name == "cub200":
-            from app.models.cub import clean_cub_name
+            from app.models.zoo.cub import clean_cub_name
 
             names = [clean_cub_name(n) for n in names]
         return names, template

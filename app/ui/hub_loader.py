@@ -11,10 +11,10 @@ from typing import Any
 
 import gradio as gr
 
-from app.models import hub
-from app.models.hub_models import CLASS_LISTS, register_class_list
+from app.models.hub import policy as hub
+from app.models.hub.loading import CLASS_LISTS, register_class_list
 from app.models.registry import ModelRegistry
-from app.ui.common import status_line, user_errors
+from app.ui.tab_glue import status_line, user_errors
 
 log = logging.getLogger(__name__)
 

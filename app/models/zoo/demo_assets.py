@@ -1,14 +1,17 @@
 """Where the offline demo models live (``assets/demo/``) and how open_clip finds the tiny CLIP.
 
 The demo models are trained on the procedural birds of ``app.synthbirds`` by
-``python -m app.synthbirds.train_cnn``, ``train_vit`` and ``train_clip``.
+``python -m app.train.demo_cnn``, ``demo_vit`` and ``demo_tinyclip``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from app.models.weights import WeightsFileError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_DIR = REPO_ROOT / "assets" / "demo"
 
 DEMO_CNN_NAME = "demo-cnn"
@@ -37,6 +40,16 @@ def register_tinyclip_config() -> str:
     if TINYCLIP_MODEL_NAME not in open_clip.list_models():
         open_clip.add_model_config(TINYCLIP_CONFIG)
     return TINYCLIP_MODEL_NAME
+
+
+def tinyclip_meta() -> dict:
+    """Labels, templates and measured accuracies written by ``app.train.demo_tinyclip``."""
+    if not TINYCLIP_META.is_file():
+        raise WeightsFileError(
+            f"tiny CLIP metadata {TINYCLIP_META} is missing; train it with "
+            "`python -m app.train.demo_tinyclip`"
+        )
+    return json.loads(TINYCLIP_META.read_text())
 
 
 def require_files(paths, trainer: str) -> None:

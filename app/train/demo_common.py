@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.models.demo_assets import REPO_ROOT
-
-from .dataset import render_batch
-from .species import MEMBERS_PER_GROUP, NUM_SPECIES
+from app.models.zoo.demo_assets import REPO_ROOT
+from app.synthbirds.dataset import render_batch
+from app.synthbirds.species import MEMBERS_PER_GROUP, NUM_SPECIES
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Train the demo CNN (a small torchvision ResNet) on synthetic birds.
 
-    python -m app.synthbirds.train_cnn --steps 600 --seed 0 --out assets/demo
+    python -m app.train.demo_cnn --steps 600 --seed 0 --out assets/demo
 
 Trains on a seeded pool of rendered birds (cached under ``runs/pools``, shared with the other
 training scripts) with random flips, and genus-aware soft targets (``--genus-smoothing`` of the
@@ -24,11 +24,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from app.models.demo_assets import DEMO_DIR
-from app.models.demo_cnn import DEFAULT_BLOCKS, DEFAULT_WIDTHS, DemoResNet
-
-from . import IMAGE_SIZE, NUM_SPECIES, SPECIES_NAMES, render_batch
-from .train_common import (
+from app.models.zoo.demo_assets import DEMO_DIR
+from app.models.zoo.demo_cnn import DEFAULT_BLOCKS, DEFAULT_WIDTHS, DemoResNet
+from app.synthbirds import IMAGE_SIZE, NUM_SPECIES, SPECIES_NAMES, render_batch
+from app.train.demo_common import (
     POOL_DIR,
     epoch_batches,
     flip_half,
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         "blocks": list(DEFAULT_BLOCKS), "image_size": IMAGE_SIZE, "mean": mean, "std": std,
         "target_layer": "layer4", **metrics, "test_size": args.test_size,
         "test_split": "test", "test_seed": args.test_seed,
-        "train": train_record(args, seconds, "app.synthbirds.train_cnn", argv),
+        "train": train_record(args, seconds, "app.train.demo_cnn", argv),
     }
     save(model, args.out, "demo-cnn", meta)
     return meta

@@ -4,8 +4,8 @@
 for 128-px birds (3x3 stride-2 conv, no max-pool, stride 1 in ``layer4``): its last block
 outputs a 16x16 grid (stride 8), fine enough for a crown or an eye ring. The app wraps it with
 the same adapter and trunk/tail split as the ImageNet ResNet-50
-(:func:`app.models.torchvision_cnn.resnet_split`), so CAM, Finer-CAM and FG-CAM's ResNet path
-run on trained weights.
+(:func:`app.models.adapters.torchvision_cnn.resnet_split`), so CAM, Finer-CAM and FG-CAM's
+ResNet path run on trained weights.
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from .demo_assets import DEMO_CNN_META, DEMO_CNN_NAME, DEMO_CNN_WEIGHTS, require_files
-from .torchvision_cnn import TorchvisionCNN, resnet_split
+from app.models.adapters.torchvision_cnn import TorchvisionCNN, resnet_split
+from app.models.zoo.demo_assets import (
+    DEMO_CNN_META,
+    DEMO_CNN_NAME,
+    DEMO_CNN_WEIGHTS,
+    require_files,
+)
 
 #: Channels of the stem / layer1 .. layer4, and blocks per layer.
 DEFAULT_WIDTHS: tuple[int, ...] = (24, 48, 96, 160)
@@ -70,7 +75,7 @@ def load_demo_cnn(device: torch.device | str = "cpu", weights: str | Path = DEMO
     from safetensors.torch import load_file
 
     weights, meta = Path(weights), Path(meta)
-    require_files((weights, meta), "app.synthbirds.train_cnn")
+    require_files((weights, meta), "app.train.demo_cnn")
     info = json.loads(meta.read_text())
     model = DemoResNet(len(info["labels"]), info["widths"], info["blocks"])
     model.load_state_dict(load_file(str(weights)))

@@ -3,7 +3,7 @@
 One :class:`ClipEngine` per (model, weights, device) holds the open_clip model, its tokenizer
 and a bounded cache of text embeddings per prompt text. Heads are light views over it
 (:class:`ClipPromptView`): free-text concept prompts (``clip-vit-b16``), the 200 CUB species
-names (``cub200-clip-zeroshot``, in :mod:`app.models.cub`), the synthetic species of the demo.
+names (``cub200-clip-zeroshot``, in :mod:`app.models.zoo.cub`), the synthetic species of the demo.
 All views of one engine share its ``trunk_key``, so changing prompts re-runs only the tail and
 the text encoder, never the image trunk.
 
@@ -28,18 +28,18 @@ import torch.nn.functional as F
 from PIL import Image
 
 from app.config import Settings
+from app.models.adapters.vit import AttentionView, OpenClipVisionSplit, open_clip_split
 from app.models.base import ExplainableModel
-from app.models.common import (
-    LRUDict,
-    WeightsFileError,
-    freeze,
-    hf_cache_dir,
-    hub_error,
-    shared_instance,
-    to_tensor,
+from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.preprocess import to_tensor
+from app.models.sharing import LRUDict, shared_instance
+from app.models.weights import WeightsFileError, freeze
+from app.models.zoo.demo_assets import (
+    TINYCLIP_META,
+    TINYCLIP_WEIGHTS,
+    register_tinyclip_config,
+    tinyclip_meta,
 )
-from app.models.registry import ModelSpec, register_model
-from app.models.vit import AttentionView, OpenClipVisionSplit, open_clip_split
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ClipEngine:
         description: One line: model, weights, device.
         target: ViT target layer: ``norm1`` (the last block's ``ln_1`` output, default) or
             ``residual`` (the residual stream entering the last block); see
-            :mod:`app.models.vit`.
+            :mod:`app.models.adapters.vit`.
     """
 
     def __init__(
@@ -149,7 +149,7 @@ class ClipEngine:
     normalize_features = True
 
     def features(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Backbone protocol (:mod:`app.models.backbones`): the image embedding."""
+        """Backbone protocol (:mod:`app.models.adapters.backbones`): the image embedding."""
         return self.split.features(tokens)
 
     @property
@@ -411,18 +411,22 @@ def settings_engine(settings: Settings) -> ClipEngine:
     return shared_engine(settings.clip_model, settings.clip_pretrained, settings.torch_device)
 
 
-def _build_concepts(settings: Settings) -> ClipPromptView:
-    engine = settings_engine(settings)
-    return engine.view("clip-vit-b16", (), settings.clip_template)
+def tinyclip_engine(device: torch.device | str = "cpu") -> ClipEngine:
+    """The shipped tiny CLIP, once per device (shared by demo-tinyclip and its species view)."""
+    device = torch.device(device)
 
+    def build() -> ClipEngine:
+        name = register_tinyclip_config()
+        if not TINYCLIP_WEIGHTS.is_file():
+            raise WeightsFileError(
+                f"tiny CLIP weights {TINYCLIP_WEIGHTS} are missing; train them with "
+                "`python -m app.train.demo_tinyclip`"
+            )
+        engine = load_open_clip(name, str(TINYCLIP_WEIGHTS), device)
+        meta = tinyclip_meta() if TINYCLIP_META.is_file() else {}
+        accuracy = meta.get("zero_shot_species_accuracy")
+        note = f", zero-shot species acc {accuracy:.1%}" if accuracy is not None else ""
+        engine.description = f"tiny CLIP on synthetic birds (offline{note}, {device})"
+        return engine
 
-register_model(
-    ModelSpec(
-        name="clip-vit-b16",
-        summary="CLIP ViT-B/16 (OpenAI) zero-shot concepts: explain free-text prompts",
-        task="concepts",
-        build=_build_concepts,
-        fallback="demo-tinyclip",
-        attention=True,
-    )
-)
+    return shared_instance(("demo-tinyclip", str(device)), build)

@@ -24,12 +24,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from app.config import Settings
 from app.models.base import ExplainableModel
-from app.models.common import aspect_size, freeze, hub_error, to_tensor, torch_cache_dir
-from app.models.registry import ModelSpec, register_model
+from app.models.hub.downloads import hub_error, torch_cache_dir
+from app.models.preprocess import aspect_size, to_tensor
+from app.models.weights import freeze
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
 IMAGENET_CLASSES_FILE = ASSETS / "imagenet_classes.txt"
 SHORT_SIDE = 224
 MAX_LONG_SIDE = 448
@@ -153,7 +153,7 @@ def _mean_std(weights) -> tuple[Sequence[float], Sequence[float]]:
     return tuple(transforms.mean), tuple(transforms.std)
 
 
-def _load(arch: Callable[..., nn.Module], weights) -> nn.Module:
+def load_torchvision(arch: Callable[..., nn.Module], weights) -> nn.Module:
     """``arch`` with ``weights`` from torchvision's cache, downloading them first if needed.
 
     The download happens before the (slow) model construction, so failures are quick. With
@@ -175,53 +175,6 @@ def _load(arch: Callable[..., nn.Module], weights) -> nn.Module:
 
 def _offline() -> bool:
     """No network: ``HF_HUB_OFFLINE`` or the Hub probe failed (then nothing answers quickly)."""
-    from app.models.hub import hub_online
+    from app.models.hub.policy import hub_online
 
     return not hub_online()
-
-
-def build_vgg16bn(settings: Settings) -> TorchvisionCNN:
-    from torchvision.models import VGG16_BN_Weights, vgg16_bn
-
-    weights = VGG16_BN_Weights.IMAGENET1K_V1
-    device = settings.torch_device
-    model = _load(vgg16_bn, weights)
-    return vgg16bn(
-        model, imagenet_class_names(), device, f"torchvision:vgg16_bn@{weights.name}",
-        f"vgg16bn-imagenet: torchvision VGG16-BN {weights.name} ({device})",
-    )
-
-
-def build_resnet50(settings: Settings) -> TorchvisionCNN:
-    from torchvision.models import ResNet50_Weights
-    from torchvision.models import resnet50 as tv_resnet50
-
-    weights = ResNet50_Weights.IMAGENET1K_V2
-    device = settings.torch_device
-    model = _load(tv_resnet50, weights)
-    return resnet50(
-        model, imagenet_class_names(), device, f"torchvision:resnet50@{weights.name}",
-        f"resnet50-imagenet: torchvision ResNet-50 {weights.name} ({device})",
-    )
-
-
-register_model(
-    ModelSpec(
-        name="vgg16bn-imagenet",
-        summary="VGG16-BN ImageNet (torchvision): 1000 classes, FG-CAM capable",
-        task="classifier",
-        build=build_vgg16bn,
-        fallback="demo-cnn",
-        attention=False,
-    )
-)
-register_model(
-    ModelSpec(
-        name="resnet50-imagenet",
-        summary="ResNet-50 ImageNet (torchvision): 1000 classes",
-        task="classifier",
-        build=build_resnet50,
-        fallback="demo-cnn",
-        attention=False,
-    )
-)
