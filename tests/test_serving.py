@@ -279,6 +279,26 @@ def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
     assert image.temp_files == {str(kept)} and kept.exists()
 
 
+def test_the_disk_cap_keeps_a_file_written_again_after_its_listing(tmp_path, monkeypatch):
+    """A sweep lists the files, then removes the oldest; a picture returned again in between is
+    a new file under the old name, which a download may be reading."""
+    with gr.Blocks() as demo:
+        image = gr.Image()
+    picture = tmp_path / "image.jpeg"
+    picture.write_bytes(b"x" * 100)
+    os.utime(picture, (time.time() - 3600, time.time() - 3600))
+    image.temp_files.add(str(picture))
+    disk = DiskCap(demo, [], cap_bytes=0)
+    listing = disk._files()
+    picture.write_bytes(b"y" * 100)  # written again, now
+    monkeypatch.setattr(disk, "_files", lambda: listing)
+    assert disk.sweep() == 0
+    assert picture.read_bytes() == b"y" * 100
+    monkeypatch.undo()
+    os.utime(picture, (time.time() - 3600, time.time() - 3600))
+    assert disk.sweep() == 100 and not picture.exists()  # an old file still goes
+
+
 def test_the_disk_cap_spaces_its_sweeps_by_their_cost(tmp_path):
     """A sweep stats every file: with tens of thousands of them it would eat a core's time every
     few seconds, so the next one waits long enough to keep that under MAX_CPU_SHARE."""

@@ -253,7 +253,7 @@ class DiskCap(Periodic):
         for mtime, path, size in files:
             if total - freed <= self.cap_bytes or mtime > young:
                 break  # under the cap, or only files of requests still in flight are left
-            if path in keep:
+            if path in keep or _written_since(path, young):
                 continue
             try:
                 os.unlink(path)
@@ -299,6 +299,15 @@ class DiskCap(Periodic):
         for block in self.demo.blocks.values():
             keep.update(str(p) for p in getattr(block, "keep_in_cache", ()))
         return keep
+
+
+def _written_since(path: str, moment: float) -> bool:
+    """Whether ``path`` was written after ``moment``: a picture returned again is renamed over
+    its old file between a sweep's listing and its removal, and may be downloading already."""
+    try:
+        return os.lstat(path).st_mtime > moment
+    except OSError:
+        return False
 
 
 def _remove_empty_parent(folder: Path) -> None:
