@@ -13,8 +13,8 @@ the memory the C allocator keeps free back to the OS, so RSS follows the live he
 :func:`write_pictures_atomically` keeps a picture being downloaded whole while the same picture
 is written again.
 
-Hooks into ``Queue.push`` and ``processing_utils.save_pil_to_cache`` (gradio 6);
-``tests/test_serving.py`` and ``tests/test_served_files.py`` break when those change.
+Hooks into ``Queue.push``, ``processing_utils.save_pil_to_cache`` and the uvicorn server's
+config (gradio 6); ``tests/test_serving.py`` breaks when those change.
 """
 
 from __future__ import annotations
