@@ -344,10 +344,6 @@ def test_python_dash_m_entry_point_prints_usage():
     assert done.returncode == 2 and "invalid int value" in done.stderr
 
 
-@pytest.mark.skipif(
-    not (REPO / "assets" / "demo" / "demo-cnn.safetensors").is_file(),
-    reason="demo-cnn weights are not in assets/demo",
-)
 def test_demo_cnn_on_synthbirds_resolves_every_label(tmp_path):
     out = tmp_path / "o"
     argv = ["evaluate", "--dataset", "synthbirds", "--count", "4", "--model", "demo-cnn",
