@@ -1,16 +1,17 @@
 """Latency of CAM + Finer-CAM side by side: our engine vs pytorch-grad-cam, in one run.
 
     python -m bench.latency [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
-                            [--device cpu|cuda]
+                            [--size 224] [--device cpu|cuda]
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
-VGG16-BN at 224 px and its ratio to one forward pass, (e) the library entry ``contrastive_cam`` on
-an arbitrary hooked model (torchvision ViT-B/16): one Finer map (T=3) against pytorch-grad-cam's
-FinerCAM and against one forward, (f) LeGrad and attention-gradient CAM + Finer side by side
-against one forward pass and torchcam's LeGrad, and their re-render time. Random weights: timing
-does not depend on
-them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
+VGG16-BN at ``--size`` px and its ratio to one forward pass, (e) the library entry
+``contrastive_cam`` on an arbitrary hooked model (torchvision ViT-B/16 at ``--size`` px): one
+Finer map (T=3) against pytorch-grad-cam's FinerCAM and against one forward, (f) LeGrad and
+attention-gradient CAM + Finer side by side against one forward pass and torchcam's LeGrad, and
+their re-render time. Random weights: timing does not depend on them. Numbers are medians over
+``--repeats`` interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4
+--repeats 1 --size 32``.
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
 
     torch.manual_seed(0)
     model = vgg16_bn(weights=None).eval().to(args.device)
-    x = torch.randn(1, 3, 224, 224).to(args.device)
+    x = torch.randn(1, 3, args.size, args.size).to(args.device)
     with torch.no_grad():
         channels = model.features(x).shape[1]
     weights = torch.randn(channels).to(args.device)
@@ -225,9 +226,9 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
     from app.explain.gradients import compute_entry
 
     torch.manual_seed(0)
-    model = vit_b_16(weights=None).eval().to(args.device)
+    model = vit_b_16(weights=None, image_size=args.size).eval().to(args.device)
     layer = model.encoder.layers[-1].ln_1
-    x = torch.randn(1, 3, 224, 224).to(args.device)
+    x = torch.randn(1, 3, args.size, args.size).to(args.device)
     with torch.no_grad():
         logits = model(x)[0]
     target = int(logits.argmax())
@@ -254,7 +255,7 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
 
 
 def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
-    """torchvision ViT tokens ``(N, 1 + 14·14, D)`` -> ``(N, D, 14, 14)``."""
+    """torchvision ViT tokens ``(N, 1 + s·s, D)`` -> ``(N, D, s, s)`` (s = 14 at 224 px)."""
     side = round((tokens.size(1) - 1) ** 0.5)
     return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).permute(0, 3, 1, 2)
 
@@ -273,7 +274,7 @@ def print_attention(timings: dict[str, float]) -> None:
               f"   re-render {rerender * 1000:.1f} ms")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -285,9 +286,11 @@ def main() -> None:
     parser.add_argument("--skip-fgcam", action="store_true")
     parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
     parser.add_argument("--skip-attention", action="store_true")
+    parser.add_argument("--size", type=int, default=224,
+                        help="input side of (d) and (e), a multiple of 16 (small for a smoke run)")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
                         help="cpu (default) or cuda[:N]: where every model and input lives")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     global clock
@@ -306,12 +309,13 @@ def main() -> None:
         print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
-        print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"
+        print(f"(d) FG-CAM to the input, VGG16-BN {args.size:3d} px    : {fg['fgcam'] * 1000:8.1f} ms"
               f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
               f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
     if not args.skip_generic:
         gen = bench_generic(args)
-        print("(e) contrastive_cam, torchvision ViT-B/16, one Finer map (T=3), hooked path:")
+        print(f"(e) contrastive_cam, torchvision ViT-B/16 at {args.size} px, one Finer map (T=3), "
+              "hooked path:")
         print(f"    pytorch-grad-cam FinerCAM               : {gen['anchor'] * 1000:8.1f} ms")
         print(f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
               f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}")
