@@ -98,7 +98,9 @@ def clip_reshape(grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor
 def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    )
     x = view.preprocess(image)
     classifier = ClipClassifier(engine, view.text_embeddings()).eval()
     target = int(classifier(x).argmax())
@@ -148,7 +150,9 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
 
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    )
     x = view.preprocess(image)
     service = ExplanationService(lambda name: view)
     runs: dict[str, Callable[[], object]] = {}
@@ -188,8 +192,8 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
         service.explain("bench", image, ExplainSettings(method=method))
         gammas = iter(np.linspace(0.05, 1.0, 10_000))
         timings[f"{method} rerender"] = interleaved_medians(
-            {"r": lambda m=method: service.explain(
-                "bench", image, ExplainSettings(method=m, gamma=float(next(gammas))))},
+            {"r": lambda m=method, g=gammas: service.explain(
+                "bench", image, ExplainSettings(method=m, gamma=float(next(g))))},
             args.repeats * 4,
         )["r"]
     extractor.remove_hooks()
@@ -264,8 +268,11 @@ def print_attention(timings: dict[str, float]) -> None:
     from app.explain.attention import DEFAULT_BLOCKS
 
     forward = timings["forward"]
-    print(f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
-          f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) {timings['torchcam'] * 1000:.1f} ms")
+    print(
+        f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
+        f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) "
+        f"{timings['torchcam'] * 1000:.1f} ms"
+    )
     for method, blocks in DEFAULT_BLOCKS.items():
         cold, rerender = timings[method], timings[f"{method} rerender"]
         print(f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
@@ -284,7 +291,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="wall time, or CPU time of this process (robust on a shared machine)")
     parser.add_argument("--skip-clip", action="store_true", help="skip (a)-(c), open_clip ViT-B/16")
     parser.add_argument("--skip-fgcam", action="store_true")
-    parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
+    parser.add_argument(
+        "--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16"
+    )
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument("--size", type=int, default=224,
                         help="input side of (d) and (e), a multiple of 16 (small for a smoke run)")
@@ -309,9 +318,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
-        print(f"(d) FG-CAM to the input, VGG16-BN {args.size:3d} px    : {fg['fgcam'] * 1000:8.1f} ms"
-              f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
-              f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
+        print(
+            f"(d) FG-CAM to the input, VGG16-BN {args.size:3d} px    : {fg['fgcam'] * 1000:8.1f} ms"
+            f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
+            f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)"
+        )
     if not args.skip_generic:
         gen = bench_generic(args)
         print(f"(e) contrastive_cam, torchvision ViT-B/16 at {args.size} px, one Finer map (T=3), "

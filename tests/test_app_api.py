@@ -209,7 +209,9 @@ def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
     high = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
     assert pixels(high["finer"]).shape == SHOWN
     assert not np.array_equal(pixels(low["finer"]), pixels(high["finer"]))
-    denoised = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True)
+    denoised = classify(
+        client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True
+    )
     assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
 
 
@@ -390,7 +392,8 @@ def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
 
 
 def test_files_not_uploaded_by_the_user_are_refused(server, picture):
-    """A crafted API call naming a server file must not read it (Gradio checks the upload folder)."""
+    """A crafted API call naming a server file must not read it (Gradio checks the upload
+    folder)."""
     stream = _raw_classifier_call(server, "/etc/passwd")
     assert "event: error" in stream and "root:" not in stream
 

@@ -17,8 +17,8 @@ from huggingface_hub import constants
 
 from app.config import Settings
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.hub import policy as hub
 from app.models.hub import loading as hub_models
+from app.models.hub import policy as hub
 from app.models.registry import ModelLoadError, ModelRegistry
 from tests.hubfixtures import (
     TIMM_LABELS,

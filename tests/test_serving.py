@@ -23,8 +23,8 @@ from gradio_client.exceptions import AppError
 from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
-from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
 from app.ui.serving import MAX_CPU_SHARE, DiskCap
+from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -87,7 +87,9 @@ def test_past_capacity_a_request_is_refused_at_once_with_a_busy_message(
             for _ in range(2)
         ]
         deadline = time.monotonic() + 30
-        while sum(len(q.queue) for q in admission.queue.event_queue_per_concurrency_id.values()) < 2:
+        while (
+            sum(len(q.queue) for q in admission.queue.event_queue_per_concurrency_id.values()) < 2
+        ):
             assert time.monotonic() < deadline, "the two waiting requests never queued"
             time.sleep(0.05)
         refused_before = admission.refused
