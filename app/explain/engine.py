@@ -166,13 +166,17 @@ def contrastive_cam(
     split = HookedLayerModel(model, target_layer, reshape_transform)
     size = (int(input_tensor.shape[-1]), int(input_tensor.shape[-2]))
     if cam_method.uses_gradients:
-        raw = _objective_gradient_maps(split, input_tensor, targets, reference_lists, gamma, weighting, cam_method)
+        raw = _objective_gradient_maps(
+            split, input_tensor, targets, reference_lists, gamma, weighting, cam_method
+        )
         return finish_maps(raw, size)
     maps = []
     for index in range(len(input_tensor)):
         x = input_tensor[index : index + 1]
         entry = compute_entry(split, x, ())
-        contrast = _contrast(entry.probabilities, targets[index], reference_lists[index], gamma, weighting)
+        contrast = _contrast(
+            entry.probabilities, targets[index], reference_lists[index], gamma, weighting
+        )
         maps.append(raw_map(entry, contrast, cam_method, split, x))
     return finish_maps(np.concatenate(maps), size)
 
@@ -203,7 +207,10 @@ def _objective_gradient_maps(
     activations = split.to_grid(leaf.detach()).float().cpu().numpy()
     combined = split.to_grid(grads).float().cpu().numpy()
     return np.concatenate(
-        [gradient_cam(method, activations[i : i + 1], combined[i : i + 1]) for i in range(len(combined))]
+        [
+            gradient_cam(method, activations[i : i + 1], combined[i : i + 1])
+            for i in range(len(combined))
+        ]
     )
 
 
@@ -246,6 +253,8 @@ def _per_image(value: int | Sequence[int], count: int, name: str) -> list[int]:
 def _per_image_lists(references: Sequence, count: int) -> list[list[int]]:
     if len(references) and not isinstance(references[0], (int, np.integer)):
         if len(references) != count:
-            raise ValueError(f"references must be one list for all images or one per image ({count})")
+            raise ValueError(
+                f"references must be one list for all images or one per image ({count})"
+            )
         return [[int(r) for r in refs] for refs in references]
     return [[int(r) for r in references]] * count

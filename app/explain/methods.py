@@ -103,7 +103,8 @@ def score_weights(channel_scores: np.ndarray) -> np.ndarray:
 
 
 def component_weights(method: CamMethod, activations: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Weights w with ``Σ_k w_k·A_k`` = the method's map: ``(N, C)`` or element-wise ``(N, C, h, w)``.
+    """Weights w with ``Σ_k w_k·A_k`` = the method's map: ``(N, C)``, or element-wise
+    ``(N, C, h, w)``.
 
     FG-CAM carries the components w_k·A_k down to pixels, so it needs the weights, not the map.
     """

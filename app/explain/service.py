@@ -28,7 +28,7 @@ from app.explain.attention import (
 )
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
-from app.explain.decoded import Decoded, DecodedImages, image_digest
+from app.explain.decoded import Decoded, DecodedImages
 from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
@@ -36,8 +36,8 @@ from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
 from app.explain.methods import METHODS, CamMethod, get_method
 from app.explain.references import REFERENCE_MODES, reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
-from app.models.base import ExplainableModel
 from app.models.adapters.vit import AttentionView, BlockState
+from app.models.base import ExplainableModel
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,8 @@ class ExplanationService:
         settings: ExplainSettings = ExplainSettings(),
         progress: ProgressFn | None = None,
     ) -> Explanation:
-        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
+        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image`
+        takes."""
         model = _with_pooling(self._get_model(model_name), settings.pooling)
         return self._explain(model, self._load(image), settings, progress)
 
@@ -261,18 +262,23 @@ class ExplanationService:
         settings: ExplainSettings,
         template: str | None,
     ) -> tuple[ExplainableModel, ExplainSettings]:
-        """The CLIP model over ``[target, *contrasts]`` and settings contrasting class 0 with them."""
+        """The CLIP model over ``[target, *contrasts]`` and settings contrasting class 0 with
+        them."""
         target = inputs.validate_prompt(target_prompt, name="target concept")
         contrasts = [
             p for p in inputs.parse_prompts(contrast_prompts) if p.casefold() != target.casefold()
         ]
         if not contrasts:
-            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
+            raise inputs.InvalidInputError(
+                "Give at least one contrast prompt different from the target."
+            )
         concept_model = self._get_model(model_name)
         with_prompts = getattr(concept_model, "with_prompts", None)
         if with_prompts is None:
             raise inputs.InvalidInputError(f"Model {model_name!r} does not take text prompts.")
-        model = _with_pooling(with_prompts([target, *contrasts], template=template), settings.pooling)
+        model = _with_pooling(
+            with_prompts([target, *contrasts], template=template), settings.pooling
+        )
         concept_settings = replace(
             settings,
             target=0,
@@ -378,7 +384,8 @@ class ExplanationService:
             finer_overlay=overlay(pixels, finer_map, opacity),
             target=_score(model, entry, target),
             references=tuple(
-                _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
+                _score(model, entry, ref, weight)
+                for ref, weight in zip(references, weights, strict=True)
             ),
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
@@ -450,7 +457,8 @@ class ExplanationService:
         x: torch.Tensor | None,
         progress: ProgressFn | None = None,
     ) -> np.ndarray:
-        """Raw (pre-normalisation) maps ``(len(contrasts), h, w)``, one per contrast, from the cache.
+        """Raw (pre-normalisation) maps ``(len(contrasts), h, w)``, one per contrast, from the
+        cache.
 
         Every map the service renders (the two panels, a γ strip, auto-γ candidates) comes
         through here, so each method family plugs in at one place.
@@ -515,14 +523,6 @@ class ExplanationService:
             raise inputs.InvalidInputError(f"FG-CAM: {error}") from error
         return maps.float().cpu().numpy()
 
-    def entry_for(
-        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings = ExplainSettings()
-    ) -> Entry:
-        """The cached (or freshly computed) entry of ``image`` under ``model`` for ``settings``'
-        method (a gradient entry, or an attention entry for LeGrad / attention-gradient)."""
-        source = self._source(model, get_method(settings.method), settings)
-        return self._entry(model, image, image_digest(image), source)[0]
-
     def _source(
         self, model: ExplainableModel, method: CamMethod, settings: ExplainSettings
     ) -> _AttentionSource | None:
@@ -537,8 +537,8 @@ class ExplanationService:
         view = model.attention_view()
         if view is None:
             raise inputs.InvalidInputError(
-                f"{method.label} reads a Vision Transformer's attention maps; {model.name} has none "
-                "we can read. Pick Grad-CAM or another CAM method for this model."
+                f"{method.label} reads a Vision Transformer's attention maps; {model.name} has "
+                "none we can read. Pick Grad-CAM or another CAM method for this model."
             )
         blocks = settings.attention_blocks
         if blocks is None:

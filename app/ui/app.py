@@ -16,10 +16,10 @@ from app.explain import inputs
 from app.explain.service import ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
-from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
 from app.ui.hub_loader import build_hub_loader, build_status_details
 from app.ui.serving import Admission, DiskCap, HeapTrim, serve_until_stopped
+from app.ui.tab_glue import DownloadDir, status_line
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,20 @@ import gradio as gr
 from app.explain import inputs
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
+from app.ui.panels import (
+    EVENT_PARTS,
+    PANEL_PARTS,
+    Panels,
+    build_downloads,
+    build_panels,
+    cached_first,
+    gamma_controls,
+    live_handler,
+    model_and_method,
+    opacity_slider,
+    render_parts,
+    strip_gamma,
+)
 from app.ui.tab_glue import (
     LIVE,
     SCORE_HEADERS,
@@ -33,20 +47,6 @@ from app.ui.tab_glue import (
     status_line,
     top_scores,
     user_errors,
-)
-from app.ui.panels import (
-    EVENT_PARTS,
-    PANEL_PARTS,
-    Panels,
-    build_downloads,
-    build_panels,
-    cached_first,
-    gamma_controls,
-    live_handler,
-    model_and_method,
-    opacity_slider,
-    render_parts,
-    strip_gamma,
 )
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,8 @@ def _build_controls(
     high_res, fg_layer, fg_denoise = _fgcam_controls()
     run = gr.Button("Explain", variant="primary", elem_id="clf-run")
     return _Controls(image, model, method, gamma, top_t, reference_mode, manual, target,
-                     weighting, opacity, high_res, fg_layer, fg_denoise, auto, note, run)  # fmt: skip
+                     weighting, opacity, high_res, fg_layer, fg_denoise, auto, note,
+                     run)  # fmt: skip
 
 
 def _reference_controls() -> tuple[Any, ...]:
@@ -311,9 +312,10 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         if image is None:
             raise gr.Error("Upload an image first (or pick an example).")
         progress(0.0, desc=f"Loading {model}…")
-        request = dict(zip(PARAMS, (image, model, method, gamma, T, reference_mode,
-                                    manual_references, target, weighting, opacity,
-                                    high_resolution, fgcam_layer, fgcam_denoise, auto_gamma)))  # fmt: skip
+        arguments = (image, model, method, gamma, T, reference_mode, manual_references, target,
+                     weighting, opacity, high_resolution, fgcam_layer, fgcam_denoise,
+                     auto_gamma)  # fmt: skip
+        request = dict(zip(PARAMS, arguments, strict=True))
         values = render(request, FULL, progress)
         return tuple(values[name] for name in FULL)
 

@@ -16,19 +16,6 @@ import gradio as gr
 
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
-from app.ui.tab_glue import (
-    LIVE,
-    DownloadDir,
-    file_stem,
-    gpu,
-    image_with_examples,
-    method_choices,
-    method_dropdown,
-    progress_fn,
-    show_notices,
-    status_line,
-    user_errors,
-)
 from app.ui.panels import (
     EVENT_PARTS,
     PANEL_PARTS,
@@ -42,6 +29,19 @@ from app.ui.panels import (
     opacity_slider,
     render_parts,
     strip_gamma,
+)
+from app.ui.tab_glue import (
+    LIVE,
+    DownloadDir,
+    file_stem,
+    gpu,
+    image_with_examples,
+    method_choices,
+    method_dropdown,
+    progress_fn,
+    show_notices,
+    status_line,
+    user_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,8 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
             raise gr.Error("Upload an image first (or pick an example).")
         progress(0.0, desc=f"Loading {model}…")
         request = dict(zip(PARAMS, (image, model, target_concept, contrast_prompts, template,
-                                    gamma, method, opacity, auto_gamma, pooling)))  # fmt: skip
+                                    gamma, method, opacity, auto_gamma, pooling),
+                           strict=True))  # fmt: skip
         values = render(request, FULL, progress)
         return tuple(values[name] for name in FULL)
 

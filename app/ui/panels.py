@@ -24,8 +24,8 @@ from app.explain.service import (
     GammaStrip,
 )
 from app.models.registry import ModelRegistry
-from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 from app.ui.image_output import Inline, PanelImage, StripGallery
+from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,9 @@ class Panels:
 def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-CAM") -> Panels:
     """Titles in their own row (keeps the panels aligned), then the two images side by side."""
     with gr.Row(equal_height=True):
-        cam_title = gr.Markdown(f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title")
+        cam_title = gr.Markdown(
+            f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title"
+        )
         finer_title = gr.Markdown(
             f"**{finer_label}**", label="Finer-CAM title", elem_id=f"{prefix}-finer-title"
         )
@@ -123,7 +125,9 @@ def build_downloads(panels: Panels, prefix: str, label: str) -> gr.Button:
     on a slider move.
     """
     button = gr.Button("Prepare downloads", size="sm", elem_id=f"{prefix}-download")
-    files = gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
+    files = gr.File(
+        label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files"
+    )
     # "no_files" empties the list: a new image or setting makes the last downloads stale.
     panels.components.update(files=files, no_files=files)
     return button
@@ -180,7 +184,9 @@ def gamma_controls(prefix: str, info: str | None = None) -> tuple[gr.Slider, gr.
 
 def opacity_slider(prefix: str) -> gr.Slider:
     """Heat-map opacity of both overlays."""
-    return gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity")
+    return gr.Slider(
+        0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity"
+    )
 
 
 @dataclass
@@ -248,7 +254,7 @@ def strip_value(strip: GammaStrip | None, gamma: float) -> Any:
         return None
     captions = [strip.caption(i) for i in range(len(strip.gammas))]
     return gr.Gallery(
-        value=list(zip(strip.overlays(), captions)), selected_index=strip_index(gamma)
+        value=list(zip(strip.overlays(), captions, strict=True)), selected_index=strip_index(gamma)
     )
 
 
@@ -311,9 +317,11 @@ def live_handler(
     """
 
     def handler(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         if request.get("image") is None:  # the strip is emptied: remember the slider's γ
-            values = dict(zip(names, panels.cleared(names)), marked=request.get("gamma"))
+            values = dict(
+                zip(names, panels.cleared(names), strict=True), marked=request.get("gamma")
+            )
         elif not ready(request):
             values = {name: gr.skip() for name in names}
         else:
@@ -330,9 +338,12 @@ def unmoved_mark(names: Sequence[str], request: dict[str, Any]) -> tuple[str, ..
     """``("strip_mark",)`` when the γ move keeps the same strip thumbnail marked (or none):
     most moves land between strip values, and an unchanged selection need not be built, sent
     or re-rendered by the browser."""
-    if "strip_mark" in names and request.get("marked") is not None:
-        if strip_index(request["marked"]) == strip_index(request["gamma"]):
-            return ("strip_mark",)
+    if (
+        "strip_mark" in names
+        and request.get("marked") is not None
+        and strip_index(request["marked"]) == strip_index(request["gamma"])
+    ):
+        return ("strip_mark",)
     return ()
 
 
@@ -362,7 +373,7 @@ def cached_first(
         return trigger(handler, inputs, outputs, **options)
 
     def from_cache(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         try:
             ready = request.get("image") is None or cached(request)
         except Exception:  # noqa: BLE001 - the queued handler reports it to the user

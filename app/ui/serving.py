@@ -15,6 +15,7 @@ Hooks into ``Queue.push`` (gradio 6); ``tests/test_serving.py`` breaks when that
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -291,7 +292,5 @@ class DiskCap(Periodic):
 
 def _remove_empty_parent(folder: Path) -> None:
     """Gradio stores each file in a folder of its own (named by hash): drop it once empty."""
-    try:
+    with contextlib.suppress(OSError):
         folder.rmdir()
-    except OSError:
-        pass
