@@ -10,13 +10,39 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.timeout(300)
-
 RATIO = r"ratio [\w/-]+ = \d+\.\d+"
+SERVED_MODELS = ("demo-cnn", "demo-tinyclip")
+
+
+@pytest.fixture(scope="module")
+def bench_server(tmp_path_factory):
+    """One ``bench.server`` subprocess for the scripts that drive a server (each would otherwise
+    start its own: seconds of imports and model loads apiece)."""
+    from bench.server import running_server
+
+    workdir = tmp_path_factory.mktemp("bench-server")
+    with running_server(list(SERVED_MODELS), workdir, None, 1) as server:
+        yield server
+
+
+@pytest.fixture
+def shared_server(bench_server, monkeypatch):
+    """``bench.load``, ``bench.soak`` and ``bench.sessions`` drive ``bench_server``."""
+
+    @contextmanager
+    def reuse(models: list[str], workdir: Path, *args, **kwargs) -> Iterator[object]:
+        assert set(models) <= set(SERVED_MODELS), models
+        (workdir / "server-tmp").mkdir(exist_ok=True)  # where bench.soak counts the files
+        yield bench_server
+
+    for module in ("bench.load", "bench.soak", "bench.sessions"):
+        monkeypatch.setattr(f"{module}.running_server", reuse)
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -92,16 +118,18 @@ def test_throughput_compares_the_cli_with_the_anchor_loop(capsys):
     assert gaps and float(gaps[1]) < 1.0 and float(gaps[2]) < 1.0  # maps in [0, 1] agree
 
 
-def test_load_serves_and_refuses_a_short_mix(capsys):
+def test_load_serves_and_refuses_a_short_mix(shared_server, capsys):
     from bench.load import main
 
     status = main(["--clients", "1", "--duration", "3", "--max-requests", "6", "--threads", "1"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "valid requests failed: 0" in out
+    served = re.search(r"requests served: (\d+) .*; valid (\d+), invalid (\d+)", out)
+    assert served and int(served[1]) > 0, out
+    assert "valid requests failed: 0" in out and "server alive after the run: yes" in out
 
 
-def test_soak_runs_both_phases_and_plots(capsys, tmp_path):
+def test_soak_runs_both_phases_and_plots(shared_server, capsys, tmp_path):
     from bench.soak import main
 
     plot = tmp_path / "soak.png"
@@ -110,10 +138,12 @@ def test_soak_runs_both_phases_and_plots(capsys, tmp_path):
     status = main(argv)
     out = capsys.readouterr().out
     assert status == 0, out
+    requests = re.search(r"requests: (\d+) ", out)
+    assert requests and int(requests[1]) > 0, out
     assert "valid requests failed: 0" in out and plot.stat().st_size > 0
 
 
-def test_sessions_reports_the_server_rss(caplog):
+def test_sessions_reports_the_server_rss(shared_server, caplog):
     from bench.sessions import main
 
     with caplog.at_level(logging.INFO, logger="bench.sessions"):
