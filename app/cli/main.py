@@ -17,6 +17,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.explain.methods import methods_help
+
 from .options import REGIONS, SYNTH_TEST_SEED, CliError
 
 
@@ -26,10 +28,8 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                        help="registry name (default: demo-cnn, the offline demo model) or an "
                        "allowed Hub id: timm:NAME, timm:org/repo, hf-hub:org/repo@cub200")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
-                       help="CAM method(s): gradcam, hirescam, gradcam++, xgradcam, layercam, "
-                            "gradcam-elementwise, scorecam, and for ViTs legrad, "
-                            "attention-gradient; repeat or comma-separate "
-                            "(default: gradcam)")
+                       help="CAM method(s), repeat or comma-separate (default: gradcam): "
+                            + methods_help())
     model.add_argument(
         "--gamma",
         action="append",
