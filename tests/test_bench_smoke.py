@@ -108,7 +108,13 @@ def test_latency_prints_every_ratio(capsys):
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
 
 
-def test_throughput_compares_the_cli_with_the_anchor_loop(capsys):
+def test_throughput_compares_the_cli_with_the_anchor_loop(capsys, monkeypatch):
+    from app.models import registry
+
+    # bench.throughput registers its "bench-vgg16bn" on import: keep it out of other tests
+    # (the shipped adapters register first, so the copy holds them all).
+    registry.model_specs()
+    monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))
     from bench.throughput import main
 
     main(["--images", "1", "--size", "64", "--model", "demo-cnn", "--workers", "0"])
