@@ -87,7 +87,8 @@ def written(session: Session, outcome: Outcome) -> Outcome:
 
 
 def run_job(session: Session, job: Job, args) -> Iterator[Outcome]:
-    """The engine ``args`` asks for (``--engine``, ``--workers``, ``--ray-address``, ``--ray-cpus``)."""
+    """The engine ``args`` asks for (``--engine``, ``--workers``, ``--ray-address``,
+    ``--ray-cpus``)."""
     if args.engine == "ray":
         return run_ray(replace(job, cwd=os.getcwd()), args.ray_address, args.ray_cpus)
     workers = default_workers() if args.workers is None else args.workers
@@ -154,8 +155,9 @@ class RayWorker:
         self.session = open_session(job.model, job.device, job.threads, job.allow_fallback)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        session, process = self.session, self.job.process
         outcomes = [
-            written(self.session, process_loaded(self.session, pickle.loads(blob), self.job.process))
+            written(session, process_loaded(session, pickle.loads(blob), process))
             for blob in batch["loaded"]
         ]
         return {"index": list(batch["index"]), "outcome": [pickle.dumps(o) for o in outcomes]}

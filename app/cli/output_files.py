@@ -78,7 +78,7 @@ def write_npy(path: Path, heatmap: np.ndarray) -> None:
 
 
 def write_png(path: Path, overlay: np.ndarray) -> None:
-    atomic_write(
-        path,
-        lambda tmp: Image.fromarray(overlay).save(tmp, format="PNG", compress_level=OVERLAY_PNG_LEVEL),
-    )
+    def write(tmp: Path) -> None:
+        Image.fromarray(overlay).save(tmp, format="PNG", compress_level=OVERLAY_PNG_LEVEL)
+
+    atomic_write(path, write)

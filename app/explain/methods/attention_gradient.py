@@ -43,7 +43,9 @@ class AttentionGradientMethod(AttentionMethod):
         )
 
     def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
-        return attention_gradient_relevance(gradients, entry.attentions, entry.prefix, entry.pooling)
+        return attention_gradient_relevance(
+            gradients, entry.attentions, entry.prefix, entry.pooling
+        )
 
 
 def attention_gradient_relevance(
