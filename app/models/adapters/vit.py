@@ -92,6 +92,10 @@ class ViTSplit(ABC):
     def _blocks(self) -> nn.ModuleList | nn.Sequential:
         """The transformer blocks, in order."""
 
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """One block before the explained ones (the module's own forward by default)."""
+        return block(tokens)
+
     @abstractmethod
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last block's first norm (the CAM target layer)."""
@@ -132,7 +136,7 @@ class ViTSplit(ABC):
         """Tokens entering block ``start`` and the patch grid (call under ``torch.no_grad``)."""
         tokens, grid = self._embed(x)
         for block in self._blocks()[:start]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         return tokens, grid
 
     def attention_blocks(
@@ -170,7 +174,7 @@ class ViTSplit(ABC):
         tokens, grid = self._embed(x)
         self.grids.record(grid)
         for block in self._blocks()[:-1]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         if self.target == "residual":
             return tokens
         raw = tokens[:, :1] if self.fast else tokens
