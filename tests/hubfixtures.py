@@ -235,9 +235,9 @@ TRANSFORMERS_FAMILIES: dict[str, tuple[str, dict, str | None]] = {
                                 "layer_type": "basic"}, None),
     "regnet": ("RegNetConfig", {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
                                 "groups_width": 8}, None),
-    "efficientnet": ("EfficientNetConfig", {"image_size": 64, "width_coefficient": 0.1,
+    "efficientnet": ("EfficientNetConfig", {"image_size": 128, "width_coefficient": 0.1,
                                             "depth_coefficient": 0.1, "hidden_dim": 128}, None),
-    "mobilevit": ("MobileViTConfig", {"image_size": 64, "hidden_sizes": [16, 16, 16],
+    "mobilevit": ("MobileViTConfig", {"image_size": 128, "hidden_sizes": [16, 16, 16],
                                       "neck_hidden_sizes": [8, 8, 8, 8, 8, 8, 16],
                                       "num_attention_heads": 2}, None),
 }
@@ -257,6 +257,9 @@ def tiny_transformers_files(family: str) -> dict[str, bytes]:
         model = getattr(transformers, model_class)(config)
     else:
         model = transformers.AutoModelForImageClassification.from_config(config)
+    with torch.no_grad():  # some families initialise heads / norms to zero: nothing to explain
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
     side = int(args.get("image_size", 32))
     processor = {"do_resize": True, "size": {"height": side, "width": side}, "resample": 3,
                  "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],

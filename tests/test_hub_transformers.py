@@ -138,9 +138,11 @@ def _anchor_layer_and_reshape(adapter):
 def test_gradcam_matches_pytorch_grad_cam(cache, family, rgb_image):
     adapter = _registry().get(repo_of(family))
     x = adapter.preprocess(rgb_image)
-    target = int(adapter.logits(x)[0].argmax())
-    entry = compute_entry(adapter, x, [target])
-    ours = np.maximum(raw_map(entry, Contrast(target), get_method("gradcam")), 0)
+    entry = compute_entry(adapter, x, range(adapter.num_classes))
+    for target in adapter.logits(x)[0].argsort(descending=True).tolist():  # a non-empty map
+        ours = np.maximum(raw_map(entry, Contrast(target), get_method("gradcam")), 0)
+        if ours.max() > 0:
+            break
     ours = scale_cam_image(scale_cam_image(ours, (x.shape[-1], x.shape[-2])))  # as the anchor
     layer, reshape = _anchor_layer_and_reshape(adapter)
     adapter.model.requires_grad_(True)  # as a user's model is; the adapter froze it
@@ -149,7 +151,7 @@ def test_gradcam_matches_pytorch_grad_cam(cache, family, rgb_image):
             anchor = cam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
     finally:
         adapter.model.requires_grad_(False)
-    assert ours.shape == anchor.shape and float(ours.max()) > 0
+    assert ours.shape == anchor.shape and float(ours.max()) > 0.5
     assert np.abs(ours - anchor).max() <= 1e-4
 
 
