@@ -36,6 +36,7 @@ from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
 from app.models.adapters.vit import AttentionView, TimmVitSplit
 from app.models.base import ExplainableModel
+from app.models.hub import cache_bound
 from app.models.hub import policy as hub
 from app.models.hub.detect import detect_library
 from app.models.hub.downloads import hf_cache_dir, hub_error
@@ -374,8 +375,31 @@ def hub_spec(name: str) -> ModelSpec | None:
     else:
         task, summary = "classifier", f"open_clip {hub_id.repo}: zero-shot over {list_name}"
         build = lambda s: clip_view(hub_id, list_name, s.torch_device, s, canonical)  # noqa: E731
-    return ModelSpec(canonical, summary, task, build,  # type: ignore[arg-type]
-                     release=lambda: release_engine(hub_id.repo))
+    return ModelSpec(canonical, summary, task, _bounded(hub_id.repo, build),
+                     release=lambda: _unload(hub_id.repo))
+
+
+def _bounded(repo: str, build: Callable[[Settings], ExplainableModel]
+             ) -> Callable[[Settings], ExplainableModel]:
+    """``build``, with ``repo`` kept from the cache bound while it loads and stays loaded, and
+    the cache trimmed to ``FINERCAM_HUB_CACHE_MB`` once it has loaded."""
+
+    def load(settings: Settings) -> ExplainableModel:
+        cache_bound.mark_in_use(repo)
+        try:
+            model = build(settings)
+        except BaseException:
+            cache_bound.release(repo)
+            raise
+        cache_bound.trim_cache()
+        return model
+
+    return load
+
+
+def _unload(repo: str) -> None:
+    release_engine(repo)
+    cache_bound.release(repo)
 
 
 register_resolver(hub_spec)
