@@ -143,7 +143,7 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
 
     from torchcam.methods import LeGrad
 
-    from app.explain.attention import DEFAULT_BLOCKS
+    default_blocks = attention_default_blocks()
 
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
@@ -151,7 +151,7 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
     x = view.preprocess(image)
     service = ExplanationService(lambda name: view)
     runs: dict[str, Callable[[], object]] = {}
-    for method in DEFAULT_BLOCKS:
+    for method in default_blocks:
         settings = ExplainSettings(method=method, gamma=0.6, top_t=3)
 
         def cold(settings: ExplainSettings = settings) -> None:
@@ -170,7 +170,7 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
     for block in visual.transformer.resblocks:
         block.self_attention = block.attn  # torchcam hooks torchvision-style blocks
     texts = view.text_embeddings()
-    blocks = list(visual.transformer.resblocks)[-DEFAULT_BLOCKS["legrad"]:]
+    blocks = list(visual.transformer.resblocks)[-default_blocks["legrad"]:]
     extractor = LeGrad(
         model, blocks, grid_shape=view.grid_size(*engine.input_size),
         score_projection=lambda t: engine.similarity_logits(visual.ln_post(t[:, 0]) @ visual.proj,
@@ -183,7 +183,7 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
 
     runs |= {"forward": forward, "torchcam": torchcam_legrad}
     timings = interleaved_medians(runs, args.repeats)
-    for method in DEFAULT_BLOCKS:
+    for method in default_blocks:
         service.explain("bench", image, ExplainSettings(method=method))
         gammas = iter(np.linspace(0.05, 1.0, 10_000))
         timings[f"{method} rerender"] = interleaved_medians(
@@ -259,13 +259,20 @@ def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).permute(0, 3, 1, 2)
 
 
+def attention_default_blocks() -> dict[str, int]:
+    """``{method: default blocks}`` of the registered attention methods."""
+    from app.explain.methods import METHODS
+
+    return {m.name: m.default_blocks for m in METHODS.values() if m.needs_attention_view}
+
+
 def print_attention(timings: dict[str, float]) -> None:
-    from app.explain.attention import DEFAULT_BLOCKS
+    default_blocks = attention_default_blocks()
 
     forward = timings["forward"]
     print(f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
           f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) {timings['torchcam'] * 1000:.1f} ms")
-    for method, blocks in DEFAULT_BLOCKS.items():
+    for method, blocks in default_blocks.items():
         cold, rerender = timings[method], timings[f"{method} rerender"]
         print(f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
               f"   ratio /forward = {cold / forward:.3f}"

@@ -85,17 +85,17 @@ def pixels(path: str) -> np.ndarray:
 def count_model_runs(monkeypatch) -> list[int]:
     """Count model runs (gradient-cache misses) of the in-process server from now on:
     ``[runs, runs that reused the cached image trunk]``."""
-    from app.explain import service as service_module
+    from app.explain.methods import feature_grid as entry_module
 
     counter = [0, 0]
-    original = service_module.compute_entry
+    original = entry_module.compute_entry
 
     def counted(*args, **kwargs):
         counter[0] += 1
         counter[1] += kwargs.get("activation") is not None
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(service_module, "compute_entry", counted)
+    monkeypatch.setattr(entry_module, "compute_entry", counted)
     return counter
 
 

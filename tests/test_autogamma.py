@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.explain import service as service_module
+from app.explain.methods import feature_grid as entry_module
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID
 from app.explain.render import DISPLAY_MIN_SIDE
 from app.explain.service import ExplainSettings, ExplanationService
@@ -17,7 +17,7 @@ def counted(tiny_adapter, monkeypatch):
     """The service over the tiny adapter, with counters of gradient entries (model runs) and of
     plain forwards (``logits``), as ``(service, adapter, calls)``."""
     calls = {"entries": 0, "logits": 0, "batch": []}
-    original_entry = service_module.compute_entry
+    original_entry = entry_module.compute_entry
     original_logits = type(tiny_adapter).logits
 
     def entry(*args, **kwargs):
@@ -29,7 +29,7 @@ def counted(tiny_adapter, monkeypatch):
         calls["batch"].append(int(x.shape[0]))
         return original_logits(self, x)
 
-    monkeypatch.setattr(service_module, "compute_entry", entry)
+    monkeypatch.setattr(entry_module, "compute_entry", entry)
     monkeypatch.setattr(type(tiny_adapter), "logits", logits)
     return ExplanationService(lambda name: tiny_adapter), tiny_adapter, calls
 

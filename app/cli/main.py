@@ -17,6 +17,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.explain.methods import methods_help
+
 from .options import REGIONS, SYNTH_TEST_SEED, CliError
 
 
@@ -31,10 +33,8 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                        help="a trained head (folder with head.safetensors, or the file); the "
                        "same as --model PATH")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
-                       help="CAM method(s): gradcam, hirescam, gradcam++, xgradcam, layercam, "
-                            "gradcam-elementwise, scorecam, and for ViTs legrad, "
-                            "attention-gradient; repeat or comma-separate "
-                            "(default: gradcam)")
+                       help="CAM method(s), repeat or comma-separate (default: gradcam): "
+                            + methods_help())
     model.add_argument("--gamma", action="append", metavar="G[,G]",
                        help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
                             f"`auto` (γ picked per image) (default: {default_gamma})")

@@ -1,6 +1,12 @@
 """The shared explanation service: gradients cache, references, methods, Finer combination."""
 
 from app.explain.engine import contrastive_cam
-from app.explain.service import ExplainSettings, Explanation, ExplanationService
+from app.explain.service import ConceptPrompts, ExplainSettings, Explanation, ExplanationService
 
-__all__ = ["ExplainSettings", "Explanation", "ExplanationService", "contrastive_cam"]
+__all__ = [
+    "ConceptPrompts",
+    "ExplainSettings",
+    "Explanation",
+    "ExplanationService",
+    "contrastive_cam",
+]

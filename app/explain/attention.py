@@ -1,26 +1,16 @@
-"""ViT-native explanations from attention gradients: LeGrad and attention-gradient, with Finer.
+"""The attention entry shared by ViT-native methods (LeGrad, attention-gradient), with Finer.
 
-Both read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
+They read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
 of an explained score with respect to them. Gradients are linear in the score, so the gradient of
 the Finer score y^c − γ·Σ w_d y^d is the same combination of per-class gradients; the
-combination happens here *before* each method's ReLU, so Finer-LeGrad and Finer
-attention-gradient are exact and γ, T and references re-render from cached per-class gradients.
-
-- **LeGrad** (Bousselham et al., 2024): for each block l of the last ones, the logits read out
-  from that block's tokens (pooled, final norm, head — "intermediate predictions") give
-  s^l; E^l = mean over heads and query rows of ReLU(∂s^l_c/∂A^l); the map is Σ_l E^l over the
-  patch columns (min-max scaled later). With class-token pooling only the class-token query row
-  of A^l reaches s^l, so only that row is differentiated (the mean still divides by the token
-  count), and since A^l reaches s^l only through block l, each block gets its own small graph
-  after one no-grad pass.
-- **Attention-gradient** (Chefer et al., 2021, "Generic attention-model explainability"):
-  ∇A^l = ∂y_c/∂A^l of the model's own logits; R ← R + mean_heads(ReLU(∇A^l ⊙ A^l))·R over the
-  blocks, starting from the identity; the map is the class-token row of R over the patches
-  (the mean of the patch rows for average-pooled models).
+combination happens *before* each method's ReLU, so Finer-LeGrad and Finer attention-gradient
+are exact and γ, T and references re-render from cached per-class gradients.
 
 The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: what does not depend on
 the head is cached per image, and per-class gradients are asked for in one batched call per
-block (LeGrad) or one for all blocks (attention-gradient), never into the parameters.
+gradient path (a method's :class:`AttentionRecording` says which scores are differentiated
+against which maps), never into the parameters. The methods themselves are
+:mod:`app.explain.methods.legrad` and :mod:`app.explain.methods.attention_gradient`.
 """
 
 from __future__ import annotations
@@ -36,14 +26,10 @@ from app.explain.combine import Contrast
 from app.explain.gradients import all_cached, fill_missing, gradients_per_class
 from app.models.adapters.vit import AttentionView, BlockState
 
-LEGRAD = "legrad"
-ATTENTION_GRADIENT = "attention-gradient"
-KINDS = (LEGRAD, ATTENTION_GRADIENT)
-
-#: Blocks explained when the caller does not say, chosen by measurement (README, bench.concepts).
-DEFAULT_BLOCKS = {LEGRAD: 3, ATTENTION_GRADIENT: 4}
-
 BlockGradients = list[np.ndarray]  # one (heads, rows, tokens) array per explained block
+
+#: A score and the attention maps it is differentiated against, in block order.
+GradientPath = tuple[torch.Tensor, list[torch.Tensor]]
 
 
 @dataclass
@@ -51,7 +37,7 @@ class AttentionEntry:
     """Logits, attention maps and per-class attention gradients of one image under one model.
 
     Attributes:
-        kind: ``legrad`` or ``attention-gradient`` (which score each block's gradient is of).
+        kind: The method that recorded it (``legrad`` or ``attention-gradient``).
         logits: ``(K,)`` float32 logits of the model (the last block's read-out).
         probabilities: ``(K,)`` softmax of ``logits``.
         attentions: One ``(heads, tokens, tokens)`` array per explained block (attention-gradient
@@ -76,8 +62,7 @@ class AttentionEntry:
     pooling: str
     input_size: tuple[int, int]
     trunk_output: torch.Tensor | list[BlockState]
-    _scores: list[torch.Tensor]
-    _graph_attentions: list[torch.Tensor]
+    _paths: list[GradientPath]
     _grads: dict[int, BlockGradients] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,7 +71,7 @@ class AttentionEntry:
         return int(self.logits.shape[0])
 
     def gradients(self, classes: Sequence[int]) -> dict[int, BlockGradients]:
-        """``{class: per-block gradients}``; the missing ones in one batched call per block."""
+        """``{class: per-block gradients}``; the missing ones in one batched call per path."""
         return fill_missing(self._grads, self._lock, classes, self._backward)
 
     def has_gradients(self, classes: Iterable[int]) -> bool:
@@ -94,22 +79,61 @@ class AttentionEntry:
         return all_cached(self._grads, self._lock, classes)
 
     def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
-        if self.kind == LEGRAD:
-            per_block = [
-                gradients_per_class(score, [attention], classes)[0]
-                for score, attention in zip(self._scores, self._graph_attentions, strict=True)
-            ]
-        else:
-            per_block = gradients_per_class(self._scores[-1], self._graph_attentions, classes)
+        per_block = [
+            grads
+            for score, attentions in self._paths
+            for grads in gradients_per_class(score, attentions, classes)
+        ]
         arrays = [grads.float().cpu().numpy() for grads in per_block]
         return {k: [block[i] for block in arrays] for i, k in enumerate(classes)}
 
     def nbytes(self) -> int:
         """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
         grads = sum(g.nbytes for blocks in self._grads.values() for g in blocks)
-        maps = sum(a.numel() * a.element_size() for a in self._graph_attentions)
+        maps = sum(a.numel() * a.element_size() for _, path in self._paths for a in path)
         kept = sum(a.nbytes for a in self.attentions) + self.logits.nbytes * 2
         return grads + 4 * maps + kept + trunk_bytes(self.trunk_output)
+
+
+@dataclass(frozen=True)
+class AttentionRecording:
+    """What an attention method's pass over the explained blocks leaves for its entry.
+
+    Attributes:
+        paths: The scores to differentiate and the attention maps each is differentiated
+            against (LeGrad: each block's read-out against its own map; attention-gradient:
+            the logits against every explained block's map).
+        logits: ``(1, K)`` logits of the model.
+        attentions: Attention maps the relevance needs besides the gradients.
+        tokens: Token count.
+        trunk_output: Reusable output for another head on the same image.
+    """
+
+    paths: list[GradientPath]
+    logits: torch.Tensor
+    attentions: list[np.ndarray]
+    tokens: int
+    trunk_output: torch.Tensor | list[BlockState]
+
+
+def attention_entry(
+    kind: str, view: AttentionView, x: torch.Tensor, recording: AttentionRecording
+) -> AttentionEntry:
+    """The cache entry of ``x`` from a method's recording."""
+    logits = recording.logits.detach().float()[0]
+    return AttentionEntry(
+        kind=kind,
+        logits=logits.cpu().numpy(),
+        probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
+        attentions=recording.attentions,
+        grid=grid_of(view, x),
+        prefix=view.prefix,
+        tokens=recording.tokens,
+        pooling=view.pooling,
+        input_size=(int(x.shape[-2]), int(x.shape[-1])),
+        trunk_output=recording.trunk_output,
+        _paths=recording.paths,
+    )
 
 
 def trunk_bytes(trunk: torch.Tensor | list[BlockState]) -> int:
@@ -126,54 +150,16 @@ def compute_attention_entry(
     blocks: int,
     trunk: torch.Tensor | list[BlockState] | None = None,
 ) -> AttentionEntry:
-    """Explain the last ``blocks`` blocks of ``view`` on ``x``, running the model once.
+    """Explain the last ``blocks`` blocks of ``view`` on ``x`` with the attention method named
+    ``kind``, running the model once (``trunk``: what an earlier entry of the same image and
+    view left in :attr:`AttentionEntry.trunk_output`, so the model is not run again for it)."""
+    from app.explain.methods import METHODS  # the methods build on this module
 
-    LeGrad needs ∂s^l/∂A^l only, whose path stays inside block l: one no-grad pass records each
-    block's input, attention and values, and each block gets its own small graph from its
-    attention (only the class-token row with class-token pooling) through its second half and
-    the read-out. Attention-gradient needs ∂y/∂A^l through every later block: the explained
-    blocks run once with autograd.
-
-    Args:
-        view: The model's attention view.
-        x: ``(1, 3, H, W)`` preprocessed input.
-        kind: ``legrad`` or ``attention-gradient``.
-        blocks: How many of the last blocks are explained (1..number of blocks).
-        trunk: What an earlier entry of the same image and view left in
-            :attr:`AttentionEntry.trunk_output` (CLIP prompt changes): the model is not run
-            again for it.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"attention method must be one of {', '.join(KINDS)}, got {kind!r}")
-    start = first_block(view, blocks)
-    if kind == LEGRAD:
-        states = trunk if trunk is not None else view.record(x, start)
-        rows = slice(0, 1) if view.pooling == "token" else slice(None)
-        leaves, scores = zip(*(view.block_readout(state, rows) for state in states), strict=True)
-        attentions, kept, trunk_output = list(leaves), [], list(states)
-        tokens = int(states[0].tokens.shape[1])
-    else:
-        tokens_in = trunk if trunk is not None else view.tokens_before(x, start)[0]
-        leaf = tokens_in.detach().requires_grad_(True)
-        with torch.enable_grad():
-            scores, attentions = view.block_scores(leaf, start)
-        kept = [a.detach()[0].float().cpu().numpy() for a in attentions]
-        trunk_output, tokens = tokens_in.detach(), int(tokens_in.shape[1])
-    logits = scores[-1].detach().float()[0]
-    return AttentionEntry(
-        kind=kind,
-        logits=logits.cpu().numpy(),
-        probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
-        attentions=kept,
-        grid=grid_of(view, x),
-        prefix=view.prefix,
-        tokens=tokens,
-        pooling=view.pooling,
-        input_size=(int(x.shape[-2]), int(x.shape[-1])),
-        trunk_output=trunk_output,
-        _scores=list(scores),
-        _graph_attentions=attentions,
-    )
+    method = METHODS.get(kind)
+    if method is None or not method.needs_attention_view:
+        names = [m.name for m in METHODS.values() if m.needs_attention_view]
+        raise ValueError(f"attention method must be one of {', '.join(names)}, got {kind!r}")
+    return method.record_entry(view, x, first_block(view, blocks), trunk)
 
 
 def first_block(view: AttentionView, blocks: int) -> int:
@@ -208,42 +194,12 @@ def combine_blocks(
 
 def raw_attention_map(entry: AttentionEntry, contrast: Contrast) -> np.ndarray:
     """Pre-normalisation map ``(1, h, w)`` of ``contrast`` from a cached entry (no model call)."""
-    coefficients = contrast.coefficients()
-    gradients = combine_blocks(entry.gradients(list(coefficients)), coefficients)
-    if entry.kind == LEGRAD:
-        tokens = legrad_relevance(gradients, entry.tokens)
-    else:
-        tokens = attention_gradient_relevance(
-            gradients, entry.attentions, entry.prefix, entry.pooling
-        )
+    from app.explain.methods import get_method  # the methods build on this module
+
+    return get_method(entry.kind).raw_map(entry, contrast)
+
+
+def patch_map(entry: AttentionEntry, tokens: np.ndarray) -> np.ndarray:
+    """``(1, h, w)`` float32 of a per-token relevance: the patch tokens laid out on the grid."""
     h, w = entry.grid
     return tokens[entry.prefix : entry.prefix + h * w].reshape(1, h, w).astype(np.float32)
-
-
-def legrad_relevance(gradients: BlockGradients, tokens: int) -> np.ndarray:
-    """``(tokens,)``: Σ over blocks of the mean over heads and query rows of ReLU(gradient)."""
-    total = np.zeros(gradients[0].shape[-1], dtype=np.float32)
-    for gradient in gradients:
-        total += np.maximum(gradient, 0).sum(axis=1).mean(axis=0) / tokens
-    return total
-
-
-def attention_gradient_relevance(
-    gradients: BlockGradients, attentions: Sequence[np.ndarray], prefix: int, pooling: str
-) -> np.ndarray:
-    """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block.
-
-    R ends as (I + W_L)···(I + W_1) and only one row of it (the class token's, or the mean of the
-    patch rows) is read, so that row is carried from the last block back: v ← v + v·W_l — a
-    vector-matrix product per block instead of a matrix product.
-    """
-    tokens = attentions[0].shape[-1]
-    row = np.zeros(tokens, dtype=np.float64)  # float64: the identity dominates, the map is small
-    if pooling == "token":
-        row[0] = 1.0
-    else:
-        row[prefix:] = 1.0 / (tokens - prefix)
-    for gradient, attention in zip(reversed(gradients), reversed(attentions), strict=True):
-        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
-        row = row + row @ weighted
-    return row

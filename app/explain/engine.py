@@ -1,4 +1,4 @@
-"""Contrastive maps from a cached gradient entry, and the public entry point for any model."""
+"""The public entry point for any torch model: Finer-CAM maps through a hooked layer."""
 
 from __future__ import annotations
 
@@ -9,62 +9,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from app.explain.combine import Contrast, combine, contrast_for, objective_vector
-from app.explain.gradients import GradientEntry, ProgressFn, SplitModel, compute_entry
-from app.explain.methods import (
-    CamMethod,
-    component_weights,
-    get_method,
-    gradient_cam,
-    score_weights,
-)
+from app.explain.combine import Contrast, contrast_for, objective_vector
+from app.explain.gradients import compute_entry
+from app.explain.methods import CamMethod, ModelInput, get_method
 from app.explain.references import reference_weights
 from app.explain.render import finish_maps
-
-
-def raw_map(
-    entry: GradientEntry,
-    contrast: Contrast,
-    method: CamMethod,
-    model: SplitModel | None = None,
-    x: torch.Tensor | None = None,
-    progress: ProgressFn | None = None,
-) -> np.ndarray:
-    """Pre-ReLU map ``(1, h, w)`` of ``contrast`` under ``method`` from a cached entry.
-
-    Gradient methods weight the combined gradient with pytorch-grad-cam's own ``get_cam_image``;
-    Score-CAM scores every channel-masked input with the same linear objective (``model`` and
-    ``x`` are needed the first time only).
-    """
-    if method.uses_gradients:
-        return gradient_cam(method, entry.activations, combined_gradient(entry, contrast))
-    weights = channel_weights(entry, contrast, method, model, x, progress)
-    return (weights[:, :, None, None] * entry.activations).sum(axis=1)
-
-
-def channel_weights(
-    entry: GradientEntry,
-    contrast: Contrast,
-    method: CamMethod,
-    model: SplitModel | None = None,
-    x: torch.Tensor | None = None,
-    progress: ProgressFn | None = None,
-) -> np.ndarray:
-    """Weights w with Σ_k w_k·A_k = :func:`raw_map`: ``(1, C)`` or ``(1, C, h, w)`` (FG-CAM)."""
-    if method.uses_gradients:
-        return component_weights(method, entry.activations, combined_gradient(entry, contrast))
-    if not entry.has_score_logits and (model is None or x is None):
-        raise ValueError("Score-CAM needs the model and input the first time an entry is used")
-    scores = entry.score_logits(model, x, progress) @ objective_vector(
-        contrast.coefficients(), entry.num_classes
-    )
-    return score_weights(scores[None, :])
-
-
-def combined_gradient(entry: GradientEntry, contrast: Contrast) -> np.ndarray:
-    """The Finer gradient G^c − γ·Σ w_d G^d ``(1, C, h, w)`` from the entry's per-class grads."""
-    coefficients = contrast.coefficients()
-    return combine(entry.gradients(coefficients), coefficients)
 
 
 class HookedLayerModel:
@@ -154,7 +103,7 @@ def contrastive_cam(
         ``(N, H, W)`` float32 maps in [0, 1], scaled like pytorch-grad-cam's output.
     """
     cam_method = get_method(method)
-    if cam_method.is_attention:
+    if cam_method.needs_attention_view:
         raise ValueError(
             f"{cam_method.label} reads a ViT's attention maps, not a hooked layer: explain with "
             "ExplanationService and a ViT adapter (open_clip / timm) instead"
@@ -165,7 +114,7 @@ def contrastive_cam(
     reference_lists = _per_image_lists(references, len(input_tensor))
     split = HookedLayerModel(model, target_layer, reshape_transform)
     size = (int(input_tensor.shape[-1]), int(input_tensor.shape[-2]))
-    if cam_method.uses_gradients:
+    if cam_method.from_combined_gradient:
         raw = _objective_gradient_maps(split, input_tensor, targets, reference_lists, gamma, weighting, cam_method)
         return finish_maps(raw, size)
     maps = []
@@ -173,7 +122,7 @@ def contrastive_cam(
         x = input_tensor[index : index + 1]
         entry = compute_entry(split, x, ())
         contrast = _contrast(entry.probabilities, targets[index], reference_lists[index], gamma, weighting)
-        maps.append(raw_map(entry, contrast, cam_method, split, x))
+        maps.append(cam_method.raw_map(entry, contrast, ModelInput(split, x)))
     return finish_maps(np.concatenate(maps), size)
 
 
@@ -203,7 +152,8 @@ def _objective_gradient_maps(
     activations = split.to_grid(leaf.detach()).float().cpu().numpy()
     combined = split.to_grid(grads).float().cpu().numpy()
     return np.concatenate(
-        [gradient_cam(method, activations[i : i + 1], combined[i : i + 1]) for i in range(len(combined))]
+        [method.cam_from_gradient(activations[i : i + 1], combined[i : i + 1])
+         for i in range(len(combined))]
     )
 
 

@@ -357,14 +357,20 @@ def validate_index(value: Any, *, name: str) -> int:
     return index
 
 
+def validate_count(value: Any, *, name: str) -> int:
+    """A count of things (reference classes): a whole number >= 1."""
+    count = _whole(value, name)
+    if count < 1:
+        raise InvalidInputError(f"{name} must be at least 1 (got {count}).")
+    return count
+
+
 def validate_top_t(value: Any, num_classes: int, *, name: str = "T") -> tuple[int, str | None]:
     """Number of look-alike reference classes: an integer >= 1, clamped to ``num_classes - 1``.
 
     Returns ``(t, notice)``; ``notice`` is a message for the user when ``t`` was clamped.
     """
-    t = _whole(value, name)
-    if t < 1:
-        raise InvalidInputError(f"{name} must be at least 1 (got {t}).")
+    t = validate_count(value, name=name)
     others = int(num_classes) - 1
     if others < 1:
         raise InvalidInputError(

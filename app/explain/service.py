@@ -18,26 +18,25 @@ import torch
 from PIL import Image
 
 from app.explain import inputs
-from app.explain.attention import (
-    DEFAULT_BLOCKS,
-    AttentionEntry,
-    compute_attention_entry,
-    first_block,
-    raw_attention_map,
-    trunk_bytes,
-)
+from app.explain.attention import AttentionEntry, trunk_bytes
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
 from app.explain.decoded import Decoded, DecodedImages, image_digest
-from app.explain.engine import channel_weights, raw_map
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
-from app.explain.gradients import GradientEntry, ProgressFn, compute_entry
-from app.explain.methods import METHODS, CamMethod, get_method
-from app.explain.references import REFERENCE_MODES, reference_weights, select_references
+from app.explain.gradients import GradientEntry, ProgressFn
+from app.explain.methods import (
+    CamMethod,
+    EntrySource,
+    ModelInput,
+    available_methods,
+    get_method,
+)
+from app.explain.references import reference_weights, select_references
 from app.explain.render import finish_maps, overlay, side_by_side
-from app.models.base import ExplainableModel
-from app.models.adapters.vit import AttentionView, BlockState
+from app.explain.settings import ExplainSettings
+from app.models.adapters.vit import BlockState
+from app.models.base import ExplainableModel, PoolingChoice, PromptedModel
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +49,41 @@ TOP_K = 5
 
 
 @dataclass(frozen=True)
-class ExplainSettings:
-    """Everything that shapes a map besides the image and the model.
+class ConceptPrompts:
+    """Free-text classes for a CLIP model: the target concept and those it is contrasted with.
 
-    Attributes:
-        method: CAM method name (see :data:`app.explain.methods.METHODS`).
-        gamma: Contrast strength γ (0 gives plain CAM).
-        top_t: T, the number of reference classes.
-        reference_mode: ``logits`` | ``weights`` | ``manual``.
-        weighting: ``uniform`` | ``probability``.
-        target: Class to explain (index or name); ``None`` = the predicted class.
-        manual_references: Classes (indices or names) for ``reference_mode="manual"``.
-        opacity: Heat-map opacity of the overlays, in [0, 1].
-        fgcam: Raise both maps to a higher resolution with FG-CAM (plain CNNs and ResNets).
-        fgcam_stop: FG-CAM's output layer: 0 = the input image (full resolution), i = the input
-            of the i-th layer of the model's FG-CAM stack (see ``fgcam_stops``).
-        fgcam_denoise: FG-CAM's SVD denoising of the components.
-        pooling: For CLIP models, what is explained: ``token`` (the class token, what CLIP
-            computes) or ``avg`` (the average-pooled surrogate of the official Finer-CAM CLIP
-            tutorial); ``None`` keeps the model's own.
-        attention_blocks: How many of a ViT's last blocks LeGrad / attention-gradient read;
-            ``None`` = the method's default (:data:`app.explain.attention.DEFAULT_BLOCKS`).
+    Checked where made: the target is a valid prompt, and at least one contrast differs from it
+    (contrasts equal to the target are dropped). A request with prompts explains the target
+    (class 0) against every contrast (manual references).
     """
 
-    method: str = "gradcam"
-    gamma: float = 0.6
-    top_t: int = 3
-    reference_mode: str = "logits"
-    weighting: str = "uniform"
-    target: int | str | None = None
-    manual_references: tuple[int | str, ...] = ()
-    opacity: float = 0.5
-    fgcam: bool = False
-    fgcam_stop: int = 0
-    fgcam_denoise: bool = False
-    pooling: str | None = None
-    attention_blocks: int | None = None
+    target: str
+    contrasts: Sequence[str] | str
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        target = inputs.validate_prompt(self.target, name="target concept")
+        contrasts = tuple(
+            p for p in inputs.parse_prompts(self.contrasts) if p.casefold() != target.casefold()
+        )
+        if not contrasts:
+            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
+        object.__setattr__(self, "target", target)
+        object.__setattr__(self, "contrasts", contrasts)
+
+    def class_prompts(self) -> tuple[str, ...]:
+        """The prompts in class order: the target (class 0), then the contrasts."""
+        return (self.target, *self.contrasts)
+
+    def settings(self, settings: ExplainSettings) -> ExplainSettings:
+        """``settings`` contrasting class 0 (the target) with every contrast."""
+        return replace(
+            settings,
+            target=0,
+            reference_mode="manual",
+            manual_references=tuple(range(1, len(self.contrasts) + 1)),
+            top_t=len(self.contrasts),
+        )
 
 
 @dataclass(frozen=True)
@@ -203,35 +201,7 @@ class ExplanationService:
         progress: ProgressFn | None = None,
     ) -> Explanation:
         """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
-        model = _with_pooling(self._get_model(model_name), settings.pooling)
-        return self._explain(model, self._load(image), settings, progress)
-
-    def cached(
-        self, model_name: str, image: Any, settings: ExplainSettings = ExplainSettings()
-    ) -> bool:
-        """Whether :meth:`explain` would run no model (entry and every gradient it needs are
-        cached), so a slider move can be answered outside the queue. FG-CAM: always False."""
-        model = _with_pooling(self._get_model(model_name), settings.pooling)
-        return self._from_cache(model, self._load(image), settings)
-
-    def concepts_cached(
-        self,
-        model_name: str,
-        image: Any,
-        target_prompt: str,
-        contrast_prompts: Sequence[str] | str,
-        settings: ExplainSettings = ExplainSettings(),
-        template: str | None = None,
-    ) -> bool:
-        """:meth:`cached` for :meth:`explain_concepts` (new prompts run the text encoder)."""
-        model, concept_settings = self._concept_model(
-            model_name, target_prompt, contrast_prompts, settings, template
-        )
-        return self._from_cache(model, self._load(image), concept_settings)
-
-    def methods_for(self, model_name: str) -> list[CamMethod]:
-        """The methods that run on a model: attention methods only for ViTs we can read."""
-        return available_methods(self._get_model(model_name))
+        return self._explain(self._request(model_name, image, settings), progress)
 
     def explain_concepts(
         self,
@@ -245,42 +215,37 @@ class ExplanationService:
     ) -> Explanation:
         """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
 
-        The target prompt is class 0; every contrast prompt is a reference (manual mode).
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
-        model, concept_settings = self._concept_model(
-            model_name, target_prompt, contrast_prompts, settings, template
-        )
-        return self._explain(model, self._load(image), concept_settings, progress)
+        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        return self._explain(self._request(model_name, image, settings, prompts), progress)
 
-    def _concept_model(
+    def cached(
         self,
         model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+    ) -> bool:
+        """Whether :meth:`explain` would run no model (entry and every gradient it needs are
+        cached), so a slider move can be answered outside the queue. FG-CAM: always False."""
+        return self._from_cache(self._request(model_name, image, settings))
+
+    def concepts_cached(
+        self,
+        model_name: str,
+        image: Any,
         target_prompt: str,
         contrast_prompts: Sequence[str] | str,
-        settings: ExplainSettings,
-        template: str | None,
-    ) -> tuple[ExplainableModel, ExplainSettings]:
-        """The CLIP model over ``[target, *contrasts]`` and settings contrasting class 0 with them."""
-        target = inputs.validate_prompt(target_prompt, name="target concept")
-        contrasts = [
-            p for p in inputs.parse_prompts(contrast_prompts) if p.casefold() != target.casefold()
-        ]
-        if not contrasts:
-            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
-        concept_model = self._get_model(model_name)
-        with_prompts = getattr(concept_model, "with_prompts", None)
-        if with_prompts is None:
-            raise inputs.InvalidInputError(f"Model {model_name!r} does not take text prompts.")
-        model = _with_pooling(with_prompts([target, *contrasts], template=template), settings.pooling)
-        concept_settings = replace(
-            settings,
-            target=0,
-            reference_mode="manual",
-            manual_references=tuple(range(1, len(contrasts) + 1)),
-            top_t=len(contrasts),
-        )
-        return model, concept_settings
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+    ) -> bool:
+        """:meth:`cached` for :meth:`explain_concepts` (new prompts run the text encoder)."""
+        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        return self._from_cache(self._request(model_name, image, settings, prompts))
+
+    def methods_for(self, model_name: str) -> list[CamMethod]:
+        """The registered methods that run on a model (attention methods only for ViTs)."""
+        return available_methods(self._get_model(model_name))
 
     def gamma_strip(
         self,
@@ -294,8 +259,7 @@ class ExplanationService:
         """Finer maps at every γ of ``gammas`` (no model call when the image is cached) and,
         with ``auto``, the γ picked by :func:`app.explain.gamma.choose_gamma` (one batched
         forward). ``settings.gamma`` is ignored."""
-        model = _with_pooling(self._get_model(model_name), settings.pooling)
-        return self._gamma_strip(model, self._load(image), settings, auto, gammas)
+        return self._gamma_strip(self._request(model_name, image, settings), auto, gammas)
 
     def concepts_gamma_strip(
         self,
@@ -310,26 +274,34 @@ class ExplanationService:
         gammas: Sequence[float] = GAMMA_GRID,
     ) -> GammaStrip:
         """:meth:`gamma_strip` for prompts on a CLIP model (as :meth:`explain_concepts`)."""
-        model, concept_settings = self._concept_model(
-            model_name, target_prompt, contrast_prompts, settings, template
-        )
-        return self._gamma_strip(model, self._load(image), concept_settings, auto, gammas)
+        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        return self._gamma_strip(self._request(model_name, image, settings, prompts), auto, gammas)
 
-    def _gamma_strip(
+    def _request(
         self,
-        model: ExplainableModel,
-        decoded: Decoded,
+        model_name: str,
+        image: Any,
         settings: ExplainSettings,
-        auto: bool,
-        gammas: Sequence[float],
-    ) -> GammaStrip:
+        prompts: ConceptPrompts | None = None,
+    ) -> _Request:
+        """The one path of every request, classifier or concepts: the settings checked (once),
+        the model (with its prompts and pooling), the decoded image."""
+        settings = settings.validated()
+        model = self._get_model(model_name)
+        if prompts is not None:
+            if not isinstance(model, PromptedModel):
+                raise inputs.InvalidInputError(f"Model {model_name!r} does not take text prompts.")
+            model = model.with_prompts(list(prompts.class_prompts()), template=prompts.template)
+            settings = prompts.settings(settings)
+        return _Request(_with_pooling(model, settings.pooling), self._load(image), settings)
+
+    def _gamma_strip(self, request: _Request, auto: bool, gammas: Sequence[float]) -> GammaStrip:
         gammas = tuple(inputs.validate_gamma(g) for g in gammas)
-        image = decoded.image
-        prep = self._prepare(model, image, settings, decoded.digest)
+        model, image = request.model, request.decoded.image
+        prep = self._prepare(request)
         target, references, x = prep.target, prep.references, prep.x
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
-        maps = self._maps(model, image, prep, contrasts, settings)
-        entry = prep.entry
+        maps = self._maps(request, prep, contrasts)
         strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
         if auto:
             pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
@@ -337,7 +309,7 @@ class ExplanationService:
             )
             strip.auto = choose_gamma(
                 model.logits, model.preprocess(image) if x is None else x, maps[pick],
-                entry.logits, target, references, [gammas[i] for i in pick],
+                prep.entry.logits, target, references, [gammas[i] for i in pick],
             )  # fmt: skip
         return strip
 
@@ -345,23 +317,14 @@ class ExplanationService:
         """The validated RGB image and its digest; a recent upload is not decoded again."""
         return self.decoded.load(image, self.max_side, _decode)
 
-    def _explain(
-        self,
-        model: ExplainableModel,
-        decoded: Decoded,
-        settings: ExplainSettings,
-        progress: ProgressFn | None,
-    ) -> Explanation:
-        gamma = inputs.validate_gamma(settings.gamma)
-        opacity = inputs.validate_opacity(settings.opacity)
-        image = decoded.image
-        prep = self._prepare(model, image, settings, decoded.digest)
+    def _explain(self, request: _Request, progress: ProgressFn | None) -> Explanation:
+        model, settings = request.model, request.settings
+        prep = self._prepare(request)
         entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
-        notices = [*getattr(model, "notices", ()), *prep.notices]  # e.g. truncated prompts
-        finer = contrast_for(target, references, weights, gamma)
-        contrasts = (Contrast(target), finer)
-        cam, finer_map = self._maps(model, image, prep, contrasts, settings, progress)
-        pixels = np.asarray(image)
+        notices = [*model.notices, *prep.notices]  # e.g. truncated prompts
+        finer = contrast_for(target, references, weights, settings.gamma)
+        cam, finer_map = self._maps(request, prep, (Contrast(target), finer), progress)
+        pixels = np.asarray(request.decoded.image)
         if not finer_map.any():
             notices.append(
                 "The Finer-CAM map is empty: no region raises the target over its references at "
@@ -370,12 +333,12 @@ class ExplanationService:
         return Explanation(
             model=model.name,
             method=prep.method.label,
-            gamma=gamma,
+            gamma=settings.gamma,
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, opacity),
-            finer_overlay=overlay(pixels, finer_map, opacity),
+            cam_overlay=overlay(pixels, cam, settings.opacity),
+            finer_overlay=overlay(pixels, finer_map, settings.opacity),
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
@@ -383,85 +346,57 @@ class ExplanationService:
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
             cached=prep.cached,
-            pooling=getattr(model, "pooling", None),
+            pooling=model.pooling,
         )
 
-    def _from_cache(
-        self, model: ExplainableModel, decoded: Decoded, settings: ExplainSettings
-    ) -> bool:
+    def _from_cache(self, request: _Request) -> bool:
+        model, settings = request.model, request.settings
         if settings.fgcam:
             return False
         method = get_method(settings.method)
-        key = _entry_key(model, decoded.digest, self._source(model, method, settings))
-        entry = self.entries.get(key)
+        entry = self.entries.get(method.entry_source(model, settings).entry_key(request.decoded.digest))
         if entry is None:
             return False
         target = _target_index(model, entry, settings.target)
         references, _ = self._references(model, entry, target, settings)
-        if method.uses_gradients:  # feature-grid and attention methods alike
-            return entry.has_gradients([target, *references])
-        return entry.has_score_logits
+        return method.is_ready(entry, [target, *references])
 
-    def _prepare(
-        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings, digest: str
-    ) -> _Prepared:
-        """What every rendering of ``image`` (content ``digest``) under ``settings`` starts
-        from: the cache entry, the target, its references and their weights, their gradients
-        (one batched backward)."""
+    def _prepare(self, request: _Request) -> _Prepared:
+        """What every rendering of a request starts from: the cache entry, the target, its
+        references and their weights, what the method needs of them (their gradients, in one
+        batched backward) and the input where the method still needs it."""
+        model, settings, image = request.model, request.settings, request.decoded.image
         method = get_method(settings.method)
-        source = self._source(model, method, settings)
-        entry, cached = self._entry(model, image, digest, source)
+        source = method.entry_source(model, settings)
+        entry, cached = self._entry(model, image, request.decoded.digest, source)
         target = _target_index(model, entry, settings.target)
         references, notices = self._references(model, entry, target, settings)
         weights = reference_weights(references, entry.probabilities, settings.weighting)
-        if method.uses_gradients:
-            entry.gradients([target, *references])
-        needs_input = not (method.uses_gradients or entry.has_score_logits)
-        x = model.preprocess(image) if needs_input else None  # Score-CAM's first use only
-        return _Prepared(method, digest, source, entry, cached, target, references, weights,
-                         notices, x)  # fmt: skip
+        method.prepare(entry, [target, *references])
+        x = model.preprocess(image) if method.needs_input(entry) else None
+        return _Prepared(method, source, entry, cached, target, references, weights, notices, x)
 
     def _maps(
         self,
-        model: ExplainableModel,
-        image: Image.Image,
+        request: _Request,
         prep: _Prepared,
         contrasts: Sequence[Contrast],
-        settings: ExplainSettings,
         progress: ProgressFn | None = None,
     ) -> np.ndarray:
-        """Finished maps ``(len(contrasts), H, W)`` in [0, 1] at the image size."""
-        raws = self._raw_maps(model, image, prep.digest, prep.entry, contrasts, prep.method,
-                              settings, prep.x, progress)  # fmt: skip
-        # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
-        # counts those bytes against the cache bound now rather than at the next image.
-        self.entries.put(_entry_key(model, prep.digest, prep.source), prep.entry)
-        return finish_maps(raws, image.size)
-
-    def _raw_maps(
-        self,
-        model: ExplainableModel,
-        image: Image.Image,
-        digest: str,
-        entry: Entry,
-        contrasts: Sequence[Contrast],
-        method: CamMethod,
-        settings: ExplainSettings,
-        x: torch.Tensor | None,
-        progress: ProgressFn | None = None,
-    ) -> np.ndarray:
-        """Raw (pre-normalisation) maps ``(len(contrasts), h, w)``, one per contrast, from the cache.
+        """Finished maps ``(len(contrasts), H, W)`` in [0, 1] at the image size.
 
         Every map the service renders (the two panels, a γ strip, auto-γ candidates) comes
-        through here, so each method family plugs in at one place.
+        through here: the method's pre-ReLU maps, or FG-CAM's from the method's channel weights.
         """
-        if method.is_attention:
-            return np.concatenate([raw_attention_map(entry, contrast) for contrast in contrasts])
-        if settings.fgcam:
-            return self._fgcam_maps(model, image, digest, entry, contrasts, method, settings, x)
-        return np.concatenate(
-            [raw_map(entry, contrast, method, model, x, progress) for contrast in contrasts]
-        )
+        if request.settings.fgcam:
+            raws = self._fgcam_maps(request, prep, contrasts)
+        else:
+            given = ModelInput(request.model, prep.x, progress)
+            raws = np.concatenate([prep.method.raw_map(prep.entry, c, given) for c in contrasts])
+        # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
+        # counts those bytes against the cache bound now rather than at the next image.
+        self.entries.put(prep.source.entry_key(request.decoded.digest), prep.entry)
+        return finish_maps(raws, request.decoded.image.size)
 
     def fgcam_stops(self, model_name: str) -> list[tuple[str, int]]:
         """FG-CAM output layers of a model as (label, stop index); empty when unsupported.
@@ -480,30 +415,23 @@ class ExplanationService:
         return stops
 
     def _fgcam_maps(
-        self,
-        model: ExplainableModel,
-        image: Image.Image,
-        digest: str,
-        entry: GradientEntry,
-        contrasts: Sequence[Contrast],
-        method: CamMethod,
-        settings: ExplainSettings,
-        x: torch.Tensor | None,
+        self, request: _Request, prep: _Prepared, contrasts: Sequence[Contrast]
     ) -> np.ndarray:
         """Raw FG-CAM maps of each contrast, propagated together from one recorded pass."""
+        model, settings, x = request.model, request.settings, prep.x
         layers = model.fgcam_layers()
         if layers is None:
             raise inputs.InvalidInputError(
                 f"FG-CAM needs a plain CNN (conv/BN/ReLU/pool layers or a torchvision ResNet); "
                 f"{model.name} is not one. Turn off high resolution for this model."
             )
-        key = (model.trunk_key, digest)
+        key = (model.trunk_key, request.decoded.digest)
         trace = self.traces.get(key)
         if trace is None:
-            trace = record(layers, model.preprocess(image) if x is None else x)
+            trace = record(layers, model.preprocess(request.decoded.image) if x is None else x)
             self.traces.put(key, trace)
         weights = np.concatenate(
-            [channel_weights(entry, contrast, method, model, x) for contrast in contrasts]
+            [prep.method.channel_weights(prep.entry, c, ModelInput(model, x)) for c in contrasts]
         )
         try:
             maps = trace.explain(
@@ -520,56 +448,20 @@ class ExplanationService:
     ) -> Entry:
         """The cached (or freshly computed) entry of ``image`` under ``model`` for ``settings``'
         method (a gradient entry, or an attention entry for LeGrad / attention-gradient)."""
-        source = self._source(model, get_method(settings.method), settings)
+        settings = settings.validated()
+        source = get_method(settings.method).entry_source(model, settings)
         return self._entry(model, image, image_digest(image), source)[0]
 
-    def _source(
-        self, model: ExplainableModel, method: CamMethod, settings: ExplainSettings
-    ) -> _AttentionSource | None:
-        """Where an attention method reads (view, method, blocks); None for feature-grid CAMs."""
-        if not method.is_attention:
-            return None
-        if settings.fgcam:
-            raise inputs.InvalidInputError(
-                f"FG-CAM raises a CNN's feature-grid CAM to pixels; {method.label} reads a ViT's "
-                "attention maps. Turn off high resolution for this method."
-            )
-        view = model.attention_view()
-        if view is None:
-            raise inputs.InvalidInputError(
-                f"{method.label} reads a Vision Transformer's attention maps; {model.name} has none "
-                "we can read. Pick Grad-CAM or another CAM method for this model."
-            )
-        blocks = settings.attention_blocks
-        if blocks is None:
-            blocks = min(DEFAULT_BLOCKS[method.name], view.num_blocks)
-        try:
-            first_block(view, blocks)
-        except ValueError as error:
-            raise inputs.InvalidInputError(f"{method.label}: {error}") from error
-        return _AttentionSource(view, method.name, int(blocks))
-
     def _entry(
-        self,
-        model: ExplainableModel,
-        image: Image.Image,
-        digest: str,
-        source: _AttentionSource | None = None,
+        self, model: ExplainableModel, image: Image.Image, digest: str, source: EntrySource
     ) -> tuple[Entry, bool]:
-        key = _entry_key(model, digest, source)
+        key = source.entry_key(digest)
         entry = self.entries.get(key)
         if entry is not None:
             return entry, True
         x = model.preprocess(image)
-        if source is None:
-            trunk_key = (model.trunk_key, digest)
-            compute = lambda: compute_entry(model, x, (), activation=self.trunks.get(trunk_key))  # noqa: E731
-        else:
-            trunk_key = (source.view.key, source.kind, f"blocks:{source.blocks}", digest)
-            compute = lambda: compute_attention_entry(  # noqa: E731
-                source.view, x, source.kind, source.blocks, self.trunks.get(trunk_key)
-            )
-        entry = _guarded(compute, model)
+        trunk_key = source.trunk_key(digest)
+        entry = _guarded(lambda: source.compute(x, self.trunks.get(trunk_key)), model)
         self.trunks.put(trunk_key, entry.trunk_output)
         self.entries.put(key, entry)
         return entry, False
@@ -577,15 +469,8 @@ class ExplanationService:
     def _references(
         self, model: ExplainableModel, entry: Entry, target: int, settings: ExplainSettings
     ) -> tuple[list[int], list[str]]:
-        if settings.reference_mode not in REFERENCE_MODES:
-            raise inputs.InvalidInputError(
-                f"reference mode must be one of {', '.join(REFERENCE_MODES)}, "
-                f"got {settings.reference_mode!r}"
-            )
         notices: list[str] = []
         if settings.reference_mode == "manual":
-            if not settings.manual_references:
-                raise inputs.InvalidInputError("Pick at least one reference class for manual mode.")
             manual = [model.class_index(name) for name in settings.manual_references]
             top_t = len(manual)
         else:
@@ -606,12 +491,20 @@ class ExplanationService:
 
 
 @dataclass(frozen=True)
+class _Request:
+    """One request on its single path through the service: see :meth:`ExplanationService._request`."""
+
+    model: ExplainableModel
+    decoded: Decoded
+    settings: ExplainSettings
+
+
+@dataclass(frozen=True)
 class _Prepared:
     """The start of every rendering: see :meth:`ExplanationService._prepare`."""
 
     method: CamMethod
-    digest: str
-    source: _AttentionSource | None
+    source: EntrySource
     entry: Entry
     cached: bool
     target: int
@@ -621,42 +514,18 @@ class _Prepared:
     x: torch.Tensor | None
 
 
-@dataclass(frozen=True)
-class _AttentionSource:
-    """What an attention entry is computed from: the model's view, the method, the blocks."""
-
-    view: AttentionView
-    kind: str
-    blocks: int
-
-
-def _entry_key(
-    model: ExplainableModel, digest: str, source: _AttentionSource | None = None
-) -> tuple[str, ...]:
-    if source is None:
-        return (model.trunk_key, model.head_key, digest)
-    return (source.view.key, model.head_key, digest, source.kind, str(source.blocks))
-
-
 def _with_pooling(model: ExplainableModel, pooling: str | None) -> ExplainableModel:
     """``model`` explained through ``pooling`` (CLIP models); a clear error for the others."""
     if pooling is None:
         return model
-    with_pooling = getattr(model, "with_pooling", None)
-    if with_pooling is None:
+    if not isinstance(model, PoolingChoice):
         raise inputs.InvalidInputError(
             f"The pooling choice applies to CLIP models; {model.name} pools its own way."
         )
     try:
-        return with_pooling(pooling)
+        return model.with_pooling(pooling)
     except ValueError as error:
         raise inputs.InvalidInputError(str(error)) from error
-
-
-def available_methods(model: ExplainableModel) -> list[CamMethod]:
-    """Feature-grid CAM methods for every model; attention methods for ViTs we can read."""
-    has_attention = model.attention_view() is not None
-    return [method for method in METHODS.values() if has_attention or not method.is_attention]
 
 
 def _decode(source: Any, max_side: int) -> Image.Image:

@@ -4,13 +4,18 @@ The explanation engine never sees a raw network. It sees a model split at its ta
 ``trunk`` (input -> activation, run once without autograd) and ``tail`` (activation -> logits,
 run with autograd). Splitting is what makes CAM and Finer-CAM cheap: gradients for the target
 and every reference class come from one small backward pass over the tail only.
+
+What a model can do beyond that is declared here, so the explanation service asks no model
+what it happens to have: :meth:`ExplainableModel.attention_view` (LeGrad, attention-gradient),
+``notices`` and ``pooling`` on every model, and the protocols :class:`PromptedModel` (free-text
+classes, CLIP) and :class:`PoolingChoice` (what a CLIP model's maps explain).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -31,6 +36,9 @@ class ExplainableModel(ABC):
         head_key: Identifies the head (e.g. the prompt list); the cache key of gradients is
             ``(trunk_key, head_key, image)``.
         description: One line for the UI status bar (weights source, device).
+        notices: Messages for the user about this model's answers (e.g. truncated prompts).
+        pooling: How the explained score pools tokens (``token`` | ``avg``) where the model
+            lets it be chosen (see :class:`PoolingChoice`); ``None`` when it pools its own way.
     """
 
     name: str
@@ -39,6 +47,8 @@ class ExplainableModel(ABC):
     trunk_key: str
     head_key: str = ""
     description: str = ""
+    notices: tuple[str, ...] = ()
+    pooling: str | None = None
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -116,3 +126,20 @@ class ExplainableModel(ABC):
         close = [label for label in self.labels if wanted and wanted in label.lower()][:5]
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown class name {name_or_index!r} for {self.name}{hint}")
+
+
+@runtime_checkable
+class PromptedModel(Protocol):
+    """A model whose classes are free-text prompts (CLIP): each prompt list is a new head."""
+
+    def with_prompts(
+        self, prompts: Sequence[str], template: str | None = None
+    ) -> ExplainableModel: ...
+
+
+@runtime_checkable
+class PoolingChoice(Protocol):
+    """A model whose explained score can pool its tokens another way (CLIP's ``token``/``avg``);
+    ValueError naming the choices for one it does not have."""
+
+    def with_pooling(self, pooling: str | None) -> ExplainableModel | PoolingChoice: ...

@@ -314,7 +314,8 @@ def method_choices(
     """``(label, name)`` pairs for the CAM-method dropdown of ``model_name``.
 
     The one place that decides which methods a model offers (both tabs, on page load and on
-    every model change): LeGrad and attention-gradient only for ViTs. Once the model is
+    every model change), read from the method registry: each method says where it runs
+    (LeGrad and attention-gradient only for ViTs). Once the model is
     ``loaded`` the answer is exact (the served model may be an offline fallback); before, the
     registry's hint decides, so building the page never loads a model.
     """
@@ -322,7 +323,7 @@ def method_choices(
         methods = service.methods_for(model_name)
     else:
         hint = _attention_hint(model_name)
-        methods = [m for m in METHODS.values() if hint or not m.is_attention]
+        methods = [m for m in METHODS.values() if m.supports_hint(hint)]
     return [(method.label, method.name) for method in methods]
 
 

@@ -1,0 +1,71 @@
+"""Attention-gradient (Chefer et al., 2021, "Generic attention-model explainability").
+
+∇A^l = ∂y_c/∂A^l of the model's own logits; R ← R + mean_heads(ReLU(∇A^l ⊙ A^l))·R over the
+blocks, starting from the identity; the map is the class-token row of R over the patches (the
+mean of the patch rows for average-pooled models). The explained blocks run once with autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
+from app.explain.methods.attention_base import AttentionMethod
+from app.explain.methods.registry import register
+from app.models.adapters.vit import AttentionView
+
+
+class AttentionGradientMethod(AttentionMethod):
+    name, label = "attention-gradient", "Attention-gradient"
+    help = "ViTs: attention weighted by its gradient, rolled out over the last blocks"
+    #: Chosen by measurement (bench.concepts).
+    default_blocks = 4
+
+    def record(
+        self,
+        view: AttentionView,
+        x: torch.Tensor,
+        start: int,
+        trunk: torch.Tensor | None,
+    ) -> AttentionRecording:
+        tokens_in = trunk if trunk is not None else view.tokens_before(x, start)[0]
+        leaf = tokens_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores, attentions = view.block_scores(leaf, start)
+        return AttentionRecording(
+            paths=[(scores[-1], list(attentions))],
+            logits=scores[-1],
+            attentions=[a.detach()[0].float().cpu().numpy() for a in attentions],
+            tokens=int(tokens_in.shape[1]),
+            trunk_output=tokens_in.detach(),
+        )
+
+    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> np.ndarray:
+        return attention_gradient_relevance(gradients, entry.attentions, entry.prefix, entry.pooling)
+
+
+def attention_gradient_relevance(
+    gradients: BlockGradients, attentions: Sequence[np.ndarray], prefix: int, pooling: str
+) -> np.ndarray:
+    """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block.
+
+    R ends as (I + W_L)···(I + W_1) and only one row of it (the class token's, or the mean of the
+    patch rows) is read, so that row is carried from the last block back: v ← v + v·W_l — a
+    vector-matrix product per block instead of a matrix product.
+    """
+    tokens = attentions[0].shape[-1]
+    row = np.zeros(tokens, dtype=np.float64)  # float64: the identity dominates, the map is small
+    if pooling == "token":
+        row[0] = 1.0
+    else:
+        row[prefix:] = 1.0 / (tokens - prefix)
+    for gradient, attention in zip(reversed(gradients), reversed(attentions), strict=True):
+        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
+        row = row + row @ weighted
+    return row
+
+
+register(AttentionGradientMethod())
