@@ -271,3 +271,30 @@ def tiny_transformers_files(family: str) -> dict[str, bytes]:
         model.save_pretrained(folder, safe_serialization=True)
         (Path(folder) / "preprocessor_config.json").write_text(json.dumps(processor))
         return _read_dir(Path(folder))
+
+
+#: Tiny timm models beyond the plain ViT: (architecture, arguments, input side).
+TIMM_TOKEN_MODELS: dict[str, tuple[str, dict, int]] = {
+    "eva02": ("eva02_tiny_patch14_336", {"img_size": 56, "embed_dim": 32, "depth": 2,
+                                         "num_heads": 2}, 56),
+    "levit": ("levit_128s", {"img_size": 256, "embed_dim": (16, 32, 48), "key_dim": 8,
+                             "num_heads": (2, 2, 2), "depth": (1, 1, 1)}, 256),
+}
+
+
+def tiny_timm_token_files(kind: str) -> dict[str, bytes]:
+    """A tiny random EVA-02 (rotary positions) or LeViT (attention downsampling, distillation
+    head) classifier in timm's ``save_for_hf`` format, with label names and its input size."""
+    import timm
+    from timm.models import save_for_hf
+
+    architecture, args, side = TIMM_TOKEN_MODELS[kind]
+    torch.manual_seed(0)
+    model = timm.create_model(architecture, num_classes=len(TIMM_LABELS), **args)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hf(model, folder, model_config={"label_names": TIMM_LABELS}, model_args=args,
+                    safe_serialization=True)
+        files = _read_dir(Path(folder))
+    files.pop("pytorch_model.bin", None)
+    return files

@@ -24,7 +24,6 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from app.config import Settings
 from app.explain.combine import Contrast
-from app.explain.engine import raw_map
 from app.explain.gradients import compute_entry
 from app.explain.methods import get_method
 from app.explain.service import ExplainSettings, ExplanationService, available_methods
@@ -38,6 +37,7 @@ from tests.hubfixtures import (
     TRANSFORMERS_FAMILIES,
     tiny_open_clip_files,
     tiny_timm_files,
+    tiny_timm_token_files,
     tiny_transformers_files,
     write_repo,
 )
@@ -140,7 +140,7 @@ def test_gradcam_matches_pytorch_grad_cam(cache, family, rgb_image):
     x = adapter.preprocess(rgb_image)
     entry = compute_entry(adapter, x, range(adapter.num_classes))
     for target in adapter.logits(x)[0].argsort(descending=True).tolist():  # a non-empty map
-        ours = np.maximum(raw_map(entry, Contrast(target), get_method("gradcam")), 0)
+        ours = np.maximum(get_method("gradcam").raw_map(entry, Contrast(target)), 0)
         if ours.max() > 0:
             break
     ours = scale_cam_image(scale_cam_image(ours, (x.shape[-1], x.shape[-2])))  # as the anchor
@@ -211,3 +211,20 @@ def test_importing_the_app_does_not_import_transformers():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("kind", ["eva02", "levit"])
+def test_timm_eva02_and_levit_are_explained(cache, kind, rgb_image):
+    """Their last stage gives tokens (rotary-position EVA-02, attention-downsampled LeViT):
+    folded into the patch grid, they are explained, and the logits are timm's own."""
+    repo = f"finercam-test/tiny-{kind}"
+    write_repo(cache, repo, tiny_timm_token_files(kind))
+    registry = _registry()
+    model = registry.get(repo)  # detected as timm from its config.json
+    assert list(model.labels) == TIMM_LABELS
+    x = model.preprocess(rgb_image)
+    assert torch.allclose(model.logits(x), model.model(x), atol=1e-5)
+    assert tuple(model.to_grid(model.trunk(x)).shape[-2:]) == (4, 4)  # 56/14, 256/64
+    explanation = ExplanationService(registry.get).explain(repo, rgb_image, ExplainSettings())
+    assert explanation.cam_overlay.shape[:2] == (rgb_image.height, rgb_image.width)
+    assert explanation.target.name in TIMM_LABELS

@@ -16,7 +16,6 @@ relative position tables are fixed to it); the whole image is resized to it, nev
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from app.models.adapters.vit import AttentionView, ViTSplit, _merge_heads
+from app.models.adapters.vit import AttentionView, ViTSplit, _merge_heads, fold_tokens
 from app.models.base import ExplainableModel
 from app.models.preprocess import to_tensor
 from app.models.weights import freeze
@@ -263,12 +262,7 @@ class FeatureMapSplit:
         return self.model.classifier(self.family.pool(self.base, activation))
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
-        if not self.family.tokens:
-            return activation
-        n, length, channels = activation.shape
-        height, width = self._input
-        rows = max(1, round(math.sqrt(length * height / width)))
-        return activation.reshape(n, rows, length // rows, channels).permute(0, 3, 1, 2)
+        return fold_tokens(activation, self._input) if self.family.tokens else activation
 
 
 # --------------------------------------------------------------------------- adapter

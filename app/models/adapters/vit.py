@@ -197,6 +197,18 @@ class ViTSplit(ABC):
         return patches.reshape(activation.shape[0], h, w, activation.shape[2]).permute(0, 3, 1, 2)
 
 
+def fold_tokens(tokens: torch.Tensor, input_size: tuple[int, int], prefix: int = 0) -> torch.Tensor:
+    """``(N, prefix + h*w, C)`` tokens -> ``(N, C, h, w)``, with ``h:w`` as the input's
+    height:width (Swin, EVA-02, LeViT outputs: a known grid only up to its aspect)."""
+    n, length, channels = tokens.shape
+    patches = length - prefix
+    rows = max(1, round(math.sqrt(patches * input_size[0] / input_size[1])))
+    if patches % rows:
+        raise ValueError(f"cannot fold {patches} tokens into a grid of {input_size} aspect")
+    grid = tokens[:, prefix:].reshape(n, rows, patches // rows, channels)
+    return grid.permute(0, 3, 1, 2)
+
+
 def _single_query_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, head_dim: int, scale: float
 ) -> torch.Tensor:

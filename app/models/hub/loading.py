@@ -34,7 +34,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
-from app.models.adapters.vit import AttentionView, TimmVitSplit
+from app.models.adapters.vit import AttentionView, TimmVitSplit, fold_tokens
 from app.models.base import ExplainableModel
 from app.models.hub import cache_bound
 from app.models.hub import policy as hub
@@ -98,8 +98,9 @@ def register_class_list(names: Sequence[str]) -> str:
 
 
 class TimmClassifier(ExplainableModel):
-    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), CNNs
-    at the output of ``forward_features`` (the last stage), with ``forward_head`` as the tail."""
+    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), other
+    models at the output of ``forward_features`` (the last stage; the final tokens of EVA-02 and
+    LeViT, folded into their grid), with ``forward_head`` as the tail."""
 
     def __init__(self, model: torch.nn.Module, name: str, labels: Sequence[str],
                  device: torch.device, key: str, description: str) -> None:
@@ -134,6 +135,9 @@ class TimmClassifier(ExplainableModel):
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         if self.split:
             return self.split.to_grid(activation)
+        if activation.ndim == 3 and str(getattr(self.model, "global_pool", "avg")) != "token":
+            return fold_tokens(activation, self.input_size,
+                               int(getattr(self.model, "num_prefix_tokens", 0) or 0))
         if activation.ndim != 4:
             raise ValueError(f"{self.name}: the last stage gives no spatial map to explain")
         channels = int(self.model.num_features)
