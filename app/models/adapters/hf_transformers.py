@@ -108,7 +108,10 @@ class TransformersViTSplit(ViTSplit):
         self.model = model
         self.family = str(config.model_type)
         self.base = getattr(model, model.base_model_prefix)
-        self.layers = self.base.layers if hasattr(self.base, "layers") else self.base.encoder.layer
+        layers = "layers" if hasattr(self.base, "layers") else "encoder.layer"
+        self.layers = _submodule(self.base, layers)
+        norm = "layernorm_before" if hasattr(self.layers[-1], "layernorm_before") else "norm1"
+        self.target_path = f"{model.base_model_prefix}.{layers}.-1.{norm}"
         distilled = hasattr(self.base.embeddings, "distillation_token")
         self.prefix = 1 + int(distilled) + int(getattr(config, "num_register_tokens", 0) or 0)
         patch = int(config.patch_size)
@@ -246,6 +249,7 @@ class FeatureMapSplit:
         self.model, self.family = model, family
         self.base = getattr(model, model.base_model_prefix)
         self.target = _submodule(model, family.target)
+        self.target_path = family.target
         self._input: tuple[int, int] = (1, 1)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,10 +291,9 @@ class TransformersClassifier(ExplainableModel):
         if family in VIT_FAMILIES:
             self.split: TransformersViTSplit | FeatureMapSplit = TransformersViTSplit(
                 self.model, preprocessing.size)
-            self.target_layer = f"{self.model.base_model_prefix} last layer's first LayerNorm"
         else:
             self.split = FeatureMapSplit(self.model, FEATURE_MAP_FAMILIES[family])
-            self.target_layer = FEATURE_MAP_FAMILIES[family].target
+        self.target_layer = self.split.target_path  # the module the CAM weights, e.g. for hooks
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         p = self.preprocessing
