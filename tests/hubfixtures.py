@@ -62,6 +62,28 @@ def write_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
     return snapshot
 
 
+@contextmanager
+def offline_hub(monkeypatch, folder: Path) -> Iterator[Path]:
+    """huggingface_hub pointed at the cache ``folder``, offline, the test repos allowed; the
+    Hub state the loaders remember (probe, detected libraries, open_clip engines) reset."""
+    from huggingface_hub import constants
+
+    from app.models.hub import detect, policy
+    from app.models.hub import loading as hub_loading
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
+    for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+        forget()
+    try:
+        yield folder
+    finally:
+        for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+            forget()
+
+
 def _read_dir(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 

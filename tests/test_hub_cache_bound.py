@@ -10,9 +10,8 @@ from huggingface_hub import constants, scan_cache_dir
 
 from app.config import Settings
 from app.models.hub import cache_bound
-from app.models.hub import policy as hub
 from app.models.registry import ModelRegistry
-from tests.hubfixtures import tiny_timm_files, write_repo
+from tests.hubfixtures import offline_hub, tiny_timm_files, write_repo
 
 
 def _age(cache, repo: str, seconds_ago: float) -> None:
@@ -25,18 +24,13 @@ def _age(cache, repo: str, seconds_ago: float) -> None:
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
-    hub.reset_state()
     files = tiny_timm_files()
     for index, repo in enumerate(["finercam-test/old", "finercam-test/middle",
                                   "finercam-test/recent"]):
         write_repo(folder, repo, {**files, "README.md": repo.encode()})
         _age(folder, repo, 3000 - 1000 * index)
-    yield folder
-    hub.reset_state()
+    with offline_hub(monkeypatch, folder):
+        yield folder
 
 
 def _repos() -> set[str]:

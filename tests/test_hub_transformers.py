@@ -17,7 +17,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import constants
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -29,12 +28,12 @@ from app.explain.methods import get_method
 from app.explain.service import ExplainSettings, ExplanationService, available_methods
 from app.models.adapters.hf_transformers import VIT_FAMILIES, TransformersViTSplit
 from app.models.hub import detect
-from app.models.hub import loading as hub_models
 from app.models.hub import policy as hub
 from app.models.registry import ModelLoadError, ModelRegistry
 from tests.hubfixtures import (
     TIMM_LABELS,
     TRANSFORMERS_FAMILIES,
+    offline_hub,
     tiny_open_clip_files,
     tiny_timm_files,
     tiny_timm_token_files,
@@ -60,16 +59,8 @@ def cache(tmp_path, monkeypatch, family_files):
     folder = tmp_path / "hub"
     for family, files in family_files.items():
         write_repo(folder, repo_of(family), files)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
-    hub.reset_state()
-    detect._DETECTED.clear()
-    yield folder
-    hub.reset_state()
-    detect._DETECTED.clear()
-    hub_models._ENGINES.clear()
+    with offline_hub(monkeypatch, folder):
+        yield folder
 
 
 def _registry() -> ModelRegistry:
