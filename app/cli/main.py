@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from app.explain.methods import methods_help
 
-from .options import REGIONS, SYNTH_TEST_SEED, CliError
+from .options import COLORMAP_NAMES, REGIONS, SYNTH_TEST_SEED, CliError
 
 
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--references", action="append", metavar="C[,C]",
                          help="reference classes for --reference-mode manual (names or indices)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    explain.add_argument("--colormap", choices=COLORMAP_NAMES, default=COLORMAP_NAMES[0],
+                         help="colour map of the overlays (default jet, the paper's)")
 
     evaluate = sub.add_parser(
         "evaluate",
