@@ -90,8 +90,8 @@ def build_classifier_tab(
         with gr.Column(scale=2):
             panels = widgets.build_panels("clf")
             used, top5 = _build_scores()
-            panels.components.update(top5=top5, used=used, status=status,
-                                     gamma=controls.gamma, gamma_note=controls.gamma_note)  # fmt: skip
+            panels.components.update(top5=top5, used=used, status=status, gamma=controls.gamma,
+                                     gamma_note=controls.gamma_note)  # fmt: skip
             controls.download = widgets.build_downloads(
                 panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
@@ -106,7 +106,7 @@ def build_classifier_tab(
               controls.method, status]  # fmt: skip
     _wire(controls, events, load, loaded)
     opening = examples and events.opens_on(
-        landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0])))
+        landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0]), strict=True))
     )
     on_load = (load, [controls.model, controls.method], loaded)
     return wiring.Tab(controls.model, opening or None, on_load)

@@ -130,7 +130,8 @@ class TransformersViTSplit(ViTSplit):
         tokens = self.base.embeddings(x)
         if isinstance(tokens, tuple):  # BEiT: (tokens, patch grid)
             tokens = tokens[0]
-        return tokens, (int(x.shape[-2]) // self.patch_size[0], int(x.shape[-1]) // self.patch_size[1])
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        return tokens, (height // self.patch_size[0], width // self.patch_size[1])
 
     def _blocks(self) -> nn.ModuleList:
         return self.layers
@@ -314,7 +315,8 @@ class TransformersClassifier(ExplainableModel):
     def class_embeddings(self) -> torch.Tensor | None:
         head = getattr(self.model, "classifier", None)
         weight = getattr(head, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] == len(self.labels):
+        rows = len(self.labels)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] == rows:
             return weight
         return None
 

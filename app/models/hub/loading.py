@@ -153,7 +153,11 @@ class TimmClassifier(ExplainableModel):
     def class_embeddings(self) -> torch.Tensor | None:
         head = self.model.get_classifier()
         weight = getattr(head, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] == len(self.labels):
+        if (
+            isinstance(weight, torch.Tensor)
+            and weight.ndim == 2
+            and weight.shape[0] == len(self.labels)
+        ):
             return weight
         return None
 
@@ -221,7 +225,8 @@ def load_transformers_classifier(hub_id: hub.HubId, device: torch.device) -> Exp
         raise load_error(hub_id, error) from error
     from app.models.adapters.hf_transformers import Preprocessing, TransformersClassifier
 
-    preprocessing = Preprocessing.from_config(processor, int(getattr(model.config, "image_size", 224)))
+    native = int(getattr(model.config, "image_size", 224))
+    preprocessing = Preprocessing.from_config(processor, native)
     return TransformersClassifier(
         model, hub_id.name, preprocessing, device, f"transformers-hub:{hub_id.repo}",
         f"transformers {hub_id.repo} ({model.config.model_type}, {model.config.num_labels} "
