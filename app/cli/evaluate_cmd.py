@@ -67,7 +67,7 @@ from .datasets import (
     Loaded,
     discover_dataset,
 )
-from .engines import Job, run_job
+from .engines import Job, run_job, stop_on_model_failure
 from .output_files import atomic_write
 
 # (column, table heading, higher is better)
@@ -586,6 +586,7 @@ def _score(
                    unit="img", disable=args.no_progress)
         for outcome in bar:
             item = outcome.item
+            stop_on_model_failure(outcome, args.model)
             if outcome.error:
                 bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
                 continue

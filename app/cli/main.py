@@ -25,8 +25,13 @@ from .options import COLORMAP_NAMES, REGIONS, SYNTH_TEST_SEED, CliError
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
     model = parser.add_argument_group("model and maps")
     model.add_argument("--model", default="demo-cnn",
-                       help="registry name (default: demo-cnn, the offline demo model) or an "
-                       "allowed Hub id: timm:NAME, timm:org/repo, hf-hub:org/repo@cub200")
+                       help="registry name (default: demo-cnn, the offline demo model), an "
+                       "allowed Hub id (org/repo: timm, transformers or open_clip, told from "
+                       "its files; timm:NAME; hf-hub:org/repo@cub200) or a trained head's "
+                       "folder (python -m app.train.head)")
+    model.add_argument("--head", metavar="PATH",
+                       help="a trained head (folder with head.safetensors, or the file); the "
+                       "same as --model PATH")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s), repeat or comma-separate (default: gradcam): "
                             + methods_help())
@@ -167,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "head", None):
+        args.model = args.head
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
