@@ -35,7 +35,12 @@ from app.explain.faithfulness import (
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn
-from app.explain.metrics import ConfidenceDrop, PerturbationCurve, perturbation_curve
+from app.explain.metrics import (
+    ConfidenceDrop,
+    PerturbationCurve,
+    baseline_image,
+    perturbation_curve,
+)
 from app.explain.methods import (
     CamMethod,
     EntrySource,
@@ -205,6 +210,11 @@ class ExplanationService:
         self.decoded = DecodedImages()
         self.scores: BoundedLRU[Faithfulness | MethodComparison] = BoundedLRU(
             max_entries * 4, max(1, max_bytes // 8), _result_bytes
+        )
+        # The preprocessed input and its blurred twin (what masked pixels become), per image:
+        # the blur costs as much as a small model's forward, and every re-score needs it.
+        self.masking: BoundedLRU[tuple[torch.Tensor, torch.Tensor]] = BoundedLRU(
+            max_entries, max(1, max_bytes // 8), _pair_bytes
         )
 
     def explain(
@@ -466,9 +476,16 @@ class ExplanationService:
                 "Faithfulness needs at least one reference class to contrast the target with."
             )
         model = request.model
-        x = model.preprocess(request.decoded.image) if prep.x is None else prep.x
+        key = (model.trunk_key, request.decoded.digest)
+        pair = self.masking.get(key)
+        if pair is None:
+            x = model.preprocess(request.decoded.image) if prep.x is None else prep.x
+            pair = (x, baseline_image(x, "blur"))
+            self.masking.put(key, pair)
+        x, blurred = pair
         return score_maps(
-            model.logits, x, maps, prep.target, prep.references, top_fraction, prep.entry.logits
+            model.logits, x, maps, prep.target, prep.references, top_fraction, prep.entry.logits,
+            baseline=blurred,
         )
 
     def _load(self, image: Any) -> Decoded:
@@ -698,6 +715,10 @@ def _map_score(
         relative_drop=float(drop.relative_drop[index]),
         probability_drop=float(drop.probability_drop[index]), empty=not maps[index].any(),
     )  # fmt: skip
+
+
+def _pair_bytes(pair: tuple[torch.Tensor, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in pair)
 
 
 def _result_bytes(result: Faithfulness | MethodComparison) -> int:
