@@ -120,6 +120,7 @@ def test_named_endpoints_are_documented(client):
         "fgcam_layer",
         "fgcam_denoise",
         "auto_gamma",
+        "colormap",
     ]
     concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
     assert concept == [
@@ -133,6 +134,7 @@ def test_named_endpoints_are_documented(client):
         "opacity",
         "auto_gamma",
         "pooling",
+        "colormap",
     ]
     assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
                         "/load_hub_concepts"}  # the live-control events are private
@@ -370,7 +372,7 @@ def _raw_classifier_call(server, path: str, gamma: float = 0.5) -> str:
     JSON sent by hand (as any client may; gradio_client refuses to encode NaN, for one)."""
     image = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "bird.png"}
     data = [image, server.classifier, "gradcam", gamma, 3, "logits", [], "(predicted class)",
-            "uniform", 0.5, False, 0, False, False]  # fmt: skip
+            "uniform", 0.5, False, 0, False, False, "jet"]  # fmt: skip
     body = json.dumps({"data": data})  # allow_nan: a literal NaN goes over the wire
     base = server.url + "gradio_api"
     with httpx.Client(timeout=60) as http:

@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         target=_target(args.target),
         manual_references=tuple(_target(r) for r in split_list(args.references)),
         opacity=args.opacity,
+        colormap=args.colormap,
         fgcam=args.fgcam,
         fgcam_stop=args.fgcam_layer,
         fgcam_denoise=args.fgcam_denoise,

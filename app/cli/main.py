@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from app.explain.methods import methods_help
 
-from .options import REGIONS, SYNTH_TEST_SEED, CliError
+from .options import COLORMAP_NAMES, REGIONS, SYNTH_TEST_SEED, CliError
 
 
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--faithfulness-k", type=float, default=0.05, metavar="K",
                          help="share of each map's top pixels removed for the rd_*/drop_* columns "
                               "of explanations.csv (default 0.05; 0 leaves them empty)")
+    explain.add_argument("--colormap", choices=COLORMAP_NAMES, default=COLORMAP_NAMES[0],
+                         help="colour map of the overlays (default jet, the paper's)")
 
     evaluate = sub.add_parser(
         "evaluate",

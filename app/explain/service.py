@@ -49,7 +49,7 @@ from app.explain.methods import (
     get_method,
 )
 from app.explain.references import reference_weights, select_references
-from app.explain.render import finish_maps, overlay, side_by_side
+from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side
 from app.explain.settings import ExplainSettings
 from app.models.adapters.vit import BlockState
 from app.models.base import ExplainableModel, PoolingChoice, PromptedModel
@@ -132,6 +132,7 @@ class Explanation:
     cached: bool = False
     pooling: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    colormap: str = DEFAULT_COLORMAP
 
     def composite(self, strip: GammaStrip | None = None) -> Image.Image:
         """Both overlays side by side with titles (and the γ strip under them), for download."""
@@ -140,7 +141,7 @@ class Explanation:
         if strip is not None:
             thumbnails = [
                 (strip.caption(i, self.gamma), picture)
-                for i, picture in enumerate(strip.overlays())
+                for i, picture in enumerate(strip.overlays(colormap=self.colormap))
             ]
         return side_by_side(
             [
@@ -149,6 +150,7 @@ class Explanation:
                  self.finer_overlay),
             ],
             thumbnails,
+            colormap=self.colormap,
         )  # fmt: skip
 
     def raw_maps(self) -> np.ndarray:
@@ -167,10 +169,11 @@ class GammaStrip:
     target: int
     references: tuple[int, ...]
     auto: GammaChoice | None = None
+    colormap: str = DEFAULT_COLORMAP
 
-    def overlays(self, opacity: float = 0.5) -> list[np.ndarray]:
-        """One overlay per γ, at the image's size."""
-        return [overlay(self.image, cam, opacity) for cam in self.maps]
+    def overlays(self, opacity: float = 0.5, colormap: str | None = None) -> list[np.ndarray]:
+        """One overlay per γ, at the image's size (in the strip's colour map by default)."""
+        return [overlay(self.image, cam, opacity, colormap or self.colormap) for cam in self.maps]
 
     def caption(self, index: int, current: float | None = None) -> str:
         """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
@@ -382,7 +385,8 @@ class ExplanationService:
         target, references, x = prep.target, prep.references, prep.x
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
         maps = self._maps(request, prep, contrasts)
-        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
+        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references),
+                           colormap=request.settings.colormap)  # fmt: skip
         if auto:
             pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
                 range(len(gammas))
@@ -512,8 +516,8 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, settings.opacity),
-            finer_overlay=overlay(pixels, finer_map, settings.opacity),
+            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap),
+            finer_overlay=overlay(pixels, finer_map, settings.opacity, settings.colormap),
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
@@ -522,6 +526,7 @@ class ExplanationService:
             notices=tuple(notices),
             cached=prep.cached,
             pooling=model.pooling,
+            colormap=settings.colormap,
         )
 
     def _from_cache(self, request: _Request) -> bool:

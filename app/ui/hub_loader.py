@@ -15,6 +15,7 @@ from app.models.hub import policy as hub
 from app.models.hub.loading import CLASS_LISTS, register_class_list
 from app.models.registry import ModelRegistry
 from app.ui.tab_glue import status_line, user_errors
+from app.ui.wiring import warned
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,17 @@ def build_hub_loader(registry: ModelRegistry, task: str, model: gr.Dropdown,
         choices = [(c, c) for c in [*registry.names(task), *registry.hub_names(task)]]  # type: ignore[arg-type]
         return gr.Dropdown(choices=choices, value=name), status_line(registry)
 
-    event = load.click(load_hub_model, [model_id, classes, custom], [model, status],
-                       api_name=f"load_hub_{task}", concurrency_id="explain")
-    if then is not None:
+    # The page's button warns about a refused id (no error badge); API clients get the error,
+    # from the endpoint on a hidden twin of the button.
+    inputs, outputs = [model_id, classes, custom], [model, status]
+    api_twin = gr.Button("Load from the Hub (API)", visible=False)
+    events = [
+        load.click(warned(load_hub_model, len(outputs)), inputs, outputs,
+                   api_visibility="private", concurrency_id="explain"),
+        api_twin.click(load_hub_model, inputs, outputs, api_name=f"load_hub_{task}",
+                       concurrency_id="explain"),
+    ]  # fmt: skip
+    for event in events if then is not None else ():
         event.success(*then, api_visibility="private", concurrency_id="explain")
 
 

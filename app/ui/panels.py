@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from app.explain.gamma import GAMMA_GRID
-from app.explain.render import for_display
+from app.explain.render import COLORMAPS, DEFAULT_COLORMAP, for_display
 from app.explain.service import (
     ExplainSettings,
     Explanation,
@@ -183,6 +184,18 @@ def opacity_slider(prefix: str) -> gr.Slider:
     return gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity")
 
 
+def colormap_dropdown(prefix: str) -> gr.Dropdown:
+    """The heat maps' colour map: jet (the paper's) or a perceptually uniform one."""
+    return gr.Dropdown(
+        list(COLORMAPS),
+        value=DEFAULT_COLORMAP,
+        label="Colour map",
+        info="jet is the paper's; viridis, inferno and turbo read evenly",
+        allow_custom_value=True,  # the service names the valid ones
+        elem_id=f"{prefix}-colormap",
+    )
+
+
 @dataclass
 class Rendered:
     """What one event computed: the explanation, the γ strip when asked for, the auto note."""
@@ -282,6 +295,7 @@ def auto_note(strip: GammaStrip | None) -> str:
 EVENT_PARTS = {
     "gamma": ("finer_title", "finer", "strip_mark", "marked"),
     "opacity": ("cam", "finer"),
+    "colormap": ("cam", "finer", "strip"),
     "auto": ("strip", "gamma", "gamma_note"),
     "download": ("files",),
 }
@@ -293,35 +307,35 @@ PICTURES = ("cam", "finer")
 
 
 def _inline(name: str, value: Any) -> Any:
-    return Inline(value, f"{name}.jpeg") if name in PICTURES and value is not None else value
+    """A panel picture travels inline; anything else (``None``, an update, a skip) as it is."""
+    return Inline(value, f"{name}.jpeg") if name in PICTURES and isinstance(value, np.ndarray) else value
+
+
+def event_values(names: Sequence[str], values: dict[str, Any]) -> Any:
+    """An event's return value: the parts ``names`` in order, panel pictures inline (one
+    output: the value itself, as Gradio expects)."""
+    result = tuple(_inline(name, values[name]) for name in names)
+    return result[0] if len(names) == 1 else result
 
 
 def live_handler(
-    render: Render,
-    params: Sequence[str],
-    names: Sequence[str],
-    panels: Panels,
-    ready: Callable[[dict[str, Any]], bool],
+    render: Render, params: Sequence[str], names: Sequence[str], panels: Panels
 ) -> Callable[..., Any]:
     """An event handler returning the parts ``names`` for the inputs ``params``.
 
-    Without an image it clears the panels (the image was removed) and otherwise, while
-    ``ready`` is false (e.g. no prompt yet), changes nothing. Panels go back inline (a JPEG
-    ``data:`` URL in the event's message): no file written, no second request per move.
+    Without an image it clears the panels (the image was removed). Panels go back inline (a
+    JPEG ``data:`` URL in the event's message): no file written, no second request per move.
     """
 
     def handler(*args: Any) -> Any:
         request = dict(zip(params, args))
         if request.get("image") is None:  # the strip is emptied: remember the slider's γ
             values = dict(zip(names, panels.cleared(names)), marked=request.get("gamma"))
-        elif not ready(request):
-            values = {name: gr.skip() for name in names}
         else:
             unmoved = unmoved_mark(names, request)
             values = render(request, [name for name in names if name not in unmoved])
             values.update({name: gr.skip() for name in unmoved})
-        result = tuple(_inline(name, values[name]) for name in names)
-        return result[0] if len(names) == 1 else result  # Gradio: one output, one value
+        return event_values(names, values)
 
     return handler
 

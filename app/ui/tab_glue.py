@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -267,16 +267,20 @@ def status_line(registry: ModelRegistry) -> str:
     return text
 
 
-def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:
-    """The image input (upload, paste, webcam) with the example gallery under it."""
+def image_with_examples(
+    elem_prefix: str, rows: list[list[Any]], fills: Sequence[Any] = (), value: str | None = None
+) -> ImagePath:
+    """The image input (upload, paste, webcam; showing ``value`` first) with the example
+    gallery under it; each row fills the image and then the components ``fills``."""
     image = ImagePath(
+        value=value,
         type="filepath",
         sources=["upload", "clipboard", "webcam"],
         label="Image",
         elem_id=f"{elem_prefix}-image",
     )
-    if examples:
-        gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
+    if rows:
+        gr.Examples(examples=rows, inputs=[image, *fills], label="Examples")
     return image
 
 
