@@ -88,7 +88,7 @@ def test_the_sentence_names_both_maps_the_target_and_the_references():
 def test_top_fraction_is_checked_with_a_message_naming_it(tiny_adapter, rgb_image):
     service = ExplanationService(lambda name: tiny_adapter)
     for bad in (0, 1.5, "x", float("nan")):
-        with pytest.raises(InvalidInputError, match="top_fraction"):
+        with pytest.raises(InvalidInputError, match="k \\(share of top pixels"):
             service.faithfulness("tiny", rgb_image, top_fraction=bad)
 
 

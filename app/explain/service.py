@@ -700,9 +700,9 @@ def _panel_contrasts(prep: _Prepared, gamma: float) -> tuple[Contrast, Contrast]
 
 
 def _score_key(kind: str, request: _Request, *extra: Any) -> tuple[Any, ...]:
-    """Cache key of a faithfulness result: what the maps depend on (not the overlay opacity)."""
+    """Cache key of a faithfulness result: what the maps depend on (not how they are coloured)."""
     model = request.model
-    settings = replace(request.settings, opacity=0.0)
+    settings = replace(request.settings, opacity=0.0, colormap="")
     return (kind, model.trunk_key, model.head_key, request.decoded.digest, settings, *extra)
 
 

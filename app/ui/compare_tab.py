@@ -63,8 +63,9 @@ def build_compare_tab(
     def compare(*values: Any) -> tuple[Any, ...]:
         result, request = comparison(values)
         cells = [(score.method, score.fgcam) for score in result.scores]
-        opacity = source.settings(request).opacity
-        return comparison_summary(result), comparison_gallery(result, opacity), cells
+        settings = source.settings(request)
+        gallery = comparison_gallery(result, settings.opacity, settings.colormap)
+        return comparison_summary(result), gallery, cells
 
     def plot_curves(*values: Any) -> Any:
         result, request = comparison(values)

@@ -21,6 +21,7 @@ from app.ui import panels as widgets
 from app.ui import wiring
 from app.ui.concept_examples import ConceptExample, concept_examples
 from app.ui.landing import Landing
+from app.ui.trust import build_trust_line, wire_trust_line
 from app.ui.tab_glue import (
     DownloadDir,
     file_stem,
@@ -84,6 +85,7 @@ def build_concepts_tab(
             controls = _build_controls(service, registry, shown)
         with gr.Column(scale=2):
             panels = widgets.build_panels("con", CAM_LABEL, FINER_LABEL)
+            trust = build_trust_line("con")
             scores = gr.Dataframe(
                 headers=SCORE_HEADERS,
                 label="Similarity scores",
@@ -96,9 +98,12 @@ def build_concepts_tab(
             controls.download = widgets.build_downloads(
                 panels, "con", "Download: raw maps (.npy) and composite (.png)"
             )
-    render = wiring.renderer(_explainer(service), registry, downloads)
+    explainer = _explainer(service)
+    render = wiring.renderer(explainer, registry, downloads)
     cached = _answers_from_cache(service)
     events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    wire_trust_line(trust, events, explainer, controls.gamma, _api_handler(render),
+                    "concepts_faithfulness")  # fmt: skip
     events.explain(controls, _api_handler(events.render), "explain_concepts",
                    also=[controls.target.submit])  # fmt: skip
     events.common(controls, _load_handler(service, registry), [controls.method, status])
@@ -108,7 +113,7 @@ def build_concepts_tab(
     if shown:
         request = dict(zip(PARAMS, [shown[0].image, *(c.value for c in controls.inputs()[1:])]))
         opening = events.opens_on(landing, "concepts", request)
-    return wiring.Tab(controls.model, opening)
+    return wiring.Tab(controls.model, opening, then=events.then)
 
 
 def _build_controls(
@@ -194,6 +199,9 @@ def _explainer(service: ExplanationService) -> wiring.Explainer:
         "concepts", _settings, explain, strip,
         lambda r, e: file_stem("concepts", r["model"], r.get("method"), f"g{e.gamma:g}"),
         {"scores": score_rows},
+        lambda r, settings, k: service.concepts_faithfulness(
+            r["model"], r["image"], *_prompts(r), settings, _template(r), k
+        ),
     )  # fmt: skip
 
 

@@ -10,8 +10,9 @@ on a queue of their own (``faithfulness``, one at a time) so a score never holds
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import gradio as gr
@@ -26,7 +27,7 @@ from app.explain.faithfulness import (
 from app.explain.metrics import PerturbationCurve
 from app.explain.render import overlay
 from app.ui.tab_glue import gpu, user_errors
-from app.ui.wiring import warned
+from app.ui.wiring import NO_IMAGE, Explainer, TabWiring, warned
 
 #: Options of every scoring event: private, its own queue, one score at a time, latest wins.
 SCORE_EVENT = {
@@ -36,7 +37,6 @@ SCORE_EVENT = {
     "show_progress": "hidden",
     "trigger_mode": "always_last",
 }
-Score = Callable[[dict[str, Any], float], Faithfulness]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def build_trust_line(prefix: str) -> TrustLine:
     """Lay out the line (inside the current Blocks)."""
     line = gr.HTML(PENDING_HTML, elem_id=f"{prefix}-trust")
     k = gr.Slider(
-        0.01, 0.5, value=DEFAULT_TOP_FRACTION, step=0.01, elem_id=f"{prefix}-trust-k",
+        0, 1, value=DEFAULT_TOP_FRACTION, step=0.01, elem_id=f"{prefix}-trust-k",
         label="Faithfulness: share k of each map's top pixels removed",
     )  # fmt: skip
     return TrustLine(line, k, gr.Button("Faithfulness (API)", visible=False), gr.JSON(visible=False))
@@ -62,27 +62,72 @@ def build_trust_line(prefix: str) -> TrustLine:
 
 def wire_trust_line(
     line: TrustLine,
-    triggers: Sequence[Any],
-    params: Sequence[str],
-    inputs: Sequence[Any],
-    score: Score,
-    api: Callable[..., dict[str, Any]],
+    events: TabWiring,
+    explainer: Explainer,
+    gamma: gr.Slider,
+    api_like: Callable[..., Any],
     api_name: str,
 ) -> None:
-    """Re-score on each of ``triggers`` (event listeners: ``dependency.success``, a slider's
-    ``release``) and when k is released; ``api`` answers the named endpoint ``api_name``."""
+    """Score after every map-changing event of ``events`` (call before wiring them), when the
+    γ slider or k is released, and on the named endpoint ``api_name``, whose parameters are
+    ``api_like``'s (the tab's explain endpoint) and ``k``."""
+    inputs = [*events.inputs, line.k]
 
     def rescore(*values: Any) -> Any:
-        request = dict(zip(params, values[:-1]))
+        request = dict(zip(events.params, values[:-1]), auto_gamma=False)  # γ shown is on the slider
         if request.get("image") is None:
-            return gr.skip()
-        return faithfulness_html(score(request, values[-1]))
+            return PENDING_HTML
+        return faithfulness_html(score(explainer, request, values[-1]))
 
     handler = gpu(warned(rescore, 1))
-    for trigger in (*triggers, line.k.release):
-        trigger(handler, [*inputs, line.k], [line.html], **SCORE_EVENT)
-    line.api_run.click(gpu(user_errors(api)), [*inputs, line.k], [line.answer],
-                       api_name=api_name, concurrency_id="faithfulness", concurrency_limit=1)  # fmt: skip
+
+    def chain(event: Any) -> Any:
+        return event.success(handler, inputs, [line.html], **SCORE_EVENT)
+
+    events.then = chain
+    for release in (gamma.release, line.k.release):
+        release(handler, inputs, [line.html], **SCORE_EVENT)
+
+    def answer(*values: Any) -> dict[str, Any]:
+        request = dict(zip(events.params, values[:-1]))
+        if request.get("image") is None:
+            raise gr.Error(NO_IMAGE)
+        return faithfulness_payload(score(explainer, request, values[-1]))
+
+    endpoint = gpu(user_errors(answer))
+    endpoint.__signature__ = _with_k(api_like)  # type: ignore[attr-defined]
+    endpoint.__doc__ = ENDPOINT_DOC
+    line.api_run.click(endpoint, inputs, [line.answer], api_name=api_name,
+                       concurrency_id="faithfulness", concurrency_limit=1)  # fmt: skip
+
+
+def score(explainer: Explainer, request: dict[str, Any], k: float) -> Faithfulness:
+    """The faithfulness of the two maps ``request`` shows (at auto-γ's pick when it asks)."""
+    settings = explainer.settings(request)
+    if request.get("auto_gamma"):
+        choice = explainer.strip(request, settings, True).auto
+        settings = settings if choice is None else replace(settings, gamma=choice.gamma)
+    return explainer.faithfulness(request, settings, k)
+
+
+ENDPOINT_DOC = """How faithful the CAM and the Finer-CAM maps of the same request are.
+
+Takes the parameters of the tab's explain endpoint and `k`, the share of each map's top pixels
+removed (0.05: the paper's 5 %). Returns JSON: for `cam` and `finer`, `relative_drop` (how much
+removing the map's top pixels lowers the target's share against its references; 1 = gone,
+< 0 = rose) and `probability_drop` (the same for the target's probability), `empty`; the
+`target`, the `references`, `top_fraction`, `pixels_masked` and the `sentence` the page shows.
+"""
+
+
+def _with_k(api_like: Callable[..., Any]) -> inspect.Signature:
+    """``api_like``'s signature without its progress, with ``k`` last."""
+    signature = inspect.signature(api_like)
+    kept = [p for name, p in signature.parameters.items() if name != "progress"]
+    k = inspect.Parameter("k", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                          default=DEFAULT_TOP_FRACTION, annotation=float)  # fmt: skip
+    return signature.replace(parameters=[*kept, k], return_annotation=dict)
+
 
 #: Shown under the panels before the first score arrives.
 PENDING_HTML = "<div class='finercam-trust'>Faithfulness: scored once the panels are shown.</div>"
@@ -102,10 +147,13 @@ def faithfulness_payload(result: Faithfulness) -> dict[str, Any]:
     return {**asdict(result), "sentence": result.sentence()}
 
 
-def comparison_gallery(comparison: MethodComparison, opacity: float = 0.5) -> list[tuple[Any, str]]:
+def comparison_gallery(
+    comparison: MethodComparison, opacity: float, colormap: str
+) -> list[tuple[Any, str]]:
     """``(overlay, caption)`` per map, best first: ``1. Finer Layer-CAM: 31 %``."""
     return [
-        (overlay(comparison.image, cam, opacity), f"{rank}. {score.label}: {_percent(score)}")
+        (overlay(comparison.image, cam, opacity, colormap),
+         f"{rank}. {score.label}: {_percent(score)}")
         for rank, (score, cam) in enumerate(zip(comparison.scores, comparison.maps), start=1)
     ]
 
