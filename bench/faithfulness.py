@@ -1,7 +1,7 @@
 """Cost of the live faithfulness line and of the compare view, against one plain forward.
 
     python -m bench.faithfulness [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
-                                 [--device cpu|cuda] [--smoke]
+                                 [--clock wall|cpu] [--device cpu|cuda] [--smoke]
 
 Prints, each next to one plain no-grad forward of the same model in the same run:
 
@@ -29,7 +29,7 @@ from PIL import Image
 
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.base import ExplainableModel
-from bench.latency import CLOCKS, device_clock, interleaved_medians
+from bench.latency import device_clock, interleaved_medians, timing_arguments
 
 log = logging.getLogger("bench.faithfulness")
 
@@ -104,13 +104,7 @@ def _report(name: str, timings: dict[str, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
-    parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
-    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                        help="wall time, or CPU time of this process (robust on a shared machine)")
-    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"))
+    timing_arguments(parser)
     parser.add_argument("--smoke", action="store_true",
                         help="one repeat, demo-cnn only: a quick check that the bench runs")
     args = parser.parse_args()
