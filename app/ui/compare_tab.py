@@ -73,6 +73,8 @@ def build_compare_tab(
                                                                result))  # fmt: skip
 
     def pick(cells: list[list[Any]], selected: gr.SelectData) -> tuple[Any, ...]:
+        if selected is None or not isinstance(selected.index, int) or selected.index >= len(cells):
+            return gr.skip(), gr.skip(), gr.skip()
         method, fgcam = cells[selected.index]
         return gr.Dropdown(value=method), gr.Checkbox(value=bool(fgcam)), gr.Tabs(selected="classifier")
 
@@ -81,6 +83,6 @@ def build_compare_tab(
     for trigger in (tab.select, run.click):
         trigger(wiring.warned(compare, 3), inputs, outputs, **COMPARE_EVENT)
     curves.click(wiring.warned(plot_curves, 1), inputs, [plot], **COMPARE_EVENT)
-    picked = grid.select(pick, [shown], [source.method, source.high_res, tabs],
+    picked = grid.select(wiring.warned(pick, 3), [shown], [source.method, source.high_res, tabs],
                          api_visibility="private", queue=False)  # fmt: skip
     source.events.on(picked.success, source.events.structure)
