@@ -102,12 +102,12 @@ def _report(name: str, timings: dict[str, float]) -> None:
               f"   = {timings['compare_cold'] / forward:.2f} forwards")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     timing_arguments(parser)
     parser.add_argument("--smoke", action="store_true",
                         help="one repeat, demo-cnn only: a quick check that the bench runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     import bench.latency as latency

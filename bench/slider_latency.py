@@ -106,7 +106,7 @@ def measure(
         values = [cycle[i % len(cycle)] for i in range(warmup + moves)]
         timings: list[list[float]] = [[] for _ in urls]
         for i, value in enumerate(values):
-            for page, series in zip(pages, timings):
+            for page, series in zip(pages, timings, strict=True):
                 elapsed = page.evaluate(
                     MOVE_JS, [f"{prefix}-gamma", f"{prefix}-finer", value, release]
                 )
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             ))  # fmt: skip
         timings = measure([server.url for server in servers], args.moves, args.warmup,
                           release=args.release)
-    for repo, series in zip(repos, timings):
+    for repo, series in zip(repos, timings, strict=True):
         report("this checkout" if repo == REPO_ROOT else f"baseline {repo}", series)
     if len(timings) == 2:
         log.info(

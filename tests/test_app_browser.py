@@ -111,7 +111,7 @@ def _upload(page, elem_id: str, path: Path) -> None:
 
 
 def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path):
-    bird = example() or write_image(tmp_path / "bird.png", (128, 128))
+    bird = example()
     _upload(page, "clf-image", bird)
     finer_src = _image_src(page, "clf-finer")
     cam_src = _image_src(page, "clf-cam")
@@ -132,10 +132,10 @@ def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path)
     assert shot.stat().st_size > 10_000
 
 
-def test_gamma_moves_skip_the_queue_when_cached_and_wait_in_it_when_not(page, server, tmp_path):
+def test_gamma_moves_skip_the_queue_when_cached_and_wait_in_it_when_not(page, server):
     """A cached γ move is answered outside the queue; once the cache lost the image (other
     visitors' images evicted it) the same move runs the model on the queue and still shows."""
-    _upload(page, "clf-image", example() or write_image(tmp_path / "bird.png", (128, 128)))
+    _upload(page, "clf-image", example())
     src = _image_src(page, "clf-finer")
     _wait_text(page, "clf-used", "reference 1")
     posts: list[str] = []
@@ -170,12 +170,12 @@ def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tm
     assert _pixels(page, _image_src(page, "clf-finer")).shape[:2] == display_size(112, 80)[::-1]
 
 
-def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
+def test_concepts_tab_explains_a_prompt(page, server):
     """The page's concept method (attention-gradient, class token) is named in the title."""
     page.get_by_role("tab", name="CLIP concepts").click()
     page.locator("#con-target textarea, #con-target input").first.fill("a bird with a red crown")
     page.locator("#con-contrast textarea").first.fill("a blue bird")
-    _upload(page, "con-image", example() or write_image(tmp_path / "b.png", (96, 96)))
+    _upload(page, "con-image", example())
     page.locator("#con-run").click()
     src = _image_src(page, "con-finer")
     assert _pixels(page, src).ndim == 3
@@ -193,10 +193,7 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     monkeypatch.setattr(
         DownloadDir, "save", lambda self, *a, **k: saves.append(1) or original(self, *a, **k)
     )
-    bird = example()
-    if bird is None:
-        pytest.skip("no example bird shipped")
-    _upload(page, "clf-image", bird)
+    _upload(page, "clf-image", example())
     page.wait_for_function("() => document.querySelectorAll('#clf-strip img').length === 6")
     finer_src = _image_src(page, "clf-finer")
     before = _pixels(page, finer_src)

@@ -18,7 +18,7 @@ from app.explain.service import ExplainSettings, ExplanationService
 
 
 def test_the_cli_offers_exactly_the_render_colour_maps_jet_first():
-    assert COLORMAP_NAMES == tuple(COLORMAPS) and COLORMAP_NAMES[0] == "jet"
+    assert tuple(COLORMAPS) == COLORMAP_NAMES and COLORMAP_NAMES[0] == "jet"
 
 
 def test_every_map_colours_differently_and_unknown_names_are_refused():

@@ -17,8 +17,8 @@ from huggingface_hub import constants
 
 from app.config import Settings
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.hub import policy as hub
 from app.models.hub import loading as hub_models
+from app.models.hub import policy as hub
 from app.models.registry import ModelLoadError, ModelRegistry
 from tests.hubfixtures import (
     TIMM_LABELS,
@@ -224,8 +224,10 @@ def test_hanging_hub_stalls_no_one(cache, online, monkeypatch, rgb_image):
 
         thread = threading.Thread(target=load_hub_model)
         thread.start()
-        time.sleep(1.0)
-        assert registry.health()["status"] == "degraded"
+        deadline = time.monotonic() + 10.0
+        while registry.health()["status"] != "degraded":
+            assert thread.is_alive() and time.monotonic() < deadline, "never reported degraded"
+            time.sleep(0.05)
         started = time.monotonic()
         explanation = service.explain("demo-cnn", rgb_image, ExplainSettings())
         other = time.monotonic() - started

@@ -59,7 +59,7 @@ def _gamma_move(marked: float, gamma: float, image: object = "bird") -> dict[str
 
     params, _ = panels.inputs_for(("image", "gamma"), ["image", "gamma"], names)
     handler = live_handler(render, params, names, panels)
-    return dict(zip(names, handler(image, gamma, marked)))
+    return dict(zip(names, handler(image, gamma, marked), strict=True))
 
 
 def test_gamma_move_between_strip_values_leaves_the_strip_alone():

@@ -98,7 +98,9 @@ def test_past_capacity_a_request_is_refused_at_once_with_a_busy_message(
             for _ in range(2)
         ]
         deadline = time.monotonic() + 30
-        while sum(len(q.queue) for q in admission.queue.event_queue_per_concurrency_id.values()) < 2:
+        while (
+            sum(len(q.queue) for q in admission.queue.event_queue_per_concurrency_id.values()) < 2
+        ):
             assert time.monotonic() < deadline, "the two waiting requests never queued"
             time.sleep(0.05)
         refused_before = admission.refused

@@ -70,7 +70,8 @@ def run_local(session: Session, job: Job, workers: int) -> Iterator[Outcome]:
 
 
 def run_job(session: Session, job: Job, args) -> Iterator[Outcome]:
-    """The engine ``args`` asks for (``--engine``, ``--workers``, ``--ray-address``, ``--ray-cpus``)."""
+    """The engine ``args`` asks for (``--engine``, ``--workers``, ``--ray-address``,
+    ``--ray-cpus``)."""
     if args.engine == "ray":
         return run_ray(replace(job, cwd=os.getcwd()), args.ray_address, args.ray_cpus)
     workers = default_workers() if args.workers is None else args.workers

@@ -67,7 +67,9 @@ def output_dirs(items: list[Item]) -> dict[str, PurePosixPath]:
     for item in items:
         path = PurePosixPath(item.key)
         stem = path.with_suffix("")
-        dirs[item.key] = stem if stems[str(stem)] == 1 else path.with_name(path.name.replace(".", "_"))
+        dirs[item.key] = (
+            stem if stems[str(stem)] == 1 else path.with_name(path.name.replace(".", "_"))
+        )
     return dirs
 
 
@@ -83,7 +85,9 @@ def expected_files(
     for method in (file_label(m, fgcam) for m in methods):
         files += [folder / f"{method}_cam.npy", folder / f"{method}_cam.png"]
         for gamma in gammas:
-            files += [folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")]
+            files += [
+                folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")
+            ]
     return files
 
 
@@ -180,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         if new_file:
             writer.writeheader()
         outcomes = run_job(session, job, args)
-        bar = tqdm(outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress)
+        bar = tqdm(
+            outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress
+        )
         for outcome in bar:
             if outcome.error:
                 bad.add(_display(outcome.item), outcome.error)

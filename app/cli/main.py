@@ -30,9 +30,13 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s), repeat or comma-separate (default: gradcam): "
                             + methods_help())
-    model.add_argument("--gamma", action="append", metavar="G[,G]",
-                       help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
-                            f"`auto` (γ picked per image) (default: {default_gamma})")
+    model.add_argument(
+        "--gamma",
+        action="append",
+        metavar="G[,G]",
+        help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
+        f"`auto` (γ picked per image) (default: {default_gamma})",
+    )
     model.add_argument("--top-t", type=int, default=3, metavar="T",
                        help="number of reference (look-alike) classes (default: 3)")
     model.add_argument("--reference-mode", default="logits", metavar="MODE",
@@ -57,8 +61,13 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                      help="auto | cpu | cuda | cuda:N (default: FINERCAM_DEVICE or auto)")
     run.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
     run.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)",
+    )
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="torch CPU threads (default: torch's choice)")
     run.add_argument("--engine", default="local", choices=("local", "ray"),
@@ -114,15 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ImageFolder (<root>/<class>/<image>) or CUB_200_2011 folder")
     _common(evaluate, "0.6", "out/evaluate")
     data = evaluate.add_argument_group("dataset")
-    data.add_argument("--dataset", default="auto", choices=("auto", "imagefolder", "cub", "synthbirds"),
-                      help="layout of ROOT (auto: CUB when images.txt is there, else ImageFolder); "
-                           "synthbirds renders the offline demo test set")
+    data.add_argument(
+        "--dataset",
+        default="auto",
+        choices=("auto", "imagefolder", "cub", "synthbirds"),
+        help="layout of ROOT (auto: CUB when images.txt is there, else ImageFolder); "
+        "synthbirds renders the offline demo test set",
+    )
     data.add_argument("--split", default="test", choices=("test", "train", "all"),
                       help="CUB train_test_split.txt / synthbirds split (default: test)")
     data.add_argument("--count", type=int, default=200,
                       help="synthbirds: number of images (default: 200)")
-    data.add_argument("--synth-seed", type=int, default=SYNTH_TEST_SEED,
-                      help=f"synthbirds: dataset seed (default: {SYNTH_TEST_SEED}, the held-out test set)")
+    data.add_argument(
+        "--synth-seed",
+        type=int,
+        default=SYNTH_TEST_SEED,
+        help=f"synthbirds: dataset seed (default: {SYNTH_TEST_SEED}, the held-out test set)",
+    )
     data.add_argument("--region", default="auto", choices=REGIONS + ("none",),
                       help="localization region: box | parts (CUB), discriminative | bird "
                            "(synthbirds), none; auto: CUB box (else parts), synthbirds "

@@ -28,7 +28,9 @@ def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a ``[0, 1]`` map ``(h, w)`` to ``size`` = (width, height) bilinearly."""
     if cam.shape[::-1] == tuple(size):
         return cam
-    return np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
+    )
 
 
 #: Colour maps offered for the heat maps (OpenCV's tables): jet is the paper's; the others are
@@ -89,7 +91,8 @@ def display_size(width: int, height: int, min_side: int = DISPLAY_MIN_SIDE) -> t
 
 
 def for_display(picture: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
-    """An RGB overlay resized (bicubic) to :func:`display_size`, so the browser does not stretch it."""
+    """An RGB overlay resized (bicubic) to :func:`display_size`, so the browser does not
+    stretch it."""
     height, width = picture.shape[:2]
     size = display_size(width, height, min_side)
     if size == (width, height):
@@ -122,7 +125,7 @@ def side_by_side(
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left = 0
-    for lines, (_, panel) in zip(titles, shown):
+    for lines, (_, panel) in zip(titles, shown, strict=True):
         for row, line in enumerate(lines):
             draw.text((left + 4, 4 + 18 * row), line, fill="black", font=font)
         canvas.paste(Image.fromarray(panel), (left, title_height))

@@ -21,7 +21,7 @@ from app.explain import inputs
 from app.explain.attention import AttentionEntry, trunk_bytes
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
-from app.explain.decoded import Decoded, DecodedImages, image_digest
+from app.explain.decoded import Decoded, DecodedImages
 from app.explain.faithfulness import (
     DEFAULT_TOP_FRACTION,
     Faithfulness,
@@ -83,7 +83,9 @@ class ConceptPrompts:
             p for p in inputs.parse_prompts(self.contrasts) if p.casefold() != target.casefold()
         )
         if not contrasts:
-            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
+            raise inputs.InvalidInputError(
+                "Give at least one contrast prompt different from the target."
+            )
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "contrasts", contrasts)
 
@@ -227,7 +229,8 @@ class ExplanationService:
         settings: ExplainSettings = ExplainSettings(),
         progress: ProgressFn | None = None,
     ) -> Explanation:
-        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
+        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image`
+        takes."""
         return self._explain(self._request(model_name, image, settings), progress)
 
     def explain_concepts(
@@ -520,7 +523,8 @@ class ExplanationService:
             finer_overlay=overlay(pixels, finer_map, settings.opacity, settings.colormap),
             target=_score(model, entry, target),
             references=tuple(
-                _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
+                _score(model, entry, ref, weight)
+                for ref, weight in zip(references, weights, strict=True)
             ),
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
@@ -534,7 +538,9 @@ class ExplanationService:
         if settings.fgcam:
             return False
         method = get_method(settings.method)
-        entry = self.entries.get(method.entry_source(model, settings).entry_key(request.decoded.digest))
+        entry = self.entries.get(
+            method.entry_source(model, settings).entry_key(request.decoded.digest)
+        )
         if entry is None:
             return False
         target = _target_index(model, entry, settings.target)
@@ -623,15 +629,6 @@ class ExplanationService:
             raise inputs.InvalidInputError(f"FG-CAM: {error}") from error
         return maps.float().cpu().numpy()
 
-    def entry_for(
-        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings = ExplainSettings()
-    ) -> Entry:
-        """The cached (or freshly computed) entry of ``image`` under ``model`` for ``settings``'
-        method (a gradient entry, or an attention entry for LeGrad / attention-gradient)."""
-        settings = settings.validated()
-        source = get_method(settings.method).entry_source(model, settings)
-        return self._entry(model, image, image_digest(image), source)[0]
-
     def _entry(
         self, model: ExplainableModel, image: Image.Image, digest: str, source: EntrySource
     ) -> tuple[Entry, bool]:
@@ -672,7 +669,8 @@ class ExplanationService:
 
 @dataclass(frozen=True)
 class _Request:
-    """One request on its single path through the service: see :meth:`ExplanationService._request`."""
+    """One request on its single path through the service: see
+    :meth:`ExplanationService._request`."""
 
     model: ExplainableModel
     decoded: Decoded

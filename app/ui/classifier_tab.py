@@ -93,8 +93,8 @@ def build_classifier_tab(
             panels = widgets.build_panels("clf")
             trust = build_trust_line("clf")
             used, top5 = _build_scores()
-            panels.components.update(top5=top5, used=used, status=status,
-                                     gamma=controls.gamma, gamma_note=controls.gamma_note)  # fmt: skip
+            panels.components.update(top5=top5, used=used, status=status, gamma=controls.gamma,
+                                     gamma_note=controls.gamma_note)  # fmt: skip
             controls.download = widgets.build_downloads(
                 panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
@@ -111,7 +111,7 @@ def build_classifier_tab(
               controls.method, status]  # fmt: skip
     _wire(controls, events, load, loaded)
     opening = examples and events.opens_on(
-        landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0])))
+        landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0]), strict=True))
     )
     on_load = (load, [controls.model, controls.method], loaded)
     compare = CompareSource(PARAMS, controls.inputs(), _settings, controls.method,

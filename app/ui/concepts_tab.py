@@ -111,7 +111,8 @@ def build_concepts_tab(
         events.on(control.input, events.structure)
     opening = None
     if shown:
-        request = dict(zip(PARAMS, [shown[0].image, *(c.value for c in controls.inputs()[1:])]))
+        values = [shown[0].image, *(c.value for c in controls.inputs()[1:])]
+        request = dict(zip(PARAMS, values, strict=True))
         opening = events.opens_on(landing, "concepts", request)
     return wiring.Tab(controls.model, opening, then=events.then)
 

@@ -25,8 +25,8 @@ from app.explain.service import (
     GammaStrip,
 )
 from app.models.registry import ModelRegistry
-from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 from app.ui.image_output import Inline, PanelImage, StripGallery
+from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class Panels:
 def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-CAM") -> Panels:
     """Titles in their own row (keeps the panels aligned), then the two images side by side."""
     with gr.Row(equal_height=True):
-        cam_title = gr.Markdown(f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title")
+        cam_title = gr.Markdown(
+            f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title"
+        )
         finer_title = gr.Markdown(
             f"**{finer_label}**", label="Finer-CAM title", elem_id=f"{prefix}-finer-title"
         )
@@ -124,7 +126,9 @@ def build_downloads(panels: Panels, prefix: str, label: str) -> gr.Button:
     on a slider move.
     """
     button = gr.Button("Prepare downloads", size="sm", elem_id=f"{prefix}-download")
-    files = gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
+    files = gr.File(
+        label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files"
+    )
     # "no_files" empties the list: a new image or setting makes the last downloads stale.
     panels.components.update(files=files, no_files=files)
     return button
@@ -181,7 +185,9 @@ def gamma_controls(prefix: str, info: str | None = None) -> tuple[gr.Slider, gr.
 
 def opacity_slider(prefix: str) -> gr.Slider:
     """Heat-map opacity of both overlays."""
-    return gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity")
+    return gr.Slider(
+        0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity"
+    )
 
 
 def colormap_dropdown(prefix: str) -> gr.Dropdown:
@@ -261,7 +267,7 @@ def strip_value(strip: GammaStrip | None, gamma: float) -> Any:
         return None
     captions = [strip.caption(i) for i in range(len(strip.gammas))]
     return gr.Gallery(
-        value=list(zip(strip.overlays(), captions)), selected_index=strip_index(gamma)
+        value=list(zip(strip.overlays(), captions, strict=True)), selected_index=strip_index(gamma)
     )
 
 
@@ -308,7 +314,11 @@ PICTURES = ("cam", "finer")
 
 def _inline(name: str, value: Any) -> Any:
     """A panel picture travels inline; anything else (``None``, an update, a skip) as it is."""
-    return Inline(value, f"{name}.jpeg") if name in PICTURES and isinstance(value, np.ndarray) else value
+    return (
+        Inline(value, f"{name}.jpeg")
+        if name in PICTURES and isinstance(value, np.ndarray)
+        else value
+    )
 
 
 def event_values(names: Sequence[str], values: dict[str, Any]) -> Any:
@@ -328,9 +338,11 @@ def live_handler(
     """
 
     def handler(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         if request.get("image") is None:  # the strip is emptied: remember the slider's γ
-            values = dict(zip(names, panels.cleared(names)), marked=request.get("gamma"))
+            values = dict(
+                zip(names, panels.cleared(names), strict=True), marked=request.get("gamma")
+            )
         else:
             unmoved = unmoved_mark(names, request)
             values = render(request, [name for name in names if name not in unmoved])
@@ -344,9 +356,12 @@ def unmoved_mark(names: Sequence[str], request: dict[str, Any]) -> tuple[str, ..
     """``("strip_mark",)`` when the γ move keeps the same strip thumbnail marked (or none):
     most moves land between strip values, and an unchanged selection need not be built, sent
     or re-rendered by the browser."""
-    if "strip_mark" in names and request.get("marked") is not None:
-        if strip_index(request["marked"]) == strip_index(request["gamma"]):
-            return ("strip_mark",)
+    if (
+        "strip_mark" in names
+        and request.get("marked") is not None
+        and strip_index(request["marked"]) == strip_index(request["gamma"])
+    ):
+        return ("strip_mark",)
     return ()
 
 
@@ -376,7 +391,7 @@ def cached_first(
         return trigger(handler, inputs, outputs, **options)
 
     def from_cache(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         try:
             ready = request.get("image") is None or cached(request)
         except Exception:  # noqa: BLE001 - the queued handler reports it to the user

@@ -34,7 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 LIVE = {"api_visibility": "private", "concurrency_id": "explain", "trigger_mode": "always_last"}
 
 #: Shown instead of a traceback when something unexpected breaks.
-INTERNAL_ERROR = "Something went wrong while explaining this image; the error was logged. Please try another image or setting."
+INTERNAL_ERROR = (
+    "Something went wrong while explaining this image; the error was logged. "
+    "Please try another image or setting."
+)
 
 
 def user_errors(fn: F) -> F:
@@ -229,21 +232,6 @@ def _remove_tree(folder: Path) -> None:
 
 def file_stem(*parts: Any) -> str:
     return "-".join(str(p) for p in parts if p not in (None, ""))
-
-
-def with_image(fn: F, on_missing: Callable[[], Any]) -> F:
-    """``fn`` for live events: when the first input (the image) is empty, ``on_missing()``.
-
-    Keeps ``fn``'s signature (``functools.wraps``) so Gradio still injects ``gr.Progress``.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not args or args[0] is None:
-            return on_missing()
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 STATUS_MAX_CHARS = 400

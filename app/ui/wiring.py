@@ -77,7 +77,7 @@ def api_answer(
     progress: Any,
 ) -> tuple[Any, ...]:  # fmt: skip
     """What a named endpoint returns: every part of ``full`` for the request ``values``."""
-    request = dict(zip(params, values))
+    request = dict(zip(params, values, strict=True))
     if request.get("image") is None:
         raise gr.Error(NO_IMAGE)
     progress(0.0, desc=f"Loading {request['model']}…")

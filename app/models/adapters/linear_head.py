@@ -78,9 +78,6 @@ class LinearHeadModel(ExplainableModel):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.trunk(x)
 
-    def head_features(self, activation: torch.Tensor) -> torch.Tensor:
-        return self._normalized(self.backbone.features(activation))
-
     def _normalized(self, features: torch.Tensor) -> torch.Tensor:
         features = features.float()
         return F.normalize(features, dim=-1) if self.backbone.normalize_features else features

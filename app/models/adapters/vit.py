@@ -158,7 +158,9 @@ class ViTSplit(ABC):
                 tokens = self._attention_output(block, tokens, attention, values)
         return states
 
-    def replay_block(self, state: BlockState, attention_rows: torch.Tensor, rows: slice) -> torch.Tensor:
+    def replay_block(
+        self, state: BlockState, attention_rows: torch.Tensor, rows: slice
+    ) -> torch.Tensor:
         """The output ``rows`` of a recorded block recomputed from (some rows of) its attention:
         a graph from those attention rows alone, through the block's second half."""
         block = self._blocks()[state.index]
@@ -290,7 +292,9 @@ class OpenClipVisionSplit(ViTSplit):
 
     prefix = 1
 
-    def __init__(self, visual: nn.Module, target: str = "norm1", pooling: str | None = None) -> None:
+    def __init__(
+        self, visual: nn.Module, target: str = "norm1", pooling: str | None = None
+    ) -> None:
         self.visual = visual
         _, standard = check_open_clip_visual(visual)
         self.pooling = _open_clip_pooling(visual, pooling)
@@ -357,7 +361,9 @@ class OpenClipVisionSplit(ViTSplit):
     def _attention_output(
         self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        return _open_clip_finish(block, tokens, block.attn.out_proj(_merge_heads(attention, values)))
+        return _open_clip_finish(
+            block, tokens, block.attn.out_proj(_merge_heads(attention, values))
+        )
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class token or mean of the patch tokens (``pooling``), ``ln_post`` and ``proj``.

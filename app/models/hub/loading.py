@@ -137,7 +137,11 @@ class TimmClassifier(ExplainableModel):
     def class_embeddings(self) -> torch.Tensor | None:
         head = self.model.get_classifier()
         weight = getattr(head, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 2 and weight.shape[0] == len(self.labels):
+        if (
+            isinstance(weight, torch.Tensor)
+            and weight.ndim == 2
+            and weight.shape[0] == len(self.labels)
+        ):
             return weight
         return None
 
