@@ -14,7 +14,8 @@ Prints, each next to one plain no-grad forward of the same model in the same run
 
 The faithfulness result cache is emptied before every timed call, the gradient entry is not
 (except for "cold"). ``--smoke`` is a quick check that everything runs: one repeat, demo-cnn
-only. demo-cnn runs where the model registry puts it (``FINERCAM_DEVICE``). Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
+only. demo-cnn runs where the model registry puts it (``FINERCAM_DEVICE``). Numbers are
+medians over ``--repeats`` interleaved rounds after a warm-up.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def bench_vit(args: argparse.Namespace) -> dict[str, float]:
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
     service = ExplanationService(lambda name: view)
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    pixels = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
     return interleaved_medians(_runs(service, view, image, compare=False), args.repeats)
 
 
@@ -96,9 +98,10 @@ def _report(name: str, timings: dict[str, float]) -> None:
           f"   = {timings['line'] / forward:.2f} forwards")
     if "compare" in timings:
         methods = int(timings["methods"])
-        print(f"    compare view, {methods} gradient methods x 2   : {timings['compare'] * 1000:8.1f} ms"
+        warm, cold = timings["compare"], timings["compare_cold"]
+        print(f"    compare view, {methods} gradient methods x 2   : {warm * 1000:8.1f} ms"
               f"   = {timings['compare'] / forward:.2f} forwards (entry cached)")
-        print(f"    compare view, cold (entry computed too)  : {timings['compare_cold'] * 1000:8.1f} ms"
+        print(f"    compare view, cold (entry computed too)  : {cold * 1000:8.1f} ms"
               f"   = {timings['compare_cold'] / forward:.2f} forwards")
 
 
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{where}, median of {args.repeats}, {args.clock} clock")
     _report("(a) demo-cnn (128 px)", bench_demo_cnn(args))
     if not args.smoke:
-        _report(f"(b) {args.model} (random weights, 224 px, {args.classes} classes)", bench_vit(args))
+        name = f"(b) {args.model} (random weights, 224 px, {args.classes} classes)"
+        _report(name, bench_vit(args))
 
 
 if __name__ == "__main__":

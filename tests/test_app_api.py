@@ -454,7 +454,8 @@ def test_faithfulness_endpoint_answers_the_numbers_of_the_maps_explained(client,
     live = server.service.faithfulness(server.classifier, image, ExplainSettings(gamma=0.8), 0.1)
     assert answer["finer"]["relative_drop"] == pytest.approx(live.finer.relative_drop, abs=1e-6)
     assert answer["cam"]["probability_drop"] == pytest.approx(live.cam.probability_drop, abs=1e-6)
-    assert answer["top_fraction"] == 0.1 and answer["sentence"].startswith("Removing Finer-CAM's top 10 %")
+    assert answer["top_fraction"] == 0.1
+    assert answer["sentence"].startswith("Removing Finer-CAM's top 10 %")
     assert answer["target"] == explained["used"]["data"][0][1]
     with pytest.raises(AppError, match="(?i)k \\(share of top pixels"):
         client.predict(image=handle_file(str(picture)), model=server.classifier, k=0,
@@ -463,4 +464,5 @@ def test_faithfulness_endpoint_answers_the_numbers_of_the_maps_explained(client,
         image=handle_file(str(picture)), model=server.concepts, target_concept="a red bird",
         contrast_prompts="a blue bird", method="gradcam", api_name="/concepts_faithfulness",
     )
-    assert concepts_answer["references"] == ["a blue bird"] and "contrast" in concepts_answer["sentence"]
+    assert concepts_answer["references"] == ["a blue bird"]
+    assert "contrast" in concepts_answer["sentence"]

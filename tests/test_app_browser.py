@@ -232,11 +232,15 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
 RECORD_ORDER_JS = """
 () => {
   window.__order = {};
-  const stamp = (name) => { if (!(name in window.__order)) window.__order[name] = performance.now(); };
+  const stamp = (name) => {
+    if (!(name in window.__order)) window.__order[name] = performance.now();
+  };
   new MutationObserver(() => {
     if (document.querySelector('#clf-finer img')?.src) stamp('finer');
-    if ((document.getElementById('clf-trust')?.innerText || '').includes('Removing')) stamp('trust');
-  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+    const line = document.getElementById('clf-trust')?.innerText || '';
+    if (line.includes('Removing')) stamp('trust');
+  }).observe(document.body,
+             {subtree: true, childList: true, attributes: true, characterData: true});
 }
 """
 

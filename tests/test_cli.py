@@ -448,7 +448,9 @@ def test_explain_gamma_auto_writes_the_chosen_gamma_per_image(tiny_model, image_
     assert main(argv) == 0 and len(_rows(out / "explanations.csv")) == 10  # resumes: all done
 
 
-def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(tiny_model, image_folder, tmp_path):
+def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(
+    tiny_model, image_folder, tmp_path
+):
     from app.explain.inputs import load_image
     from app.explain.service import ExplainSettings, ExplanationService
 
@@ -462,9 +464,11 @@ def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(tin
         MODEL, image, ExplainSettings(gamma=0.4), top_fraction=0.1
     )
     assert row["faithfulness_k"] == "0.1"
-    for column, value in (("rd_cam", live.cam.relative_drop), ("rd_finer", live.finer.relative_drop),
-                          ("drop_cam", live.cam.probability_drop),
-                          ("drop_finer", live.finer.probability_drop)):
+    expected = {
+        "rd_cam": live.cam.relative_drop, "rd_finer": live.finer.relative_drop,
+        "drop_cam": live.cam.probability_drop, "drop_finer": live.finer.probability_drop,
+    }
+    for column, value in expected.items():
         assert float(row[column]) == pytest.approx(value, rel=1e-5, abs=1e-6)
     off = tmp_path / "off"
     assert main([*argv[:-5], "--faithfulness-k", "0", "--out", str(off), "--workers", "0",

@@ -40,7 +40,8 @@ def test_faithfulness_is_one_batched_forward_of_the_masked_maps_then_cached(coun
     calls.clear()
     first = service.faithfulness("tiny", rgb_image, settings)
     assert calls == [2] and not first.cached  # CAM and Finer masked together, nothing else
-    again = service.faithfulness("tiny", rgb_image, ExplainSettings(gamma=0.8, top_t=3, opacity=0.9))
+    recoloured = ExplainSettings(gamma=0.8, top_t=3, opacity=0.9, colormap="viridis")
+    again = service.faithfulness("tiny", rgb_image, recoloured)
     assert calls == [2] and again.cached and again.finer == first.finer
     other = service.faithfulness("tiny", rgb_image, ExplainSettings(gamma=0.2, top_t=3))
     assert calls == [2, 2] and other.cam == first.cam and other.finer != first.finer
@@ -78,8 +79,8 @@ def test_the_sentence_names_both_maps_the_target_and_the_references():
         "look-alikes by 31 %; removing CAM's top 5 %: 18 %. Its probability falls by 40 % and "
         "falls by 25 % respectively."
     )
-    rose = Faithfulness("X", ("a",), 0.1, 10, score("CAM", -0.12, -0.05),
-                        score("Finer-CAM", 0.2, 0.1, empty=True), reference_noun="contrast")  # fmt: skip
+    cam, finer = score("CAM", -0.12, -0.05), score("Finer-CAM", 0.2, 0.1, empty=True)
+    rose = Faithfulness("X", ("a",), 0.1, 10, cam, finer, reference_noun="contrast")
     text = rose.sentence()
     assert "its 1 contrast by 20 %" in text and "top 10 % raises it by 12 %" in text
     assert "rises by 5 %" in text and "Finer-CAM map is empty" in text
@@ -126,7 +127,8 @@ def test_compare_scores_every_gradient_method_in_one_forward_best_first(counted,
     assert {s.label for s in comparison.scores} >= {"Grad-CAM", "Finer Grad-CAM"}
     live = service.faithfulness("tiny", rgb_image, settings)
     by_label = {s.label: s for s in comparison.scores}
-    assert by_label["Finer Grad-CAM"].relative_drop == pytest.approx(live.finer.relative_drop, abs=1e-6)
+    finer = by_label["Finer Grad-CAM"].relative_drop
+    assert finer == pytest.approx(live.finer.relative_drop, abs=1e-6)
     assert service.compare_methods("tiny", rgb_image, settings).cached
 
 
@@ -151,12 +153,14 @@ def test_live_numbers_equal_the_cli_evaluate_metrics(tmp_path):
     out = tmp_path / "o"
     argv = ["evaluate", "--dataset", "synthbirds", "--count", "2", "--model", "demo-cnn",
             "--device", "cpu", "--steps", "2", "--target", "predicted", "--gamma", "0.6",
-            "--method", "gradcam,layercam", "--out", str(out), "--workers", "0", "--no-progress"]  # fmt: skip
+            "--method", "gradcam,layercam", "--out", str(out), "--workers", "0",
+            "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     with open(out / "per_image.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     items = discover_synthbirds(2).items
-    images = {item.key: ItemDataset(items, max_side=10_000)[i].image for i, item in enumerate(items)}
+    loaded = ItemDataset(items, max_side=10_000)
+    images = {item.key: loaded[i].image for i, item in enumerate(items)}
     service = ExplanationService(registry.ModelRegistry().get)
     for row in rows:
         settings = ExplainSettings(method=row["method"], gamma=0.6)

@@ -31,8 +31,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from app.explain.gamma import DEFAULT_GAMMA
 from app.explain.faithfulness import Faithfulness
+from app.explain.gamma import DEFAULT_GAMMA
 from app.explain.service import ExplainSettings, Explanation
 
 from .command_support import (
@@ -122,7 +122,9 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
     if not 0 <= args.faithfulness_k <= 1:
-        raise CliError(f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}")
+        raise CliError(
+            f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}"
+        )
     discovery = discover_paths(args.inputs, exclude=args.out)
     check_model(args.model)
     items = discovery.items[: args.limit] if args.limit else discovery.items

@@ -68,7 +68,8 @@ class Faithfulness:
         """One plain sentence: how much removing each map's top pixels lowers the target."""
         k = f"{self.top_fraction * 100:g} %"
         count = len(self.references)
-        share = f"{self.target}'s share against its {count} {self.reference_noun}{'s' * (count != 1)}"
+        noun = self.reference_noun + "s" * (count != 1)
+        share = f"{self.target}'s share against its {count} {noun}"
         finer, cam = self.finer, self.cam
         first = f"Removing {finer.label}'s top {k} {_moves(finer.relative_drop, share)}"
         if finer.relative_drop >= 0 and cam.relative_drop >= 0:
@@ -80,7 +81,8 @@ class Faithfulness:
             f"{_falls(cam.probability_drop)} respectively."
         )
         empty = [s.label for s in (finer, cam) if s.empty]
-        note = f" The {' and '.join(empty)} map is empty, so its score means nothing." if empty else ""
+        note = f" The {' and '.join(empty)} map is empty, so its score means nothing."
+        note = note if empty else ""
         return f"{first}; {second}. {probability}{note}"
 
     def nbytes(self) -> int:

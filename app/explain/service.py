@@ -35,18 +35,18 @@ from app.explain.faithfulness import (
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn
-from app.explain.metrics import (
-    ConfidenceDrop,
-    PerturbationCurve,
-    baseline_image,
-    perturbation_curve,
-)
 from app.explain.methods import (
     CamMethod,
     EntrySource,
     ModelInput,
     available_methods,
     get_method,
+)
+from app.explain.metrics import (
+    ConfidenceDrop,
+    PerturbationCurve,
+    baseline_image,
+    perturbation_curve,
 )
 from app.explain.references import reference_weights, select_references
 from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side
@@ -435,7 +435,8 @@ class ExplanationService:
         candidates, on_request = self._candidates(request, slower)
         maps, meta, first = [], [], None
         for method, fgcam in candidates:
-            sub = replace(request, settings=replace(request.settings, method=method.name, fgcam=fgcam))
+            settings = replace(request.settings, method=method.name, fgcam=fgcam)
+            sub = replace(request, settings=settings)
             prep = self._prepare(sub)
             first = first or prep
             maps.append(self._maps(sub, prep, _panel_contrasts(prep, request.settings.gamma)))

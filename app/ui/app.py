@@ -18,7 +18,6 @@ from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
 from app.ui.compare_tab import build_compare_tab
 from app.ui.concepts_tab import build_concepts_tab
-from app.ui.trust import TRUST_CSS
 from app.ui.hub_loader import build_hub_loader, build_status_details
 from app.ui.landing import Landing
 from app.ui.serving import (
@@ -32,6 +31,7 @@ from app.ui.serving import (
 )
 from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.theme import THEME
+from app.ui.trust import TRUST_CSS
 from app.ui.wiring import Tab
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from app.ui import panels as widgets
 from app.ui import wiring
 from app.ui.compare_tab import CompareSource
 from app.ui.landing import Landing
-from app.ui.trust import build_trust_line, wire_trust_line
 from app.ui.tab_glue import (
     SCORE_HEADERS,
     DownloadDir,
@@ -35,6 +34,7 @@ from app.ui.tab_glue import (
     top_scores,
     user_errors,
 )
+from app.ui.trust import build_trust_line, wire_trust_line
 
 PREDICTED = "(predicted class)"
 REFERENCE_MODE_CHOICES = [

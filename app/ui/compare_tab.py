@@ -53,7 +53,7 @@ def build_compare_tab(
 
     def comparison(values: tuple[Any, ...]) -> Any:
         *chosen, with_slower, k = values
-        request = dict(zip(source.params, chosen))
+        request = dict(zip(source.params, chosen, strict=True))
         if request.get("image") is None:
             raise gr.Error("Image: explain an image in the classifier tab first.")
         return service.compare_methods(request["model"], request["image"],
@@ -76,13 +76,15 @@ def build_compare_tab(
         if selected is None or not isinstance(selected.index, int) or selected.index >= len(cells):
             return gr.skip(), gr.skip(), gr.skip()
         method, fgcam = cells[selected.index]
-        return gr.Dropdown(value=method), gr.Checkbox(value=bool(fgcam)), gr.Tabs(selected="classifier")
+        classifier = gr.Tabs(selected="classifier")
+        return gr.Dropdown(value=method), gr.Checkbox(value=bool(fgcam)), classifier
 
     inputs = [*source.inputs, slower, source.k]
     outputs = [summary, grid, shown]
     for trigger in (tab.select, run.click):
         trigger(wiring.warned(compare, 3), inputs, outputs, **COMPARE_EVENT)
     curves.click(wiring.warned(plot_curves, 1), inputs, [plot], **COMPARE_EVENT)
-    picked = grid.select(wiring.warned(pick, 3), [shown], [source.method, source.high_res, tabs],
-                         api_visibility="private", queue=False)  # fmt: skip
+    targets = [source.method, source.high_res, tabs]
+    picked = grid.select(wiring.warned(pick, 3), [shown], targets, api_visibility="private",
+                         queue=False)  # fmt: skip
     source.events.on(picked.success, source.events.structure)

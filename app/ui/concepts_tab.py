@@ -21,7 +21,6 @@ from app.ui import panels as widgets
 from app.ui import wiring
 from app.ui.concept_examples import ConceptExample, concept_examples
 from app.ui.landing import Landing
-from app.ui.trust import build_trust_line, wire_trust_line
 from app.ui.tab_glue import (
     DownloadDir,
     file_stem,
@@ -31,6 +30,7 @@ from app.ui.tab_glue import (
     method_dropdown,
     user_errors,
 )
+from app.ui.trust import build_trust_line, wire_trust_line
 
 DEFAULT_CONTRAST = "a photo of a bird"
 TEMPLATE_CHOICES = [

@@ -57,7 +57,8 @@ def build_trust_line(prefix: str) -> TrustLine:
         0, 1, value=DEFAULT_TOP_FRACTION, step=0.01, elem_id=f"{prefix}-trust-k",
         label="Faithfulness: share k of each map's top pixels removed",
     )  # fmt: skip
-    return TrustLine(line, k, gr.Button("Faithfulness (API)", visible=False), gr.JSON(visible=False))
+    api_run = gr.Button("Faithfulness (API)", visible=False)
+    return TrustLine(line, k, api_run, gr.JSON(visible=False))
 
 
 def wire_trust_line(
@@ -74,7 +75,8 @@ def wire_trust_line(
     inputs = [*events.inputs, line.k]
 
     def rescore(*values: Any) -> Any:
-        request = dict(zip(events.params, values[:-1]), auto_gamma=False)  # γ shown is on the slider
+        # the γ shown is on the slider (auto-γ's pick included)
+        request = dict(zip(events.params, values[:-1], strict=True), auto_gamma=False)
         if request.get("image") is None:
             return PENDING_HTML
         return faithfulness_html(score(explainer, request, values[-1]))
@@ -89,7 +91,7 @@ def wire_trust_line(
         release(handler, inputs, [line.html], **SCORE_EVENT)
 
     def answer(*values: Any) -> dict[str, Any]:
-        request = dict(zip(events.params, values[:-1]))
+        request = dict(zip(events.params, values[:-1], strict=True))
         if request.get("image") is None:
             raise gr.Error(NO_IMAGE)
         return faithfulness_payload(score(explainer, request, values[-1]))
@@ -136,10 +138,8 @@ PENDING_HTML = "<div class='finercam-trust'>Faithfulness: scored once the panels
 def faithfulness_html(result: Faithfulness) -> str:
     """The sentence, then one bar per map: its relative confidence drop (0 to 100 %)."""
     bars = "".join(_bar(score) for score in (result.finer, result.cam))
-    return (
-        f"<div class='finercam-trust'><p class='trust-sentence'>{html.escape(result.sentence())}</p>"
-        f"{bars}</div>"
-    )
+    sentence = html.escape(result.sentence())
+    return f"<div class='finercam-trust'><p class='trust-sentence'>{sentence}</p>{bars}</div>"
 
 
 def faithfulness_payload(result: Faithfulness) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def comparison_gallery(
     return [
         (overlay(comparison.image, cam, opacity, colormap),
          f"{rank}. {score.label}: {_percent(score)}")
-        for rank, (score, cam) in enumerate(zip(comparison.scores, comparison.maps), start=1)
+        for rank, (score, cam) in enumerate(zip(comparison.scores, comparison.maps, strict=True), 1)
     ]
 
 
@@ -181,10 +181,11 @@ def curves_figure(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for axis, curve in zip(axes, curves):
+    for axis, curve in zip(axes, curves, strict=True):
         fractions = curve.fractions.cpu().numpy()
         for score, values, auc in zip(
-            comparison.scores, curve.probabilities.cpu().numpy(), curve.auc.cpu().numpy()
+            comparison.scores, curve.probabilities.cpu().numpy(), curve.auc.cpu().numpy(),
+            strict=True,
         ):
             axis.plot(fractions, values, label=f"{score.label} ({auc:.3f})")
         better = "lower" if curve.mode == "deletion" else "higher"

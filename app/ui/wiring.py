@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from app.explain.gradients import ProgressFn
 from app.explain.faithfulness import Faithfulness
+from app.explain.gradients import ProgressFn
 from app.explain.service import ExplainSettings, Explanation, GammaStrip
 from app.models.registry import ModelRegistry
 from app.ui.landing import Landing
@@ -251,8 +251,11 @@ class TabWiring:
         self.on(controls.auto.input, EVENT_PARTS["auto"])
         self.on(controls.download.click, EVENT_PARTS["download"])
         self.on(controls.method.input, self.structure)
-        self.after(self.panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
-                                            api_visibility="private", show_progress="hidden"))  # fmt: skip
+        picked = self.panels.strip.select(
+            strip_gamma, None, [controls.gamma], queue=False, api_visibility="private",
+            show_progress="hidden",
+        )  # fmt: skip
+        self.after(picked)
         self.stale(controls.gamma.input, self.panels.strip.select, controls.opacity.input,
                    controls.colormap.input, controls.auto.input)  # fmt: skip
 
