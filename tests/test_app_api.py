@@ -136,8 +136,13 @@ def test_named_endpoints_are_documented(client):
         "pooling",
         "colormap",
     ]
+    faithfulness = [p["parameter_name"] for p in api["/faithfulness"]["parameters"]]
+    assert faithfulness == [*classifier, "k"]
+    concepts_faithfulness = api["/concepts_faithfulness"]["parameters"]
+    assert [p["parameter_name"] for p in concepts_faithfulness] == [*concept, "k"]
     assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
-                        "/load_hub_concepts"}  # the live-control events are private
+                        "/load_hub_concepts", "/faithfulness", "/concepts_faithfulness"}
+    # the live-control events are private
 
 
 # ---------------------------------------------------------------------- classifier tab
