@@ -87,6 +87,7 @@ def wire_trust_line(
         return event.success(handler, inputs, [line.html], **SCORE_EVENT)
 
     events.then = chain
+    events.warm = lambda request: score(explainer, {**request, "auto_gamma": False}, line.k.value)
     for release in (gamma.release, line.k.release):
         release(handler, inputs, [line.html], **SCORE_EVENT)
 

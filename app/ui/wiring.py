@@ -187,6 +187,9 @@ class TabWiring:
     #: Chained to every queued event that changes the maps, given its dependency (the
     #: faithfulness line re-scores there, after the panels are sent).
     then: Callable[[Any], Any] | None = None
+    #: Also run with the opening example's request in the background (the faithfulness line
+    #: scores it there, so the page load finds the score cached and runs no model).
+    warm: Callable[[Request], Any] | None = None
 
     def __post_init__(self) -> None:
         # A new image, model or setting: everything but the downloads, which it empties.
@@ -263,7 +266,14 @@ class TabWiring:
         """Have ``landing`` explain ``request`` (the tab's example) once, in the background;
         returns the page-load event that shows it from there: a page load runs no model."""
         names = tuple(name for name in (*self.structure, "marked") if name != "status")
-        landing.add(tab, lambda: self.render(request, names))
+
+        def explain_opening() -> dict[str, Any]:
+            values = self.render(request, names)
+            if self.warm is not None:
+                self.warm(request)
+            return values
+
+        landing.add(tab, explain_opening)
 
         def show() -> Any:
             values = landing.values(tab)
