@@ -4,6 +4,7 @@
                          [--models demo-cnn] [--concept-model demo-tinyclip]
                          [--concurrency N] [--threads 1] [--timeout 120]
                          [--cache-entries N] [--cache-mb N] [--kinds KIND,...]
+                         [--download-files] [--idle LO-HI]
 
 Starts ``python -m app`` on a free 127.0.0.1 port in a subprocess (so its RSS is measured
 alone: /proc/<pid>/status VmRSS every 0.5 s), then every client thread, each with its own
@@ -16,7 +17,11 @@ which must be refused with its own clear message.
 
 Prints requests served, counts and p50/p95 latency per kind, errors by kind with a sample
 message, peak RSS, mean RSS of the first vs the last 10 s and of every 10 s in between, and
-``valid requests failed: N``. ``--kinds`` restricts the mix (e.g. to tell which requests grow
+``valid requests failed: N``. ``--download-files`` makes every client fetch each returned
+picture like a browser, over its own pooled HTTP connection (a cut download is a failed
+request); ``--idle LO-HI`` adds, after each request, an ``idle-reuse`` one: a GET on the
+client's pooled connection, a pause of LO..HI seconds, a second GET on the same connection
+(``--idle 4.99-5.0`` reuses it just as a 5-second keep-alive timer closes it). ``--kinds`` restricts the mix (e.g. to tell which requests grow
 memory); ``--cache-entries``/``--cache-mb`` set the server's gradient cache bounds.
 Exit status 1 when a valid request failed, an invalid one was not refused with its message, or
 the server died. The server only ever listens on 127.0.0.1.
@@ -119,6 +124,8 @@ KINDS = (
     Kind("bad-empty-prompt", 0.04, r"empty"),
     Kind("bad-long-prompt", 0.04, r"too long"),
 )
+#: With ``--idle``: sent after every request of the mix (its latency includes the pause).
+IDLE_REUSE = Kind("idle-reuse", 0.0)
 
 
 # --------------------------------------------------------------------------- the clients
@@ -168,6 +175,8 @@ class Workload:
     seed: int
     timeout: float
     defaults: list[Any] = field(default_factory=list)  # /explain_classifier's default inputs
+    download: bool = False  # fetch every returned picture, over the client's pooled connection
+    idle: tuple[float, float] = (0.0, 0.0)  # pause between two requests of a client, s
     birds: Iterator[int] = field(default_factory=itertools.count)
     _birds_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -214,20 +223,26 @@ class Worker:
             "bad-gamma-nan": self._nan_gamma,
             "bad-empty-prompt": lambda: self.concepts(self._example(), target=""),
             "bad-long-prompt": lambda: self.concepts(self._example(), target="x" * 2000),
+            IDLE_REUSE.name: self._idle_reuse,
         }
 
     def run(self, budget: Budget) -> None:
         while budget.take():
             kind = self.kinds[int(self.rng.choice(len(self.kinds), p=self._p))]
-            result = self.request(kind)
-            self.results.append(result)
-            if result.outcome == FAILED:
-                log.warning("%s FAILED %s at %s: %s", "valid" if result.valid else "invalid",
-                            result.kind, time.strftime("%H:%M:%S"), result.message)
+            result = self._record(self.request(kind))
             if result.outcome == BUSY:
                 time.sleep(float(self.rng.uniform(*BUSY_BACKOFF_S)))
+            if self.work.idle[1] > 0:
+                self._record(self.request(IDLE_REUSE))
         self.client.close()
         self.http.close()
+
+    def _record(self, result: Result) -> Result:
+        self.results.append(result)
+        if result.outcome == FAILED:
+            log.warning("%s FAILED %s at %s: %s", "valid" if result.valid else "invalid",
+                        result.kind, time.strftime("%H:%M:%S"), result.message)
+        return result
 
     def request(self, kind: Kind) -> Result:
         start = time.monotonic()
@@ -272,7 +287,7 @@ class Worker:
             CLASSIFIER_API, len(CLASSIFIER_PARTS), image=handle_file(str(image)), model=model,
             **kwargs,
         )
-        _check_images(*(result[CLASSIFIER_PARTS.index(part)] for part in ("cam", "finer")))
+        self._check_images(*(result[CLASSIFIER_PARTS.index(part)] for part in ("cam", "finer")))
         return result
 
     def concepts(self, image: Path, target: str | None = None) -> tuple[Any, ...]:
@@ -287,8 +302,17 @@ class Worker:
             contrast_prompts=str(self.rng.choice(CONCEPT_CONTRASTS)),
             gamma=round(float(self.rng.uniform(0, 1)), 2),
         )
-        _check_images(*(result[CONCEPT_PARTS.index(part)] for part in ("cam", "finer")))
+        self._check_images(*(result[CONCEPT_PARTS.index(part)] for part in ("cam", "finer")))
         return result
+
+    def _check_images(self, *outputs: Any) -> None:
+        """Both panels came back as files the server serves (and, with ``--download-files``,
+        each downloads whole)."""
+        for output in outputs:
+            if not isinstance(output, dict) or not (output.get("url") or output.get("path")):
+                raise RuntimeError(f"missing image in the response: {str(output)[:200]}")
+            if self.work.download and str(output.get("url")).startswith("http"):
+                self.http.get(output["url"]).raise_for_status()  # httpx raises on a cut body
 
     def _example(self) -> Path:
         return EXAMPLES[int(self.rng.integers(len(EXAMPLES)))]
@@ -310,6 +334,14 @@ class Worker:
     def _concepts(self) -> tuple[Any, ...]:
         image = self.last_image if self.rng.random() < 0.5 else self._example()
         return self.concepts(image)
+
+    def _idle_reuse(self) -> None:
+        """A request on the pooled connection, a pause of ``--idle`` s, and a request on the
+        same connection: the moment a server's keep-alive timer may close it."""
+        info = f"{self.work.url}gradio_api/info"
+        self.http.get(info).raise_for_status()
+        time.sleep(float(self.rng.uniform(*self.work.idle)))
+        self.http.get(info).raise_for_status()
 
     def _nan_gamma(self) -> None:
         """γ = NaN: gradio_client refuses to encode NaN, so the JSON goes over raw HTTP."""
@@ -341,13 +373,6 @@ def call_refused(http: httpx.Client, url: str, body: str) -> str:
     if "event: error" not in stream:
         raise RuntimeError(f"the NaN γ call was not refused: {stream[:200]}")
     return stream
-
-
-def _check_images(*outputs: Any) -> None:
-    """Both panels came back as files the server serves."""
-    for output in outputs:
-        if not isinstance(output, dict) or not (output.get("url") or output.get("path")):
-            raise RuntimeError(f"missing image in the response: {str(output)[:200]}")
 
 
 def _error_message(stream: str) -> str:
@@ -432,6 +457,8 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Report:
             seed=args.seed,
             timeout=args.timeout,
             defaults=classifier_defaults(server.url),
+            download=args.download_files,
+            idle=args.idle,
         )
         results, load_start, load_end = drive(work, kinds, args.clients, args.duration,
                                               args.max_requests)
@@ -514,7 +541,7 @@ def _windows(samples: list[tuple[float, int]], start: float) -> list[list[int]]:
 def kind_table(results: list[Result]) -> list[str]:
     """One row per request kind: counts by outcome and p50/p95 latency."""
     lines = []
-    for kind in KINDS:
+    for kind in (*KINDS, IDLE_REUSE):
         rows = [r for r in results if r.kind == kind.name]
         if not rows:
             continue
@@ -564,7 +591,7 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
         HEADER,
     ]
     lines += kind_table(results)
-    valid_latencies = [r.latency for r in valid if r.outcome == OK]
+    valid_latencies = [r.latency for r in valid if r.outcome == OK and r.kind != IDLE_REUSE.name]
     lines += [
         "",
         (
@@ -583,7 +610,8 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options ``bench.load`` and ``bench.soak`` share: seed, models, server settings."""
+    """The options ``bench.load`` and ``bench.soak`` share: seed, models, server settings, and
+    how the clients behave (timeout, downloads, idle gaps)."""
     parser.add_argument("--seed", type=int, default=0, help="seed of the request mix")
     parser.add_argument(
         "--models",
@@ -599,6 +627,30 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="server torch threads (1)")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s")
+    parser.add_argument(
+        "--download-files",
+        action="store_true",
+        help="each client fetches every returned picture over its pooled HTTP connection",
+    )
+    parser.add_argument(
+        "--idle",
+        type=idle_range,
+        default=(0.0, 0.0),
+        metavar="LO-HI",
+        help="after each request, reuse the pooled connection after LO..HI s idle (default: off)",
+    )
+
+
+def idle_range(text: str) -> tuple[float, float]:
+    """``LO-HI`` (or one number) in seconds, for ``--idle``."""
+    low, _, high = text.partition("-")
+    try:
+        bounds = (float(low), float(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--idle wants LO-HI seconds, got {text!r}") from None
+    if not 0 <= bounds[0] <= bounds[1] or not all(np.isfinite(bounds)):
+        raise argparse.ArgumentTypeError(f"--idle wants 0 <= LO <= HI seconds, got {text!r}")
+    return bounds
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

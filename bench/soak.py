@@ -3,12 +3,16 @@
     python -m bench.soak [--duration 1800] [--clients 8] [--sample-period 5]
                          [--overload-clients 32] [--overload-duration 60]
                          [--plot soak.png] [--seed 0] [--tracemalloc DIR] [--cache-entries N]
+                         [--download-files] [--idle LO-HI]
 
 Starts ``python -m app`` like ``bench.load`` (offline demo models, 127.0.0.1 only, its own
 ``GRADIO_TEMP_DIR``/``TMPDIR``, so every file the server writes lands in one folder) and drives it
 with ``bench.load``'s mix: classifier requests on examples and on new synthetic birds, γ/T moves,
-concept prompts and invalid input. Every ``--sample-period`` seconds it samples the server's RSS
-and the bytes and files in that folder. Then an overload phase: ``--overload-clients`` clients
+concept prompts and invalid input (``--download-files`` and ``--idle`` as in ``bench.load``:
+clients that fetch every returned picture, a pooled connection reused after an idle pause).
+Every ``--sample-period`` seconds it samples the server's RSS and the bytes and files in that
+folder.
+Then an overload phase: ``--overload-clients`` clients
 (more than the server can serve) for ``--overload-duration`` seconds, where every request must
 end served, refused with the "busy" message, or (invalid input) refused with its own message.
 
@@ -148,6 +152,8 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakReport:
             seed=args.seed,
             timeout=args.timeout,
             defaults=classifier_defaults(server.url),
+            download=args.download_files,
+            idle=args.idle,
         )
         work.folder.mkdir()
         soak, start, end = drive(work, kinds, args.clients, args.duration, 10**9)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +19,23 @@ import httpx
 import numpy as np
 import pytest
 from appserver import REPO_ROOT, free_port, running_server, write_image
+from gradio import processing_utils
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 
 from app.synthbirds import NUM_SPECIES, render_sample
 from app.ui.app import serving
 from app.ui.classifier_tab import FULL
+from app.ui.serving import (
+    KEEP_ALIVE_ENV,
+    MAX_CPU_SHARE,
+    DiskCap,
+    keep_alive_s,
+    save_pil_to_cache,
+    write_pictures_atomically,
+)
 from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
-from app.ui.serving import MAX_CPU_SHARE, DiskCap
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -194,6 +205,65 @@ def test_the_heap_trim_runs_beside_the_server(server):
     assert heap.period == serving(server.demo).settings.heap_trim_s > 0
 
 
+def test_a_picture_returned_again_leaves_the_file_being_downloaded_whole(tmp_path):
+    """The same picture returned again (same example, same settings) must not rewrite in place
+    the file a download is reading: that download has sent Content-Length already, and a
+    truncated file cuts its connection ("received 0 bytes, expected N" in the client)."""
+    write_pictures_atomically()  # as launch() does
+    pixels = np.random.default_rng(3).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    picture = Image.fromarray(pixels)
+    path = Path(processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png"))
+    whole = path.read_bytes()
+    sizes: set[int] = set()
+    with open(path, "rb") as download:  # a download in flight
+        writer = threading.Thread(
+            target=lambda: [
+                processing_utils.save_pil_to_cache(picture, str(tmp_path), format="png")
+                for _ in range(6)
+            ]
+        )
+        writer.start()
+        while writer.is_alive():  # what a download starting now would find
+            sizes.add(os.stat(path).st_size)
+        writer.join()
+        assert sizes == {len(whole)}  # never a short file
+        assert download.read() == whole
+        assert os.fstat(download.fileno()).st_ino != os.stat(path).st_ino  # replaced, not rewritten
+    assert path.read_bytes() == whole
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no staging file left
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_the_server_writes_its_pictures_atomically(server):
+    assert processing_utils.save_pil_to_cache is save_pil_to_cache
+
+
+def test_an_idle_connection_outlives_a_client_pools_expiry(server):
+    """A pooled client (httpx: 5 s) reuses a connection idle just under its expiry; a server
+    closing idle connections at that same moment loses the request ("Connection reset by
+    peer"). The server must keep an idle connection open well past it."""
+    pool_expiry_s = httpx.Limits().keepalive_expiry
+    assert pool_expiry_s is not None and keep_alive_s() >= 4 * pool_expiry_s
+    host, port = server.url.removeprefix("http://").rstrip("/").split(":")
+    request = f"GET /gradio_api/info HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(pool_expiry_s + 1.0)
+        readable, _, _ = select.select([connection], [], [], 0)
+        assert not readable, "the server closed the idle connection"
+        connection.sendall(request)
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_bad_keep_alive_setting_is_refused_with_its_name(monkeypatch):
+    monkeypatch.setenv(KEEP_ALIVE_ENV, "soon")
+    with pytest.raises(ValueError, match=KEEP_ALIVE_ENV):
+        keep_alive_s()
+    monkeypatch.setenv(KEEP_ALIVE_ENV, "30")
+    assert keep_alive_s() == 30.0
+
+
 def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
     """Gradio records every file it writes; a record whose file vanished (age limit, or an
     expired upload sent back by a page) would otherwise stay for the life of the server."""
@@ -207,6 +277,26 @@ def test_the_disk_cap_forgets_the_records_of_files_that_are_gone(tmp_path):
     assert disk.usage() == (100, 1)
     assert disk.sweep() == 0
     assert image.temp_files == {str(kept)} and kept.exists()
+
+
+def test_the_disk_cap_keeps_a_file_written_again_after_its_listing(tmp_path, monkeypatch):
+    """A sweep lists the files, then removes the oldest; a picture returned again in between is
+    a new file under the old name, which a download may be reading."""
+    with gr.Blocks() as demo:
+        image = gr.Image()
+    picture = tmp_path / "image.jpeg"
+    picture.write_bytes(b"x" * 100)
+    os.utime(picture, (time.time() - 3600, time.time() - 3600))
+    image.temp_files.add(str(picture))
+    disk = DiskCap(demo, [], cap_bytes=0)
+    listing = disk._files()
+    picture.write_bytes(b"y" * 100)  # written again, now
+    monkeypatch.setattr(disk, "_files", lambda: listing)
+    assert disk.sweep() == 0
+    assert picture.read_bytes() == b"y" * 100
+    monkeypatch.undo()
+    os.utime(picture, (time.time() - 3600, time.time() - 3600))
+    assert disk.sweep() == 100 and not picture.exists()  # an old file still goes
 
 
 def test_the_disk_cap_spaces_its_sweeps_by_their_cost(tmp_path):

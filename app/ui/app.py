@@ -19,7 +19,15 @@ from app.ui.classifier_tab import build_classifier_tab
 from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
 from app.ui.hub_loader import build_hub_loader, build_status_details
-from app.ui.serving import Admission, DiskCap, HeapTrim, serve_until_stopped
+from app.ui.serving import (
+    Admission,
+    DiskCap,
+    HeapTrim,
+    hold_idle_connections,
+    keep_alive_s,
+    serve_until_stopped,
+    write_pictures_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,22 +176,26 @@ def launch(
 ) -> Any:
     """Serve ``demo`` with the project's safety settings (upload size cap, no extra paths,
     bounded sessions); with ``registry``, also ``GET /health``. Also starts the disk cap over
-    Gradio's cache and the download folder, and the heap trim.
+    Gradio's cache and the download folder, and the heap trim; keeps idle connections open
+    ``FINERCAM_KEEP_ALIVE_S`` and writes returned pictures atomically (``app.ui.serving``).
 
     Gradio keeps, per visitor session (each page load, each API client, each ``/call`` without
     a session id), a copy of every component's config: ~170 KB for this app, for the last 10,000
     sessions by default — up to ~1.7 GB on a busy public Space. ``settings.sessions`` caps it.
     """
+    keep_alive = keep_alive_s()
     if registry is not None:
         kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
     state = serving(demo)
+    write_pictures_atomically()
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
         state.disk.start()
     if state.heap is None and state.settings.heap_trim_s > 0:
         state.heap = HeapTrim(demo, state.settings.heap_trim_s)
         state.heap.start()
-    return demo.launch(
+    blocking = not kwargs.pop("prevent_thread_lock", False)
+    launched = demo.launch(
         server_name=host,
         server_port=port,
         share=share,
@@ -192,8 +204,13 @@ def launch(
         ssr_mode=False,
         css=CSS,
         state_session_capacity=state.settings.sessions,
+        prevent_thread_lock=True,
         **kwargs,
     )
+    hold_idle_connections(demo, keep_alive)
+    if blocking:
+        demo.block_thread()
+    return launched
 
 
 def serve(

@@ -9,8 +9,12 @@ accepted finish (at most ``grace_s``), closes the server and returns, so the pro
 :class:`DiskCap` keeps this server's files (Gradio's cached uploads and outputs, our downloads)
 under a byte cap whatever the traffic, removing the oldest files first; :class:`HeapTrim` hands
 the memory the C allocator keeps free back to the OS, so RSS follows the live heap.
+:func:`hold_idle_connections` keeps idle connections open longer than clients keep them, and
+:func:`write_pictures_atomically` keeps a picture being downloaded whole while the same picture
+is written again.
 
-Hooks into ``Queue.push`` (gradio 6); ``tests/test_serving.py`` breaks when that changes.
+Hooks into ``Queue.push``, ``processing_utils.save_pil_to_cache`` and the uvicorn server's
+config (gradio 6); ``tests/test_serving.py`` breaks when those change.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -27,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio import processing_utils
 from gradio.server_messages import ProcessCompletedMessage
 from gradio.utils import error_payload
+from PIL import Image
 
 from app.allocator import release_free_memory
 
@@ -40,6 +47,11 @@ BUSY = (
 STOPPING = "The server is restarting; please try again in a minute."
 FORGET_EVERY = 256  # events between two sweeps of Gradio's finished sessions
 MAX_CPU_SHARE = 0.02  # of one core, for the disk cap's sweeps
+KEEP_ALIVE_ENV = "FINERCAM_KEEP_ALIVE_S"
+#: How long an idle HTTP connection stays open: well past the idle expiry of client pools
+#: (httpx 5 s, aiohttp 15 s, AWS load balancers 60 s), as long as nginx's default.
+KEEP_ALIVE_S = 75.0
+CACHE_FILE_MODE = 0o644  # what Gradio's own cache writes get (mkstemp would give 0o600)
 
 
 class Admission:
@@ -241,7 +253,7 @@ class DiskCap(Periodic):
         for mtime, path, size in files:
             if total - freed <= self.cap_bytes or mtime > young:
                 break  # under the cap, or only files of requests still in flight are left
-            if path in keep:
+            if path in keep or _written_since(path, young):
                 continue
             try:
                 os.unlink(path)
@@ -289,9 +301,78 @@ class DiskCap(Periodic):
         return keep
 
 
+def _written_since(path: str, moment: float) -> bool:
+    """Whether ``path`` was written after ``moment``: a picture returned again is renamed over
+    its old file between a sweep's listing and its removal, and may be downloading already."""
+    try:
+        return os.lstat(path).st_mtime > moment
+    except OSError:
+        return False
+
+
 def _remove_empty_parent(folder: Path) -> None:
     """Gradio stores each file in a folder of its own (named by hash): drop it once empty."""
     try:
         folder.rmdir()
     except OSError:
         pass
+
+
+def write_pictures_atomically() -> None:
+    """Make Gradio write every returned picture to a staging file renamed into place.
+
+    Gradio names a cached picture after the hash of its bytes and, when the same picture is
+    returned again (the same example and settings, from any visitor), rewrites that file in
+    place. A download of it already under way has sent ``Content-Length`` from ``stat`` and
+    then reads the truncated file: the server logs "Too little data for declared
+    Content-Length" and cuts the connection, and the client gets "peer closed connection
+    without sending complete message body (received 0 bytes, expected N)". After a rename a
+    reader keeps the whole old file and a new reader opens the whole new one.
+    """
+    processing_utils.save_pil_to_cache = save_pil_to_cache
+
+
+def save_pil_to_cache(
+    img: Image.Image, cache_dir: str, name: str = "image", format: str = "webp"
+) -> str:
+    """``gradio.processing_utils.save_pil_to_cache`` with the file renamed into place."""
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    descriptor, staging = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+    try:
+        os.fchmod(descriptor, CACHE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as staged:
+            staged.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return str(path)
+
+
+def keep_alive_s() -> float:
+    """Seconds an idle connection stays open: ``FINERCAM_KEEP_ALIVE_S``, else ``KEEP_ALIVE_S``."""
+    text = os.environ.get(KEEP_ALIVE_ENV, "").strip()
+    if not text:
+        return KEEP_ALIVE_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{KEEP_ALIVE_ENV} must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
+def hold_idle_connections(demo: gr.Blocks, seconds: float) -> None:
+    """Keep an idle HTTP connection of ``demo``'s server open ``seconds``.
+
+    Gradio starts uvicorn with its default of 5 s, and httpx's pools retire an idle connection
+    after 5 s too: a client that reuses a connection just under 5 s idle sends its request as
+    the server closes it, and gets "Connection reset by peer" or "Server disconnected without
+    sending a response". With the server's timer well past the client's, the client always
+    retires the connection first. uvicorn reads the value for each new connection.
+    """
+    demo.server.config.timeout_keep_alive = seconds
