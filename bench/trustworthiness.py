@@ -16,8 +16,8 @@ Finer-CAM map, and reports:
   the part (does a higher score mean the map is on the part?);
 * per image, among the Finer maps of all methods (and among all method × {CAM, Finer} maps, as
   a side-by-side view shows them), how often the map the score ranks first has the most energy
-  on the part (ties in energy count as a hit), against picking a map at random and against
-  always picking the map that is best on average;
+  on the part (energies within :data:`ENERGY_TIE` tie, and a tie is a hit), against picking a
+  map at random and against always picking the map that is best on average;
 * the mean energy on the part of the map the score picks, against the best single method's.
 
 Writes ``per_image.csv`` and ``summary.md`` into ``--out`` and prints the tables.
@@ -50,6 +50,9 @@ log = logging.getLogger("bench.trustworthiness")
 
 TOP_FRACTION = 0.05
 MAP_KINDS = ("cam", "finer")
+#: Energies this close count as a tie: methods that coincide on a model (Grad-CAM, HiResCAM and
+#: XGrad-CAM after a global average pool) differ only by float32 rounding.
+ENERGY_TIE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,9 @@ def choice_quality(scores: list[MapScore], kinds: tuple[str, ...]) -> dict[str, 
         most = max(c.energy for c in candidates)
         picked = max(candidates, key=lambda c: c.rd)
         fixed = next(c for c in candidates if (c.method, c.map) == best_fixed)
-        hits.append(picked.energy >= most - 1e-9)
-        chance.append(np.mean([c.energy >= most - 1e-9 for c in candidates]))
-        fixed_hits.append(fixed.energy >= most - 1e-9)
+        hits.append(picked.energy >= most - ENERGY_TIE)
+        chance.append(np.mean([c.energy >= most - ENERGY_TIE for c in candidates]))
+        fixed_hits.append(fixed.energy >= most - ENERGY_TIE)
         picked_energy.append(picked.energy)
         within.append(rank_correlation(np.array([c.rd for c in candidates]),
                                        np.array([c.energy for c in candidates])))
