@@ -7,7 +7,7 @@
 | FINERCAM_OFFLINE | ``1``: never touch the Hub, offer only the shipped demo models | 0 |
 | FINERCAM_CLIP_MODEL | open_clip model name or ``hf-hub:org/repo`` | ViT-B-16 |
 | FINERCAM_CLIP_PRETRAINED | open_clip pretrained tag or a local checkpoint path | openai |
-| FINERCAM_CLIP_TEMPLATE | template of concept prompts (``{}`` = the prompt; empty = none) | a photo of a {}. |
+| FINERCAM_CLIP_TEMPLATE | prompt template (``{}``: the prompt; empty: none) | a photo of a {}. |
 | FINERCAM_CUB_HEAD | trained CUB head: local ``.safetensors`` path or Hub repo id | (unset) |
 | FINERCAM_CUB_BACKBONE | backbone of that head when its file does not name one | (from the head) |
 | FINERCAM_CACHE_ENTRIES / FINERCAM_CACHE_MB | gradient cache bounds | 64 / 1024 |
@@ -16,8 +16,8 @@
 | FINERCAM_DISK_MB | cap on the server's files (Gradio's cache + downloads) | 300 |
 | FINERCAM_STOP_GRACE | seconds SIGTERM waits for requests in flight | 8 |
 | FINERCAM_MAX_LOADED | models built from the Hub kept in memory (LRU) | 4 |
-| FINERCAM_SESSIONS | visitor sessions whose state Gradio keeps (least recently used dropped) | 128 |
-| FINERCAM_HEAP_TRIM_S | seconds between handing glibc's free heap pages back to the OS; 0: never | 10 |
+| FINERCAM_SESSIONS | visitor sessions whose state Gradio keeps (least recent dropped) | 128 |
+| FINERCAM_HEAP_TRIM_S | seconds between returning glibc's free heap to the OS; 0: never | 10 |
 
 Hub models by id (allow-list ``FINERCAM_HUB_MODELS``, size cap ``FINERCAM_HUB_MAX_MB``) are
 configured in :mod:`app.models.hub.policy`.

@@ -50,7 +50,9 @@ def _snapshots(folder: Path, period: float) -> None:
         grown = sum(s.size_diff for s in stats) / 2**20
         traced = sum(s.size for s in stats) / 2**20
         elapsed = time.monotonic() - started
-        lines = [f"=== {elapsed:.0f} s after the base: traced {traced:.1f} MB, growth {grown:+.2f} MB"]
+        lines = [
+            f"=== {elapsed:.0f} s after the base: traced {traced:.1f} MB, growth {grown:+.2f} MB"
+        ]
         for stat in stats[:TOP]:
             lines.append(f"{stat.size_diff / 2**10:+9.1f} KiB {stat.count_diff:+7d} blocks")
             lines += [f"      {line}" for line in stat.traceback.format()[-FRAMES:]]

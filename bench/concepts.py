@@ -107,18 +107,21 @@ def print_table(rows: list[dict[str, object]]) -> None:
         print("| " + " | ".join(str(row[name]) for name in header) + " |")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo-tinyclip", help="a concepts (CLIP) model")
     parser.add_argument("--count", type=int, default=40, help="held-out birds (test split)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--blocks", default="1,2,4,all",
-                        help="numbers of last blocks for the attention methods ('all' = every block)")
+    parser.add_argument(
+        "--blocks",
+        default="1,2,4,all",
+        help="numbers of last blocks for the attention methods ('all' = every block)",
+    )
     parser.add_argument("--tolerance", type=float, default=4.0, help="pointing-game px")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out/concepts"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 

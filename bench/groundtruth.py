@@ -175,9 +175,11 @@ def _verdict(key: str, value: float) -> str:
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
-    print(f"| model | method | CAM energy on bird | CAM on part | Finer on part (γ {DEFAULT_GAMMA:g},"
-          f" T {DEFAULT_T}) | Finer / CAM | CAM pointing | Finer pointing | references are "
-          "genus-mates | Finer / CAM, genus-mates by hand |")
+    print(
+        f"| model | method | CAM energy on bird | CAM on part | Finer on part (γ {DEFAULT_GAMMA:g},"
+        f" T {DEFAULT_T}) | Finer / CAM | CAM pointing | Finer pointing | references are "
+        "genus-mates | Finer / CAM, genus-mates by hand |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         oracle = "—" if r["oracle_gain"] is None else f"{r['oracle_gain']:.2f}×"
@@ -202,7 +204,7 @@ def plot(summary: list[dict[str, object]], path: Path) -> None:
             curves[(row["model"], row["method"])].append((row["gamma"], row["energy"]))
     for (model, method), points in sorted(curves.items()):
         points.sort()
-        axis.plot(*zip(*points), marker="o", label=f"{model} · {method}")
+        axis.plot(*zip(*points, strict=True), marker="o", label=f"{model} · {method}")
     axis.set_xlabel("γ (0 = plain CAM)")
     axis.set_ylabel("energy inside the discriminative part")
     axis.set_title(f"Finer-CAM vs γ on held-out synthetic birds (closest logits, T={DEFAULT_T})")
@@ -229,14 +231,18 @@ def held_out(count: int, seed: int) -> tuple[list[BirdSample], int]:
 
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="demo-cnn,demo-vit", help="classifiers, comma-separated")
+    parser.add_argument(
+        "--models", default="demo-cnn,demo-vit", help="classifiers, comma-separated"
+    )
     parser.add_argument("--methods", default="gradcam",
                         help="CAM methods, comma-separated (any of the app's; NAME+fgcam for "
                              "FG-CAM at input resolution)")
     parser.add_argument("--gammas", default=",".join(f"{g:g}" for g in GAMMAS))
     parser.add_argument("--count", type=int, default=96, help="held-out images (test split)")
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--tolerance", type=float, default=4.0, help="pointing-game px (128 px images)")
+    parser.add_argument(
+        "--tolerance", type=float, default=4.0, help="pointing-game px (128 px images)"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/groundtruth"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concepts", action="store_true",

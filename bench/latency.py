@@ -1,16 +1,17 @@
 """Latency of CAM + Finer-CAM side by side: our engine vs pytorch-grad-cam, in one run.
 
     python -m bench.latency [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
-                            [--device cpu|cuda]
+                            [--size 224] [--device cpu|cuda]
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
-VGG16-BN at 224 px and its ratio to one forward pass, (e) the library entry ``contrastive_cam`` on
-an arbitrary hooked model (torchvision ViT-B/16): one Finer map (T=3) against pytorch-grad-cam's
-FinerCAM and against one forward, (f) LeGrad and attention-gradient CAM + Finer side by side
-against one forward pass and torchcam's LeGrad, and their re-render time. Random weights: timing
-does not depend on
-them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up.
+VGG16-BN at ``--size`` px and its ratio to one forward pass, (e) the library entry
+``contrastive_cam`` on an arbitrary hooked model (torchvision ViT-B/16 at ``--size`` px): one
+Finer map (T=3) against pytorch-grad-cam's FinerCAM and against one forward, (f) LeGrad and
+attention-gradient CAM + Finer side by side against one forward pass and torchcam's LeGrad, and
+their re-render time. Random weights: timing does not depend on them. Numbers are medians over
+``--repeats`` interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4
+--repeats 1 --size 32``.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def clip_reshape(grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor
 def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    )
     x = view.preprocess(image)
     classifier = ClipClassifier(engine, view.text_embeddings()).eval()
     target = int(classifier(x).argmax())
@@ -147,7 +150,9 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
 
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
-    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    image = Image.fromarray(
+        np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    )
     x = view.preprocess(image)
     service = ExplanationService(lambda name: view)
     runs: dict[str, Callable[[], object]] = {}
@@ -187,8 +192,8 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
         service.explain("bench", image, ExplainSettings(method=method))
         gammas = iter(np.linspace(0.05, 1.0, 10_000))
         timings[f"{method} rerender"] = interleaved_medians(
-            {"r": lambda m=method: service.explain(
-                "bench", image, ExplainSettings(method=m, gamma=float(next(gammas))))},
+            {"r": lambda m=method, g=gammas: service.explain(
+                "bench", image, ExplainSettings(method=m, gamma=float(next(g))))},
             args.repeats * 4,
         )["r"]
     extractor.remove_hooks()
@@ -202,7 +207,7 @@ def bench_fgcam(args: argparse.Namespace) -> dict[str, float]:
 
     torch.manual_seed(0)
     model = vgg16_bn(weights=None).eval().to(args.device)
-    x = torch.randn(1, 3, 224, 224).to(args.device)
+    x = torch.randn(1, 3, args.size, args.size).to(args.device)
     with torch.no_grad():
         channels = model.features(x).shape[1]
     weights = torch.randn(channels).to(args.device)
@@ -225,9 +230,9 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
     from app.explain.gradients import compute_entry
 
     torch.manual_seed(0)
-    model = vit_b_16(weights=None).eval().to(args.device)
+    model = vit_b_16(weights=None, image_size=args.size).eval().to(args.device)
     layer = model.encoder.layers[-1].ln_1
-    x = torch.randn(1, 3, 224, 224).to(args.device)
+    x = torch.randn(1, 3, args.size, args.size).to(args.device)
     with torch.no_grad():
         logits = model(x)[0]
     target = int(logits.argmax())
@@ -254,7 +259,7 @@ def bench_generic(args: argparse.Namespace) -> dict[str, float]:
 
 
 def vit_reshape(tokens: torch.Tensor) -> torch.Tensor:
-    """torchvision ViT tokens ``(N, 1 + 14·14, D)`` -> ``(N, D, 14, 14)``."""
+    """torchvision ViT tokens ``(N, 1 + s·s, D)`` -> ``(N, D, s, s)`` (s = 14 at 224 px)."""
     side = round((tokens.size(1) - 1) ** 0.5)
     return tokens[:, 1:, :].reshape(tokens.size(0), side, side, tokens.size(2)).permute(0, 3, 1, 2)
 
@@ -270,8 +275,11 @@ def print_attention(timings: dict[str, float]) -> None:
     default_blocks = attention_default_blocks()
 
     forward = timings["forward"]
-    print(f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
-          f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) {timings['torchcam'] * 1000:.1f} ms")
+    print(
+        f"(f) ViT-native methods, CAM + Finer (T=3) side by side, one forward "
+        f"{forward * 1000:.1f} ms; torchcam LeGrad (one plain map) "
+        f"{timings['torchcam'] * 1000:.1f} ms"
+    )
     for method, blocks in default_blocks.items():
         cold, rerender = timings[method], timings[f"{method} rerender"]
         print(f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
@@ -280,7 +288,7 @@ def print_attention(timings: dict[str, float]) -> None:
               f"   re-render {rerender * 1000:.1f} ms")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -290,11 +298,15 @@ def main() -> None:
                         help="wall time, or CPU time of this process (robust on a shared machine)")
     parser.add_argument("--skip-clip", action="store_true", help="skip (a)-(c), open_clip ViT-B/16")
     parser.add_argument("--skip-fgcam", action="store_true")
-    parser.add_argument("--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16")
+    parser.add_argument(
+        "--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16"
+    )
     parser.add_argument("--skip-attention", action="store_true")
+    parser.add_argument("--size", type=int, default=224,
+                        help="input side of (d) and (e), a multiple of 16 (small for a smoke run)")
     parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
                         help="cpu (default) or cuda[:N]: where every model and input lives")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     global clock
@@ -313,12 +325,15 @@ def main() -> None:
         print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
-        print(f"(d) FG-CAM to the input, VGG16-BN 224 px    : {fg['fgcam'] * 1000:8.1f} ms"
-              f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
-              f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)")
+        print(
+            f"(d) FG-CAM to the input, VGG16-BN {args.size:3d} px    : {fg['fgcam'] * 1000:8.1f} ms"
+            f"   ratio fgcam/forward = {fg['fgcam'] / fg['vgg_forward']:.3f}"
+            f"   (forward {fg['vgg_forward'] * 1000:.1f} ms)"
+        )
     if not args.skip_generic:
         gen = bench_generic(args)
-        print("(e) contrastive_cam, torchvision ViT-B/16, one Finer map (T=3), hooked path:")
+        print(f"(e) contrastive_cam, torchvision ViT-B/16 at {args.size} px, one Finer map (T=3), "
+              "hooked path:")
         print(f"    pytorch-grad-cam FinerCAM               : {gen['anchor'] * 1000:8.1f} ms")
         print(f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
               f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}")

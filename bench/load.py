@@ -21,8 +21,9 @@ message, peak RSS, mean RSS of the first vs the last 10 s and of every 10 s in b
 picture like a browser, over its own pooled HTTP connection (a cut download is a failed
 request); ``--idle LO-HI`` adds, after each request, an ``idle-reuse`` one: a GET on the
 client's pooled connection, a pause of LO..HI seconds, a second GET on the same connection
-(``--idle 4.99-5.0`` reuses it just as a 5-second keep-alive timer closes it). ``--kinds`` restricts the mix (e.g. to tell which requests grow
-memory); ``--cache-entries``/``--cache-mb`` set the server's gradient cache bounds.
+(``--idle 4.99-5.0`` reuses it just as a 5-second keep-alive timer closes it). ``--kinds``
+restricts the mix (e.g. to tell which requests grow memory); ``--cache-entries``/``--cache-mb``
+set the server's gradient cache bounds.
 Exit status 1 when a valid request failed, an invalid one was not refused with its message, or
 the server died. The server only ever listens on 127.0.0.1.
 """

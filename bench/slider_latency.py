@@ -101,7 +101,7 @@ def measure(urls: list[str], moves: int, warmup: int, prefix: str = "clf") -> li
         values = [cycle[i % len(cycle)] for i in range(warmup + moves)]
         timings: list[list[float]] = [[] for _ in urls]
         for i, value in enumerate(values):
-            for page, series in zip(pages, timings):
+            for page, series in zip(pages, timings, strict=True):
                 elapsed = page.evaluate(MOVE_JS, [f"{prefix}-gamma", f"{prefix}-finer", value])
                 if i >= warmup:
                     series.append(float(elapsed))
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 running_server(models, workdir / str(i), None, args.threads, repo=repo)
             ))  # fmt: skip
         timings = measure([server.url for server in servers], args.moves, args.warmup)
-    for repo, series in zip(repos, timings):
+    for repo, series in zip(repos, timings, strict=True):
         report("this checkout" if repo == REPO_ROOT else f"baseline {repo}", series)
     if len(timings) == 2:
         log.info(

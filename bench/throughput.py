@@ -123,7 +123,7 @@ def map_gap(a: Path, b: Path) -> tuple[float, float]:
     return gaps["cam"], gaps["finer"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=6)
     parser.add_argument("--size", type=int, default=224, help="generated image side (pixels)")
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="CLI DataLoader workers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="alternating timed rounds")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()

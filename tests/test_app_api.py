@@ -120,6 +120,7 @@ def test_named_endpoints_are_documented(client):
         "fgcam_layer",
         "fgcam_denoise",
         "auto_gamma",
+        "colormap",
     ]
     concept = [p["parameter_name"] for p in api["/explain_concepts"]["parameters"]]
     assert concept == [
@@ -133,6 +134,7 @@ def test_named_endpoints_are_documented(client):
         "opacity",
         "auto_gamma",
         "pooling",
+        "colormap",
     ]
     assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
                         "/load_hub_concepts"}  # the live-control events are private
@@ -205,13 +207,13 @@ def test_scorecam_runs(client, server, picture):
 def test_high_resolution_fgcam_maps_come_back_at_input_size_and_differ_from_cam(
     client, server, picture
 ):
-    if not server.service.fgcam_stops(server.classifier):
-        pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
     low = classify(client, server, picture, gamma=0.6)
     high = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
     assert pixels(high["finer"]).shape == SHOWN
     assert not np.array_equal(pixels(low["finer"]), pixels(high["finer"]))
-    denoised = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True)
+    denoised = classify(
+        client, server, picture, gamma=0.6, high_resolution=True, fgcam_denoise=True
+    )
     assert not np.array_equal(pixels(high["finer"]), pixels(denoised["finer"]))
 
 
@@ -221,8 +223,6 @@ def test_any_fgcam_layer_of_the_model_is_accepted_without_a_model_load_in_the_se
     """The layer dropdown's choices are set per session when a model loads; a session Gradio
     dropped (or an API client that never loaded one) still names any layer the model has, and a
     layer it lacks gets the service's message, not Gradio's "not in the list of choices"."""
-    if not server.service.fgcam_stops(server.classifier):
-        pytest.skip(f"{server.classifier} has no plain CNN stack for FG-CAM")
     inner = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=1)
     full = classify(client, server, picture, gamma=0.6, high_resolution=True, fgcam_layer=0)
     assert not np.array_equal(pixels(inner["finer"]), pixels(full["finer"]))
@@ -370,7 +370,7 @@ def _raw_classifier_call(server, path: str, gamma: float = 0.5) -> str:
     JSON sent by hand (as any client may; gradio_client refuses to encode NaN, for one)."""
     image = {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "bird.png"}
     data = [image, server.classifier, "gradcam", gamma, 3, "logits", [], "(predicted class)",
-            "uniform", 0.5, False, 0, False, False]  # fmt: skip
+            "uniform", 0.5, False, 0, False, False, "jet"]  # fmt: skip
     body = json.dumps({"data": data})  # allow_nan: a literal NaN goes over the wire
     base = server.url + "gradio_api"
     with httpx.Client(timeout=60) as http:
@@ -394,7 +394,8 @@ def test_nan_gamma_over_raw_http_gives_clear_error(server, picture):
 
 
 def test_files_not_uploaded_by_the_user_are_refused(server, picture):
-    """A crafted API call naming a server file must not read it (Gradio checks the upload folder)."""
+    """A crafted API call naming a server file must not read it (Gradio checks the upload
+    folder)."""
     stream = _raw_classifier_call(server, "/etc/passwd")
     assert "event: error" in stream and "root:" not in stream
 
@@ -411,10 +412,8 @@ def test_an_expired_upload_asks_for_the_image_again(server, picture):
 
 def test_vit_native_methods_on_a_classifier_other_than_the_default(client, server, picture):
     """The method dropdown lists the page's model's methods; an API call naming another model
-    must still reach the service, which says what a model runs (it used to be refused with
-    "not in the list of choices" for LeGrad and attention-gradient on any ViT classifier)."""
-    if server.classifier != "demo-cnn":
-        pytest.skip("needs the shipped demo models")
+    must still reach the service, which says what a model runs (not Gradio's "not in the list
+    of choices" for LeGrad and attention-gradient on a ViT classifier)."""
     out = classify(client, server, picture, model="demo-vit", method="attention-gradient")
     assert "Attention-gradient" in out["cam_title"] and pixels(out["finer"]).shape == SHOWN
     with pytest.raises(AppError, match="(?i)LeGrad reads a Vision Transformer"):

@@ -3,7 +3,7 @@
 Loads the page, uploads an example, moves the γ slider and checks that only the Finer-CAM
 panel changes; feeds a non-image file through the upload widget and checks the error toast;
 explains a concept in the second tab. Set FINERCAM_UPDATE_SCREENSHOT=1 to refresh
-docs/screenshot.png from this run.
+docs/concepts.png from this run (``test_app_first_minute.py`` takes docs/screenshot.png).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +100,18 @@ def _marked_thumbnail(page, strip: str = "clf-strip") -> str | None:
 
 
 def _upload(page, elem_id: str, path: Path) -> None:
+    """Put ``path`` in the image input, removing the picture it shows first (the page opens
+    on an example)."""
+    remove = page.locator(f"#{elem_id} button[aria-label='Remove Image']")
+    if remove.count():
+        remove.first.click()  # the panels are cleared before the new picture's arrive
+        cam = elem_id.replace("-image", "-cam")
+        page.wait_for_function(f"() => !document.querySelector('#{cam} img')")
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
 
 
 def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path):
-    bird = example() or write_image(tmp_path / "bird.png", (128, 128))
+    bird = example()
     _upload(page, "clf-image", bird)
     finer_src = _image_src(page, "clf-finer")
     cam_src = _image_src(page, "clf-cam")
@@ -124,16 +130,12 @@ def test_upload_example_move_gamma_and_finer_cam_changes(page, server, tmp_path)
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":
-        target = REPO_ROOT / "docs" / "screenshot.png"
-        target.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, target)
 
 
-def test_gamma_moves_skip_the_queue_when_cached_and_wait_in_it_when_not(page, server, tmp_path):
+def test_gamma_moves_skip_the_queue_when_cached_and_wait_in_it_when_not(page, server):
     """A cached γ move is answered outside the queue; once the cache lost the image (other
     visitors' images evicted it) the same move runs the model on the queue and still shows."""
-    _upload(page, "clf-image", example() or write_image(tmp_path / "bird.png", (128, 128)))
+    _upload(page, "clf-image", example())
     src = _image_src(page, "clf-finer")
     _wait_text(page, "clf-used", "reference 1")
     posts: list[str] = []
@@ -164,17 +166,16 @@ def test_non_image_upload_shows_error_and_the_app_keeps_working(page, server, tm
     assert "Traceback" not in page.content()
 
     good = write_image(tmp_path / "good.png", (112, 80), seed=1)
-    page.locator("#clf-image button[aria-label='Remove Image']").first.click()
     _upload(page, "clf-image", good)
     assert _pixels(page, _image_src(page, "clf-finer")).shape[:2] == display_size(112, 80)[::-1]
 
 
-def test_concepts_tab_explains_a_prompt(page, server, tmp_path):
+def test_concepts_tab_explains_a_prompt(page, server):
     """The page's concept method (attention-gradient, class token) is named in the title."""
     page.get_by_role("tab", name="CLIP concepts").click()
     page.locator("#con-target textarea, #con-target input").first.fill("a bird with a red crown")
     page.locator("#con-contrast textarea").first.fill("a blue bird")
-    _upload(page, "con-image", example() or write_image(tmp_path / "b.png", (96, 96)))
+    _upload(page, "con-image", example())
     page.locator("#con-run").click()
     src = _image_src(page, "con-finer")
     assert _pixels(page, src).ndim == 3
@@ -192,10 +193,7 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     monkeypatch.setattr(
         DownloadDir, "save", lambda self, *a, **k: saves.append(1) or original(self, *a, **k)
     )
-    bird = example()
-    if bird is None:
-        pytest.skip("no example bird shipped")
-    _upload(page, "clf-image", bird)
+    _upload(page, "clf-image", example())
     page.wait_for_function("() => document.querySelectorAll('#clf-strip img').length === 6")
     finer_src = _image_src(page, "clf-finer")
     before = _pixels(page, finer_src)
@@ -227,8 +225,3 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     page.locator("#clf-download").click()
     page.locator("#clf-files a, #clf-files [data-testid='file']").first.wait_for()
     assert len(saves) == 1
-    if os.environ.get("FINERCAM_UPDATE_SCREENSHOT") == "1":  # the README's: γ 1, panels differ
-        page.locator("#clf-gamma input[type=range]").fill("1")
-        _wait_text(page, "clf-finer-title", "γ=1)")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(REPO_ROOT / "docs" / "screenshot.png"), full_page=True)

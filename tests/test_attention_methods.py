@@ -113,7 +113,9 @@ def naive_timm(model: LinearHeadModel, x: torch.Tensor):
     hooks = []
     for block in vit.blocks:
         block.attn.fused_attn = False
-        hooks.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o)))
+        hooks.append(
+            block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o))
+        )
         hooks.append(block.register_forward_hook(lambda m, i, o: outputs.append(o)))
     try:
         with torch.enable_grad():
@@ -143,7 +145,7 @@ def naive_map(kind, scores, attentions, coefficients, blocks, prefix, grid, pool
     tokens = attentions[0].shape[-1]
     if kind == "legrad":
         relevance = torch.zeros(tokens)
-        for score, attention in zip(scores, attentions):
+        for score, attention in zip(scores, attentions, strict=True):
             (grad,) = torch.autograd.grad(objective(score, coefficients), attention,
                                           retain_graph=True)
             relevance += per_head(grad).clamp(min=0).mean(dim=0).mean(dim=0)
@@ -151,7 +153,7 @@ def naive_map(kind, scores, attentions, coefficients, blocks, prefix, grid, pool
         grads = torch.autograd.grad(objective(scores[-1], coefficients), attentions,
                                     retain_graph=True)
         rollout = torch.eye(tokens, dtype=torch.float64)
-        for grad, attention in zip(grads, attentions):
+        for grad, attention in zip(grads, attentions, strict=True):
             weighted = (per_head(grad) * per_head(attention)).clamp(min=0).mean(dim=0)
             rollout = rollout + weighted.double() @ rollout
         relevance = rollout[0] if pooling == "token" else rollout[prefix:].mean(dim=0)
@@ -239,7 +241,8 @@ class Counting:
 def test_moving_gamma_t_references_and_weighting_never_runs_the_model():
     model = timm_model("token")
     counter = Counting(model.attention_view())
-    model.attention_view = lambda view=model.attention_view(): view  # one counted view
+    view = model.attention_view()
+    model.attention_view = lambda: view  # one counted view
     service = ExplanationService(lambda name: model)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8))
     for kind in KINDS:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.explain.methods import feature_grid as entry_module
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID
+from app.explain.methods import feature_grid as entry_module
 from app.explain.render import DISPLAY_MIN_SIDE
 from app.explain.service import ExplainSettings, ExplanationService
 

@@ -69,7 +69,9 @@ def tiny_model(monkeypatch):
         ["Black-footed Albatross", "Laysan Albatross", "Class 2", "Class 3", "Class 4", "Class 5"]
     )
     monkeypatch.setattr(registry, "ADAPTER_MODULES", ())
-    spec = ModelSpec(MODEL, "test model", "classifier", build=lambda settings: adapter, offline=True)
+    spec = ModelSpec(
+        MODEL, "test model", "classifier", build=lambda settings: adapter, offline=True
+    )
     monkeypatch.setitem(registry._SPECS, MODEL, spec)
     return adapter
 
@@ -110,7 +112,9 @@ def test_labels_from_folder_names_are_cleaned_and_matched_loosely():
     assert LabelResolver(["Brewer's Blackbird"])("009.Brewer_Blackbird") == 0
 
 
-def test_evaluate_writes_one_row_per_image_and_map_and_resumes(tiny_model, image_folder, tmp_path, capsys):
+def test_evaluate_writes_one_row_per_image_and_map_and_resumes(
+    tiny_model, image_folder, tmp_path, capsys
+):
     out = tmp_path / "eval"
     argv = [
         "evaluate", str(image_folder), "--model", MODEL, "--method", "gradcam",
@@ -169,7 +173,9 @@ def test_evaluate_output_inside_the_dataset_is_not_a_class(tiny_model, image_fol
     assert len(rows) == 5 * 2 and not any(r["image"].startswith("results") for r in rows)
 
 
-def test_evaluate_refuses_to_mix_settings_in_one_output_folder(tiny_model, image_folder, tmp_path, capsys):
+def test_evaluate_refuses_to_mix_settings_in_one_output_folder(
+    tiny_model, image_folder, tmp_path, capsys
+):
     out = tmp_path / "eval"
     base = ["evaluate", str(image_folder), "--model", MODEL, "--steps", "2", "--out", str(out),
             "--workers", "0", "--no-progress", "--limit", "2"]
@@ -179,7 +185,9 @@ def test_evaluate_refuses_to_mix_settings_in_one_output_folder(tiny_model, image
     assert main(base + ["--top-t", "2", "--overwrite"]) == 0
 
 
-def test_explain_writes_maps_and_overlays_and_skips_finished_images(tiny_model, image_folder, tmp_path, capsys):
+def test_explain_writes_maps_and_overlays_and_skips_finished_images(
+    tiny_model, image_folder, tmp_path, capsys
+):
     out = tmp_path / "maps"
     argv = ["explain", str(image_folder), "--model", MODEL, "--method", "gradcam,layercam",
             "--gamma", "0.3,1", "--out", str(out), "--workers", "1", "--no-progress"]
@@ -189,7 +197,9 @@ def test_explain_writes_maps_and_overlays_and_skips_finished_images(tiny_model, 
     folder = out / "002.Laysan_Albatross" / "c"
     for method in ("gradcam", "layercam"):
         cam = np.load(folder / f"{method}_cam.npy")
-        assert cam.shape == (64, 40) and cam.dtype == np.float32 and 0 <= cam.min() <= cam.max() <= 1
+        assert (
+            cam.shape == (64, 40) and cam.dtype == np.float32 and 0 <= cam.min() <= cam.max() <= 1
+        )
         assert Image.open(folder / f"{method}_cam.png").size == (40, 64)
         for g in ("0.3", "1"):
             assert np.load(folder / f"{method}_finer_g{g}.npy").shape == (64, 40)
@@ -224,11 +234,18 @@ def test_explain_takes_single_files_and_a_named_target(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["explain", "evaluate"])
-def test_bad_paths_and_empty_folders_exit_2_with_a_clear_message(tiny_model, tmp_path, capsys, command):
-    assert main([command, str(tmp_path / "nope"), "--model", MODEL, "--out", str(tmp_path / "o")]) == 2
+def test_bad_paths_and_empty_folders_exit_2_with_a_clear_message(
+    tiny_model, tmp_path, capsys, command
+):
+    assert (
+        main([command, str(tmp_path / "nope"), "--model", MODEL, "--out", str(tmp_path / "o")]) == 2
+    )
     assert "path not found" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main([command, str(tmp_path / "empty"), "--model", MODEL, "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main([command, str(tmp_path / "empty"), "--model", MODEL, "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "no images found" in capsys.readouterr().err
 
 
@@ -242,21 +259,28 @@ def test_unknown_model_method_and_gamma_exit_2(tiny_model, image_folder, tmp_pat
     assert "--gamma" in capsys.readouterr().err
     assert main(["explain", str(image_folder), "--model", MODEL, "--target", "Dodo", *out]) == 2
     assert "--target: unknown class name 'Dodo'" in capsys.readouterr().err
-    assert main(["explain", str(image_folder), "--model", MODEL, "--reference-mode", "manual", *out]) == 2
+    assert (
+        main(["explain", str(image_folder), "--model", MODEL, "--reference-mode", "manual", *out])
+        == 2
+    )
     assert "needs --references" in capsys.readouterr().err
 
 
-def test_evaluate_refuses_a_fallback_model_but_explain_warns(tiny_model, image_folder, tmp_path, monkeypatch, capsys):
+def test_evaluate_and_explain_refuse_a_fallback_model(
+    tiny_model, image_folder, tmp_path, monkeypatch, capsys
+):
     def unavailable(settings):
         raise OSError("no head file")
 
     spec = ModelSpec("needs-a-head", "x", "classifier", build=unavailable, fallback=MODEL)
     monkeypatch.setitem(registry._SPECS, "needs-a-head", spec)
     out = ["--out", str(tmp_path / "o"), "--workers", "0", "--no-progress"]
-    assert main(["evaluate", str(image_folder), "--model", "needs-a-head", *out]) == 2
-    assert "Refusing to score the fallback" in capsys.readouterr().err
-    assert main(["explain", str(image_folder), "--model", "needs-a-head", *out]) == 0
-    assert "needs-a-head unavailable (no head file); serving" in capsys.readouterr().err
+    for command in ("evaluate", "explain"):
+        assert main([command, str(image_folder), "--model", "needs-a-head", *out]) == 2
+        err = capsys.readouterr().err
+        assert "never uses another model in place of 'needs-a-head'" in err
+        assert "no head file" in err
+    assert not list((tmp_path / "o").rglob("*.npy"))
 
 
 def test_a_folder_of_only_bad_files_exits_1_and_lists_them(tiny_model, tmp_path, capsys):
@@ -272,11 +296,23 @@ def test_a_folder_of_only_bad_files_exits_1_and_lists_them(tiny_model, tmp_path,
     assert "zero.png: The file is empty" in err and "text.jpg" in err
 
 
-def test_unknown_labels_are_reported_and_skipped_or_scored_as_predicted(tiny_model, tmp_path, capsys):
+def test_unknown_labels_are_reported_and_skipped_or_scored_as_predicted(
+    tiny_model, tmp_path, capsys
+):
     root = tmp_path / "data"
     _image(root / "Class_2" / "a.png", 0)
     _image(root / "Sooty_Albatross" / "b.png", 1)
-    base = ["evaluate", str(root), "--model", MODEL, "--steps", "2", "--workers", "0", "--no-progress"]
+    base = [
+        "evaluate",
+        str(root),
+        "--model",
+        MODEL,
+        "--steps",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(base + ["--out", str(tmp_path / "o1")]) == 0
     err = capsys.readouterr().err
     assert "labels that tiny-cli-cnn does not know: 'Sooty Albatross' (1)" in err
@@ -300,10 +336,16 @@ def test_cub_layout_gives_labels_split_and_box_localization(tiny_model, tmp_path
              ("002.Laysan_Albatross/c.jpg", 2, 0)]
     for i, (rel, _, _) in enumerate(files):
         _image(cub / "images" / rel, i, size=(60, 80))
-    (cub / "images.txt").write_text("".join(f"{i} {rel}\n" for i, (rel, _, _) in enumerate(files, 1)))
-    (cub / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, (_, c, _) in enumerate(files, 1)))
+    (cub / "images.txt").write_text(
+        "".join(f"{i} {rel}\n" for i, (rel, _, _) in enumerate(files, 1))
+    )
+    (cub / "image_class_labels.txt").write_text(
+        "".join(f"{i} {c}\n" for i, (_, c, _) in enumerate(files, 1))
+    )
     (cub / "classes.txt").write_text("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n")
-    (cub / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, (_, _, t) in enumerate(files, 1)))
+    (cub / "train_test_split.txt").write_text(
+        "".join(f"{i} {t}\n" for i, (_, _, t) in enumerate(files, 1))
+    )
     (cub / "bounding_boxes.txt").write_text("1 10.0 5.0 40.0 30.0\n2 0 0 80 60\n3 20 10 30 20\n")
     (cub / "parts").mkdir()
     (cub / "parts" / "part_locs.txt").write_text("1 1 20 20 1\n1 2 0 0 0\n3 1 30 30 1\n")
@@ -319,7 +361,9 @@ def test_cub_layout_gives_labels_split_and_box_localization(tiny_model, tmp_path
     assert {r["label"] for r in rows} == {"Black footed Albatross", "Laysan Albatross"}
     assert all(r["energy_inside"] != "" and r["pointing_game"] in ("0", "1") for r in rows)
     assert json.loads((out / "run.json").read_text())["region"] == "auto"
-    assert main(base + ["--out", str(tmp_path / "parts"), "--region", "parts", "--split", "all"]) == 0
+    assert (
+        main(base + ["--out", str(tmp_path / "parts"), "--region", "parts", "--split", "all"]) == 0
+    )
     assert len({r["image"] for r in _rows(tmp_path / "parts" / "per_image.csv")}) == 3
 
 
@@ -344,10 +388,6 @@ def test_python_dash_m_entry_point_prints_usage():
     assert done.returncode == 2 and "invalid int value" in done.stderr
 
 
-@pytest.mark.skipif(
-    not (REPO / "assets" / "demo" / "demo-cnn.safetensors").is_file(),
-    reason="demo-cnn weights are not in assets/demo",
-)
 def test_demo_cnn_on_synthbirds_resolves_every_label(tmp_path):
     out = tmp_path / "o"
     argv = ["evaluate", "--dataset", "synthbirds", "--count", "4", "--model", "demo-cnn",
@@ -371,7 +411,9 @@ def test_explain_with_fgcam_writes_pixel_maps_under_their_own_names(tmp_path):
     assert not (out / "bird" / "gradcam_cam.npy").exists()
 
 
-def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_results(tmp_path, capsys):
+def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_results(
+    tmp_path, capsys
+):
     out = tmp_path / "o"
     argv = ["evaluate", "--dataset", "synthbirds", "--count", "2", "--model", "demo-cnn",
             "--device", "cpu", "--steps", "4", "--out", str(out), "--workers", "0", "--no-progress"]
@@ -396,7 +438,9 @@ def test_explain_gamma_auto_writes_the_chosen_gamma_per_image(tiny_model, image_
     service = ExplanationService(lambda name: tiny_model)
     for row in auto:
         gamma = float(row["gamma"])
-        assert gamma in AUTO_CANDIDATES and row["finer_npy"].endswith(f"_finer_auto-g{row['gamma']}.npy")
+        assert gamma in AUTO_CANDIDATES and row["finer_npy"].endswith(
+            f"_finer_auto-g{row['gamma']}.npy"
+        )
         assert Path(row["finer_npy"]).is_file() and "auto gamma" in row["notices"]
         image = Image.open(image_folder / row["image"]).convert("RGB")
         strip = service.gamma_strip(MODEL, image, ExplainSettings(), auto=True)

@@ -132,7 +132,7 @@ def test_evaluate_on_ray_matches_local(tmp_path, cluster):
 
     expected, got = rows(local), rows(on_ray)
     assert len(expected) == 2 * 2 and [r["image"] for r in got] == [r["image"] for r in expected]
-    for want, have in zip(expected, got):
+    for want, have in zip(expected, got, strict=True):
         assert want["target_index"] == have["target_index"]
         for column in ("deletion_auc", "insertion_auc", "rel_conf_drop"):
             assert float(have[column]) == pytest.approx(float(want[column]), abs=1e-5), column

@@ -62,7 +62,7 @@ def _per_class_maps(model, x, targets, references, gamma, weighting, method) -> 
         classes = [targets[i], *references[i]]
         grads = class_gradients(logits, leaf, classes).numpy()
         coefficients = {targets[i]: 1.0}
-        for reference, weight in zip(references[i], weights):
+        for reference, weight in zip(references[i], weights, strict=True):
             coefficients[reference] = coefficients.get(reference, 0.0) - gamma * float(weight)
         combined = combine({k: grads[j : j + 1] for j, k in enumerate(classes)}, coefficients)
         raws.append(gradient_cam(get_method(method), leaf.detach().numpy(), combined))

@@ -30,7 +30,9 @@ def _closest_logit(model, x, target):
 @pytest.mark.parametrize("method", GRADIENT_METHODS, ids=lambda m: m.name)
 def test_plain_cam_matches_anchor_on_cnn(method, tiny_cnn, image_batch):
     targets = [2, 4]
-    expected = _anchor(method, tiny_cnn, tiny_cnn[5], image_batch, [ClassifierOutputTarget(t) for t in targets])
+    expected = _anchor(
+        method, tiny_cnn, tiny_cnn[5], image_batch, [ClassifierOutputTarget(t) for t in targets]
+    )
     ours = contrastive_cam(tiny_cnn, tiny_cnn[5], image_batch, targets, [], 0.7, method.name)
     assert ours.shape == (2, 32, 32)
     np.testing.assert_allclose(ours, expected, atol=1e-4)
@@ -40,7 +42,9 @@ def test_plain_cam_matches_anchor_on_cnn(method, tiny_cnn, image_batch):
 def test_plain_cam_matches_anchor_on_vit(method, tiny_vit, image_batch):
     model, layer, reshape = tiny_vit
     expected = _anchor(method, model, layer, image_batch, [ClassifierOutputTarget(3)] * 2, reshape)
-    ours = contrastive_cam(model, layer, image_batch, 3, [1, 2], 0.0, method.name, reshape_transform=reshape)
+    ours = contrastive_cam(
+        model, layer, image_batch, 3, [1, 2], 0.0, method.name, reshape_transform=reshape
+    )
     np.testing.assert_allclose(ours, expected, atol=1e-4)
 
 
@@ -72,7 +76,9 @@ def test_score_cam_matches_anchor_plain_and_finer(tiny_cnn, image_batch):
     with ScoreCAM(tiny_cnn, [tiny_cnn[5]]) as cam:
         plain = cam(input_tensor=x, targets=[ClassifierOutputTarget(0)])
         finer = cam(input_tensor=x, targets=[FinerWeightedTarget(0, [reference], 0.8)])
-    np.testing.assert_allclose(contrastive_cam(tiny_cnn, tiny_cnn[5], x, 0, [], 0.8, "scorecam"), plain, atol=1e-4)
+    np.testing.assert_allclose(
+        contrastive_cam(tiny_cnn, tiny_cnn[5], x, 0, [], 0.8, "scorecam"), plain, atol=1e-4
+    )
     np.testing.assert_allclose(
         contrastive_cam(tiny_cnn, tiny_cnn[5], x, 0, [reference], 0.8, "scorecam"), finer, atol=1e-4
     )
@@ -92,7 +98,9 @@ def test_combining_gradients_differs_from_subtracting_heatmaps(tiny_cnn, image_b
 
 def test_gamma_zero_and_no_references_give_plain_cam(tiny_cnn, image_batch):
     plain = contrastive_cam(tiny_cnn, tiny_cnn[5], image_batch, 3, [], 0.5)
-    assert np.array_equal(plain, contrastive_cam(tiny_cnn, tiny_cnn[5], image_batch, 3, [1, 2], 0.0))
+    assert np.array_equal(
+        plain, contrastive_cam(tiny_cnn, tiny_cnn[5], image_batch, 3, [1, 2], 0.0)
+    )
 
 
 def test_no_hooks_left_and_parameters_untouched(tiny_cnn, image_batch):

@@ -45,7 +45,11 @@ def test_probability_weights_renormalise_over_references():
 
 
 def test_combination_is_target_minus_gamma_weighted_references():
-    grads = {0: np.full((1, 1, 1, 1), 2.0), 1: np.full((1, 1, 1, 1), 1.0), 2: np.full((1, 1, 1, 1), 4.0)}
+    grads = {
+        0: np.full((1, 1, 1, 1), 2.0),
+        1: np.full((1, 1, 1, 1), 1.0),
+        2: np.full((1, 1, 1, 1), 4.0),
+    }
     contrast = Contrast(0, (1, 2), (0.5, 0.5), 0.5)
     assert combine(grads, contrast.coefficients()).item() == pytest.approx(2 - 0.5 * 2.5)
     assert Contrast(0, (1, 2), (0.5, 0.5), 0.0).coefficients() == {0: 1.0}

@@ -223,7 +223,8 @@ def _safe(r, den):
 
 
 def _oracle(layers, x, relevance, stop_at):
-    """The rules in the reference's autograd form: R_in = sum_t x_t * grad(y_t, x_t, R / sum_t y_t)."""
+    """The rules in the reference's autograd form:
+    R_in = sum_t x_t * grad(y_t, x_t, R / sum_t y_t)."""
     inputs, h = [], x
     with torch.no_grad():
         for module in layers:
@@ -347,8 +348,8 @@ def test_output_shape_at_every_stop_layer(net, vgg):
 
 
 def test_demo_cnn_stack_is_supported():
-    from app.models.zoo.demo_cnn import DemoResNet
     from app.models.adapters.torchvision_cnn import resnet_split
+    from app.models.zoo.demo_cnn import DemoResNet
 
     torch.manual_seed(0)
     model = _eval(DemoResNet(5))

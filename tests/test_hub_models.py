@@ -17,14 +17,15 @@ from huggingface_hub import constants
 
 from app.config import Settings
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.hub import policy as hub
 from app.models.hub import loading as hub_models
+from app.models.hub import policy as hub
 from app.models.registry import ModelLoadError, ModelRegistry
 from tests.hubfixtures import (
     TIMM_LABELS,
     FakeHub,
     blob_name,
     hanging_server,
+    offline_hub,
     tiny_open_clip_files,
     tiny_timm_cnn_files,
     tiny_timm_files,
@@ -48,15 +49,8 @@ def cache(tmp_path, monkeypatch, repo_files):
     folder = tmp_path / "hub"
     for repo, files in repo_files.items():
         write_repo(folder, repo, files)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
-    hub.reset_state()
-    hub_models._ENGINES.clear()
-    yield folder
-    hub.reset_state()
-    hub_models._ENGINES.clear()
+    with offline_hub(monkeypatch, folder):
+        yield folder
 
 
 @pytest.fixture
@@ -224,8 +218,10 @@ def test_hanging_hub_stalls_no_one(cache, online, monkeypatch, rgb_image):
 
         thread = threading.Thread(target=load_hub_model)
         thread.start()
-        time.sleep(1.0)
-        assert registry.health()["status"] == "degraded"
+        deadline = time.monotonic() + 10.0
+        while registry.health()["status"] != "degraded":
+            assert thread.is_alive() and time.monotonic() < deadline, "never reported degraded"
+            time.sleep(0.05)
         started = time.monotonic()
         explanation = service.explain("demo-cnn", rgb_image, ExplainSettings())
         other = time.monotonic() - started

@@ -49,7 +49,7 @@ def check(source, max_side: int = 1024, **kwargs) -> None:
         assert str(err) and len(str(err)) < 300
         return
     assert isinstance(out, Image.Image) and out.mode == "RGB"
-    assert MIN_SIDE <= min(out.size) and max(out.size) <= max_side
+    assert min(out.size) >= MIN_SIDE and max(out.size) <= max_side
     out.getpixel((0, 0))  # pixels are in memory, not behind a closed file
 
 

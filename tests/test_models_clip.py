@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixtures import NotATensor, register_tiny_clip, save_random_clip
 from PIL import Image
 
 from app.models.adapters.clip import ClipEngine, apply_template, load_open_clip
 from app.models.weights import WeightsFileError
-from model_fixtures import NotATensor, register_tiny_clip, save_random_clip
 
 TINY = "finercam-test-tiny-vit"
 

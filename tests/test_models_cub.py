@@ -6,16 +6,16 @@ import json
 
 import pytest
 import torch
+from model_fixtures import NotATensor, register_tiny_clip, save_random_clip, tiny_timm_vit
 from PIL import Image
 from safetensors.torch import save_file
 
 from app.config import Settings
 from app.models.adapters.backbones import TimmBackbone, build_backbone, parse_spec
 from app.models.adapters.clip import load_open_clip
+from app.models.adapters.linear_head import LinearHeadModel, load_head, load_linear_model, save_head
 from app.models.weights import WeightsFileError, load_tensor_file
 from app.models.zoo.cub import CUB_TEMPLATE, build_linear, clean_cub_name, cub_class_names
-from app.models.adapters.linear_head import LinearHeadModel, load_head, load_linear_model, save_head
-from model_fixtures import NotATensor, register_tiny_clip, save_random_clip, tiny_timm_vit
 
 
 def test_cub_class_names_are_clean_and_complete():

@@ -7,10 +7,9 @@ import torch
 from PIL import Image
 
 from app.config import Settings
-from app.models.adapters.clip import ClipPromptView
-from app.models.adapters.clip import tinyclip_engine
-from app.models.zoo.demo_assets import tinyclip_meta
+from app.models.adapters.clip import ClipPromptView, tinyclip_engine
 from app.models.registry import ModelRegistry
+from app.models.zoo.demo_assets import tinyclip_meta
 
 
 @pytest.fixture(scope="module")

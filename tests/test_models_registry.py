@@ -70,7 +70,9 @@ def test_hub_unreachable_falls_back_with_a_notice(name, isolated_specs, monkeypa
     model = models.get(name)
     assert model.name == fallback
     notice = models.notice(name)
-    assert notice == f"{name} unavailable (offline mode, not in the local cache); serving {fallback}."
+    assert (
+        notice == f"{name} unavailable (offline mode, not in the local cache); serving {fallback}."
+    )
     assert "cached in" in models.details()  # the full error, on demand
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from app.train import head as train_head
 from app.models.adapters.linear_head import load_head, load_linear_model
+from app.train import head as train_head
 
 COLOURS = {"red_bird": (220, 30, 30), "green_bird": (30, 200, 40), "blue_bird": (30, 60, 220)}
 

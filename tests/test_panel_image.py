@@ -42,6 +42,11 @@ def test_live_handlers_inline_only_the_panel_pictures():
     assert _inline("finer_title", "**Finer-CAM**") == "**Finer-CAM**"
 
 
+def test_an_update_or_a_skip_for_a_panel_is_never_wrapped_as_a_picture():
+    for value in (gr.skip(), gr.update(visible=True), gr.Image(value=None)):
+        assert _inline("cam", value) is value
+
+
 def _gamma_move(marked: float, gamma: float, image: object = "bird") -> dict[str, object]:
     """What the γ event returns for a move from ``marked`` to ``gamma`` (render stubbed)."""
     with gr.Blocks():
@@ -53,8 +58,8 @@ def _gamma_move(marked: float, gamma: float, image: object = "bird") -> dict[str
                 "strip_mark": gr.Gallery(selected_index=None), "marked": request["gamma"]}
 
     params, _ = panels.inputs_for(("image", "gamma"), ["image", "gamma"], names)
-    handler = live_handler(render, params, names, panels, lambda request: True)
-    return dict(zip(names, handler(image, gamma, marked)))
+    handler = live_handler(render, params, names, panels)
+    return dict(zip(names, handler(image, gamma, marked), strict=True))
 
 
 def test_gamma_move_between_strip_values_leaves_the_strip_alone():

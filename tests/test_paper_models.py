@@ -17,9 +17,10 @@ import pytest
 import torch
 from huggingface_hub import constants
 
-from app.models.zoo import paper_models
-from app.models.weights import WeightsFileError
 from app.models.hub.loading import class_list, register_class_list
+from app.models.registry import get_spec
+from app.models.weights import WeightsFileError
+from app.models.zoo import paper_models
 from app.models.zoo.paper_models import (
     HEADS,
     PaperHead,
@@ -27,7 +28,6 @@ from app.models.zoo.paper_models import (
     mean_patch_backbone,
     paper_model,
 )
-from app.models.registry import get_spec
 
 NAMES = ["Alpha Warbler", "Beta Warbler", "Gamma Wren", "Delta Wren"]
 

@@ -23,13 +23,17 @@ def test_maps_come_back_at_image_size_with_top_predictions(service, rgb_image):
     assert result.cam.shape == result.finer.shape == (48, 64)
     assert result.cam_overlay.shape == (48, 64, 3) and result.cam_overlay.dtype == np.uint8
     assert result.target.index == result.top[0].index
-    assert len(result.references) == 3 and result.target.index not in {r.index for r in result.references}
+    assert len(result.references) == 3 and result.target.index not in {
+        r.index for r in result.references
+    }
     assert abs(sum(r.weight for r in result.references) - 1) < 1e-6
     assert result.raw_maps().shape == (2, 48, 64)
     assert result.composite().size[0] > 2 * 64
 
 
-def test_slider_changes_rerender_from_cache_without_running_the_model(service, tiny_adapter, rgb_image):
+def test_slider_changes_rerender_from_cache_without_running_the_model(
+    service, tiny_adapter, rgb_image
+):
     first = service.explain("tiny", rgb_image, ExplainSettings(gamma=0.6))
     assert tiny_adapter.trunk_calls == 1 and not first.cached
     for settings in (

@@ -165,10 +165,10 @@ def test_nuisance_varies_pose_scale_and_background():
     columns = [np.nonzero(b.any(0))[0].mean() for b in birds]
     assert np.ptp(columns) > 20  # position
     heads = [np.nonzero(s.part_masks["head"].any(0))[0].mean() - c
-             for s, c in zip(samples, columns)]
+             for s, c in zip(samples, columns, strict=True)]
     assert min(heads) < 0 < max(heads)  # facing left and right
     backgrounds = np.stack([np.asarray(s.image, np.float32)[~b].mean(0)
-                            for s, b in zip(samples, birds)])
+                            for s, b in zip(samples, birds, strict=True)])
     assert np.ptp(backgrounds, axis=0).max() > 0.25 * 255  # background kinds and colours
 
 
@@ -253,8 +253,8 @@ def test_classifier_training_runs_on_a_pool(tmp_path):
 
 
 def test_clip_train_step_runs_through_open_clip():
-    from app.train.demo_tinyclip import batch_captions, build_model, train_step
     from app.train.demo_common import to_tensor
+    from app.train.demo_tinyclip import batch_captions, build_model, train_step
 
     torch.manual_seed(0)
     model, tokenizer, mean, std = build_model()
@@ -363,7 +363,9 @@ def test_shipped_examples_cover_every_genus_and_both_classifiers_see_look_alikes
     for item in listing:
         species = item["species"]
         image = Image.open(EXAMPLES_DIR / item["file"]).convert("RGB")
-        assert np.array_equal(np.asarray(image), np.asarray(render_sample(species, item["seed"]).image))
+        assert np.array_equal(
+            np.asarray(image), np.asarray(render_sample(species, item["seed"]).image)
+        )
         assert item["caption"] == difference_caption(species)
         for model in models:
             top = model.logits(model.preprocess(image))[0].argsort(descending=True)[:4].tolist()

@@ -194,7 +194,9 @@ def discover_paths(
     if len(given) == 1 and given[0].is_dir():
         base = given[0]
     else:
-        base = Path(os.path.commonpath([str((p if p.is_dir() else p.parent).resolve()) for p in given]))
+        base = Path(
+            os.path.commonpath([str((p if p.is_dir() else p.parent).resolve()) for p in given])
+        )
     items, seen = [], set()
     for file in files:
         try:
@@ -299,7 +301,9 @@ def discover_cub(root: Path, split: str = "test") -> Discovery:
             for line in handle:
                 fields = line.split()
                 if len(fields) >= 5 and fields[4] not in ("0", "0.0"):
-                    parts.setdefault(int(fields[0]), []).append((float(fields[2]), float(fields[3])))
+                    parts.setdefault(int(fields[0]), []).append(
+                        (float(fields[2]), float(fields[3]))
+                    )
     items = []
     for i in sorted(keep):
         rel = images[i][0]
@@ -340,7 +344,9 @@ def discover_synthbirds(count: int, seed: int = SYNTH_TEST_SEED, split: str = "t
         )
         for index in range(count)
     ]
-    return Discovery(items, "synthbirds", [f"synthetic birds: split {split}, seed {seed}, {count} images"])
+    return Discovery(
+        items, "synthbirds", [f"synthetic birds: split {split}, seed {seed}, {count} images"]
+    )
 
 
 def discover_dataset(
@@ -359,7 +365,7 @@ def discover_dataset(
             count, SYNTH_TEST_SEED if seed is None else seed, "test" if split == "all" else split
         )
     if not root:
-        raise CliError(f"give the dataset folder (or use --dataset synthbirds --count N)")
+        raise CliError("give the dataset folder (or use --dataset synthbirds --count N)")
     path = _check_exists(Path(root))
     if dataset == "cub" or (dataset == "auto" and path.is_dir() and find_cub_root(path)):
         return discover_cub(path, split)
@@ -439,11 +445,18 @@ class ItemDataset(Dataset):
             x0, y0, x1, y1 = item.box
             return _box_mask((x0 * sx, y0 * sy, x1 * sx, y1 * sy), image.height, image.width)
         radius = self.part_radius * min(image.size)
-        return _disc_mask([(x * sx, y * sy) for x, y in item.parts], radius, image.height, image.width)
+        return _disc_mask(
+            [(x * sx, y * sy) for x, y in item.parts], radius, image.height, image.width
+        )
 
 
 def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(size, Image.NEAREST)) > 127
+    return (
+        np.asarray(
+            Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(size, Image.NEAREST)
+        )
+        > 127
+    )
 
 
 def _box_mask(box: Iterable[float], height: int, width: int) -> np.ndarray:
@@ -455,7 +468,9 @@ def _box_mask(box: Iterable[float], height: int, width: int) -> np.ndarray:
     return box_to_mask((x0, y0, x1, y1), height, width).numpy()
 
 
-def _disc_mask(points: Sequence[tuple[float, float]], radius: float, height: int, width: int) -> np.ndarray:
+def _disc_mask(
+    points: Sequence[tuple[float, float]], radius: float, height: int, width: int
+) -> np.ndarray:
     rows = np.arange(height)[:, None] + 0.5
     cols = np.arange(width)[None, :] + 0.5
     mask = np.zeros((height, width), dtype=bool)

@@ -68,7 +68,7 @@ from .datasets import (
     Loaded,
     discover_dataset,
 )
-from .engines import Job, run_job
+from .engines import Job, run_job, stop_on_model_failure
 
 # (column, table heading, higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -283,7 +283,9 @@ def evaluate_image(
 # Summary
 
 
-def summarize(rows: Sequence[dict[str, str]], variants: Sequence[Variant]) -> list[dict[str, object]]:
+def summarize(
+    rows: Sequence[dict[str, str]], variants: Sequence[Variant]
+) -> list[dict[str, object]]:
     """Mean and standard error of every metric per method × variant (rows without a value for
     a metric, e.g. no region, are left out of that metric)."""
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
@@ -309,7 +311,9 @@ def summarize(rows: Sequence[dict[str, str]], variants: Sequence[Variant]) -> li
 
 
 def accuracy(rows: Sequence[dict[str, str]]) -> tuple[float, int] | None:
-    per_image = {row["image"]: row["correct"] for row in rows if row.get("correct") not in (None, "")}
+    per_image = {
+        row["image"]: row["correct"] for row in rows if row.get("correct") not in (None, "")
+    }
     if not per_image:
         return None
     return sum(int(v) for v in per_image.values()) / len(per_image), len(per_image)
@@ -322,13 +326,22 @@ def format_table(summary: Sequence[dict[str, object]], method_labels: dict[str, 
     lines = [head]
     for entry in summary:
         variant = "CAM (plain)" if entry["variant"] == "plain" else f"Finer-CAM γ={entry['gamma']}"
-        cells = [method_labels.get(str(entry["method"]), str(entry["method"])), variant, str(entry["n"])]
+        cells = [
+            method_labels.get(str(entry["method"]), str(entry["method"])),
+            variant,
+            str(entry["n"]),
+        ]
         for column, _, _ in shown:
             mean, sem = entry[f"{column}_mean"], entry[f"{column}_sem"]
-            cells.append("–" if mean is None else f"{mean:.3f}" + ("" if sem is None else f" ± {sem:.3f}"))
+            cells.append(
+                "–" if mean is None else f"{mean:.3f}" + ("" if sem is None else f" ± {sem:.3f}")
+            )
         lines.append(cells)
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-    text = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |" for row in lines]
+    text = [
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |"
+        for row in lines
+    ]
     text.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(text)
 
@@ -345,7 +358,7 @@ def plot_sweep(summary: Sequence[dict[str, object]], path: Path, title: str,
     cols = min(3, len(shown))
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    for ax, (column, heading, _) in zip(axes.flat, shown):
+    for ax, (column, heading, _) in zip(axes.flat, shown, strict=False):
         for method in dict.fromkeys(str(e["method"]) for e in summary):
             points = sorted(
                 (float(e["gamma"]), e[f"{column}_mean"], e[f"{column}_sem"] or 0.0)
@@ -353,7 +366,7 @@ def plot_sweep(summary: Sequence[dict[str, object]], path: Path, title: str,
                 if e["method"] == method and e[f"{column}_mean"] is not None
             )
             if points:
-                g, mean, sem = map(np.asarray, zip(*points))
+                g, mean, sem = map(np.asarray, zip(*points, strict=True))
                 ax.errorbar(g, mean, yerr=sem, marker="o", capsize=3,
                             label=method_labels.get(method, method))
         ax.set_title(heading)
@@ -441,7 +454,9 @@ def _check_options(args: argparse.Namespace) -> None:
     """Refuse option values and combinations ``evaluate`` cannot honour, before any work."""
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.reference_mode == "manual":
-        raise CliError("evaluate picks references per image: use --reference-mode logits or weights")
+        raise CliError(
+            "evaluate picks references per image: use --reference-mode logits or weights"
+        )
     check_choice(args.target, ("label", "predicted"), "--target")
     check_choice(args.region, REGIONS + ("none",), "--region")
     check_choice(args.baseline, ("blur", "mean"), "--baseline")
@@ -461,7 +476,9 @@ def _region(region: str, layout: str) -> str:
     if region == "auto":
         region = "discriminative" if layout == "synthbirds" else "auto"
     if layout == "synthbirds" and region in ("box", "parts"):
-        raise CliError(f"--region {region} needs CUB_200_2011; synthetic birds have discriminative|bird")
+        raise CliError(
+            f"--region {region} needs CUB_200_2011; synthetic birds have discriminative|bird"
+        )
     if layout != "synthbirds" and region in ("discriminative", "bird"):
         raise CliError(f"--region {region} is for --dataset synthbirds only")
     return region
@@ -501,12 +518,14 @@ def _known_labels(
     model does not know are dropped, with a warning naming them."""
     resolver = LabelResolver(session.model.labels)
     labels = {item.key: resolver(item.label) for item in items}
-    unknown = Counter(item.label for item in items if item.label is not None and labels[item.key] is None)
+    unknown = Counter(
+        item.label for item in items if item.label is not None and labels[item.key] is None
+    )
     if not unknown:
         return labels, items
     shown = ", ".join(f"{name!r} ({n})" for name, n in unknown.most_common(10))
     more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-    examples = ", ".join(repr(l) for l in list(session.model.labels)[:3])
+    examples = ", ".join(repr(label) for label in list(session.model.labels)[:3])
     action = (
         "they are scored for the predicted class, without accuracy"
         if args.target == "predicted"
@@ -567,6 +586,7 @@ def _score(
                    unit="img", disable=args.no_progress)
         for outcome in bar:
             item = outcome.item
+            stop_on_model_failure(outcome, args.model)
             if outcome.error:
                 bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
                 continue
@@ -638,7 +658,11 @@ def _write_summary(out: Path, summary: list[dict[str, object]], header: str, tab
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for entry in summary:
-                writer.writerow({k: ("" if entry.get(k) is None else entry.get(k)) for k in columns})
+                writer.writerow(
+                    {k: ("" if entry.get(k) is None else entry.get(k)) for k in columns}
+                )
 
     atomic_write(out / "summary.csv", write_csv)
-    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(f"{header}\n\n{table}\n", encoding="utf-8"))
+    atomic_write(
+        out / "summary.md", lambda tmp: tmp.write_text(f"{header}\n\n{table}\n", encoding="utf-8")
+    )

@@ -46,7 +46,7 @@ from .command_support import (
     split_list,
 )
 from .datasets import CliError, Item, ItemDataset, Loaded, discover_paths
-from .engines import Job, run_job
+from .engines import Job, run_job, stop_on_model_failure
 
 MANIFEST_COLUMNS = (
     "image", "method", "gamma", "target", "target_index", "target_probability", "references",
@@ -62,7 +62,9 @@ def output_dirs(items: list[Item]) -> dict[str, PurePosixPath]:
     for item in items:
         path = PurePosixPath(item.key)
         stem = path.with_suffix("")
-        dirs[item.key] = stem if stems[str(stem)] == 1 else path.with_name(path.name.replace(".", "_"))
+        dirs[item.key] = (
+            stem if stems[str(stem)] == 1 else path.with_name(path.name.replace(".", "_"))
+        )
     return dirs
 
 
@@ -78,7 +80,9 @@ def expected_files(
     for method in (file_label(m, fgcam) for m in methods):
         files += [folder / f"{method}_cam.npy", folder / f"{method}_cam.png"]
         for gamma in gammas:
-            files += [folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")]
+            files += [
+                folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")
+            ]
     return files
 
 
@@ -132,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reference_mode == "manual" and not split_list(args.references):
         raise CliError("--reference-mode manual needs --references (class names or indices)")
-    session = open_session(args.model, args.device, args.threads)
+    session = open_session(args.model, args.device, args.threads, allow_fallback=False)
     for flag, value in [("--target", _target(args.target))] + [
         ("--references", _target(r)) for r in split_list(args.references)
     ]:
@@ -150,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         target=_target(args.target),
         manual_references=tuple(_target(r) for r in split_list(args.references)),
         opacity=args.opacity,
+        colormap=args.colormap,
         fgcam=args.fgcam,
         fgcam_stop=args.fgcam_layer,
         fgcam_denoise=args.fgcam_denoise,
@@ -161,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
         process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
                         auto=auto),
-        model=args.model, device=args.device, threads=args.threads,
+        model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"
@@ -171,8 +176,11 @@ def run(args: argparse.Namespace) -> int:
         if new_file:
             writer.writeheader()
         outcomes = run_job(session, job, args)
-        bar = tqdm(outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress)
+        bar = tqdm(
+            outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress
+        )
         for outcome in bar:
+            stop_on_model_failure(outcome, args.model)
             if outcome.error:
                 bad.add(_display(outcome.item), outcome.error)
                 continue

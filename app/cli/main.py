@@ -19,20 +19,29 @@ from collections.abc import Sequence
 
 from app.explain.methods import methods_help
 
-from .options import REGIONS, SYNTH_TEST_SEED, CliError
+from .options import COLORMAP_NAMES, REGIONS, SYNTH_TEST_SEED, CliError
 
 
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
     model = parser.add_argument_group("model and maps")
     model.add_argument("--model", default="demo-cnn",
-                       help="registry name (default: demo-cnn, the offline demo model) or an "
-                       "allowed Hub id: timm:NAME, timm:org/repo, hf-hub:org/repo@cub200")
+                       help="registry name (default: demo-cnn, the offline demo model), an "
+                       "allowed Hub id (org/repo: timm, transformers or open_clip, told from "
+                       "its files; timm:NAME; hf-hub:org/repo@cub200) or a trained head's "
+                       "folder (python -m app.train.head)")
+    model.add_argument("--head", metavar="PATH",
+                       help="a trained head (folder with head.safetensors, or the file); the "
+                       "same as --model PATH")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s), repeat or comma-separate (default: gradcam): "
                             + methods_help())
-    model.add_argument("--gamma", action="append", metavar="G[,G]",
-                       help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
-                            f"`auto` (γ picked per image) (default: {default_gamma})")
+    model.add_argument(
+        "--gamma",
+        action="append",
+        metavar="G[,G]",
+        help=f"Finer-CAM γ value(s) in [0, 2]; a list is a sweep; `explain` also takes "
+        f"`auto` (γ picked per image) (default: {default_gamma})",
+    )
     model.add_argument("--top-t", type=int, default=3, metavar="T",
                        help="number of reference (look-alike) classes (default: 3)")
     model.add_argument("--reference-mode", default="logits", metavar="MODE",
@@ -57,8 +66,13 @@ def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: st
                      help="auto | cpu | cuda | cuda:N (default: FINERCAM_DEVICE or auto)")
     run.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
     run.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    run.add_argument("--workers", type=int, default=None, metavar="N",
-                     help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="DataLoader processes decoding images (default: min(4, CPUs - 1); 0 = none)",
+    )
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="torch CPU threads (default: torch's choice)")
     run.add_argument("--engine", default="local", choices=("local", "ray"),
@@ -96,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--references", action="append", metavar="C[,C]",
                          help="reference classes for --reference-mode manual (names or indices)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    explain.add_argument("--colormap", choices=COLORMAP_NAMES, default=COLORMAP_NAMES[0],
+                         help="colour map of the overlays (default jet, the paper's)")
 
     evaluate = sub.add_parser(
         "evaluate",
@@ -109,15 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="ImageFolder (<root>/<class>/<image>) or CUB_200_2011 folder")
     _common(evaluate, "0.6", "out/evaluate")
     data = evaluate.add_argument_group("dataset")
-    data.add_argument("--dataset", default="auto", choices=("auto", "imagefolder", "cub", "synthbirds"),
-                      help="layout of ROOT (auto: CUB when images.txt is there, else ImageFolder); "
-                           "synthbirds renders the offline demo test set")
+    data.add_argument(
+        "--dataset",
+        default="auto",
+        choices=("auto", "imagefolder", "cub", "synthbirds"),
+        help="layout of ROOT (auto: CUB when images.txt is there, else ImageFolder); "
+        "synthbirds renders the offline demo test set",
+    )
     data.add_argument("--split", default="test", choices=("test", "train", "all"),
                       help="CUB train_test_split.txt / synthbirds split (default: test)")
     data.add_argument("--count", type=int, default=200,
                       help="synthbirds: number of images (default: 200)")
-    data.add_argument("--synth-seed", type=int, default=SYNTH_TEST_SEED,
-                      help=f"synthbirds: dataset seed (default: {SYNTH_TEST_SEED}, the held-out test set)")
+    data.add_argument(
+        "--synth-seed",
+        type=int,
+        default=SYNTH_TEST_SEED,
+        help=f"synthbirds: dataset seed (default: {SYNTH_TEST_SEED}, the held-out test set)",
+    )
     data.add_argument("--region", default="auto", choices=REGIONS + ("none",),
                       help="localization region: box | parts (CUB), discriminative | bird "
                            "(synthbirds), none; auto: CUB box (else parts), synthbirds "
@@ -154,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "head", None):
+        args.model = args.head
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -6,6 +6,9 @@ from __future__ import annotations
 REGIONS = ("auto", "box", "parts", "discriminative", "bird")
 #: The held-out test seed of ``python -m app.train.demo_cnn`` (its ``--test-seed``).
 SYNTH_TEST_SEED = 1234
+#: ``--colormap`` choices: the names of ``app.explain.render.COLORMAPS`` (not imported here:
+#: it loads OpenCV); jet, the paper's, first and default.
+COLORMAP_NAMES = ("jet", "viridis", "inferno", "turbo")
 
 
 class CliError(Exception):

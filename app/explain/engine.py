@@ -115,13 +115,17 @@ def contrastive_cam(
     split = HookedLayerModel(model, target_layer, reshape_transform)
     size = (int(input_tensor.shape[-1]), int(input_tensor.shape[-2]))
     if cam_method.from_combined_gradient:
-        raw = _objective_gradient_maps(split, input_tensor, targets, reference_lists, gamma, weighting, cam_method)
+        raw = _objective_gradient_maps(
+            split, input_tensor, targets, reference_lists, gamma, weighting, cam_method
+        )
         return finish_maps(raw, size)
     maps = []
     for index in range(len(input_tensor)):
         x = input_tensor[index : index + 1]
         entry = compute_entry(split, x, ())
-        contrast = _contrast(entry.probabilities, targets[index], reference_lists[index], gamma, weighting)
+        contrast = _contrast(
+            entry.probabilities, targets[index], reference_lists[index], gamma, weighting
+        )
         maps.append(cam_method.raw_map(entry, contrast, ModelInput(split, x)))
     return finish_maps(np.concatenate(maps), size)
 
@@ -196,6 +200,8 @@ def _per_image(value: int | Sequence[int], count: int, name: str) -> list[int]:
 def _per_image_lists(references: Sequence, count: int) -> list[list[int]]:
     if len(references) and not isinstance(references[0], (int, np.integer)):
         if len(references) != count:
-            raise ValueError(f"references must be one list for all images or one per image ({count})")
+            raise ValueError(
+                f"references must be one list for all images or one per image ({count})"
+            )
         return [[int(r) for r in refs] for refs in references]
     return [[int(r) for r in references]] * count

@@ -66,9 +66,7 @@ module under ``torch.no_grad`` and each module's input is kept.
 from __future__ import annotations
 
 import operator
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -85,7 +83,6 @@ __all__ = [
     "record",
     "supported_layers",
     "svd_denoise",
-    "time_fgcam_vs_forward",
 ]
 
 
@@ -494,7 +491,9 @@ class FGCAMTrace:
         """Memory held by the recorded layer inputs (for a cache's byte bound)."""
 
         def held(steps: Sequence[_Step]) -> int:
-            return sum(s.x.numel() * s.x.element_size() + held(s.main) + held(s.skip) for s in steps)
+            return sum(
+                s.x.numel() * s.x.element_size() + held(s.main) + held(s.skip) for s in steps
+            )
 
         return held(self._steps) + self.activation.numel() * self.activation.element_size()
 
@@ -587,43 +586,3 @@ def fgcam(layers: nn.Module, x: Tensor, weights: Tensor, *, stop_at: int = 0,
     return record(layers, x).explain(weights, stop_at=stop_at, denoise=denoise,
                                      denoise_rank=denoise_rank, input_bounds=input_bounds,
                                      relu=relu)
-
-
-def time_fgcam_vs_forward(image_size: int = 224, threads: int = 2, repeats: int = 3,
-                          stop_at: int = 0) -> dict[str, float]:
-    """Median seconds for one FG-CAM map on torchvision ``vgg16_bn(weights=None)`` (components
-    at ``features[43]``, carried to ``stop_at``) vs one plain no-grad forward of the whole model,
-    on CPU with ``threads`` threads. Keys: ``forward_s``, ``fgcam_s`` (record + explain),
-    ``propagate_s`` (explain from an existing trace), ``ratio`` (``fgcam_s / forward_s``)."""
-    from torchvision.models import vgg16_bn
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        torch.manual_seed(0)
-        model = vgg16_bn(weights=None).eval()
-        x = torch.randn(1, 3, image_size, image_size)
-        weights = torch.randn(512)
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(x)
-
-        trace = record(model.features, x)
-        runs: dict[str, Callable[[], object]] = {
-            "forward_s": forward,
-            "fgcam_s": lambda: fgcam(model.features, x, weights, stop_at=stop_at),
-            "propagate_s": lambda: trace.explain(weights, stop_at=stop_at),
-        }
-        times: dict[str, list[float]] = {key: [] for key in runs}
-        for repeat in range(repeats + 1):  # interleaved, so load changes hit all three alike
-            for key, run in runs.items():
-                start = time.perf_counter()
-                run()
-                if repeat:  # the first round is a warm-up
-                    times[key].append(time.perf_counter() - start)
-        result = {key: statistics.median(values) for key, values in times.items()}
-    finally:
-        torch.set_num_threads(previous)
-    result["ratio"] = result["fgcam_s"] / result["forward_s"]
-    return result

@@ -100,7 +100,9 @@ def choose_gamma(
     drops = (-torch.expm1(after - before)).cpu().numpy().astype(np.float64)
     drops[empty] = -np.inf  # an empty map points nowhere
     if np.all(empty):
-        return GammaChoice(DEFAULT_GAMMA, tuple(gammas), tuple(drops), "every candidate map is empty")
+        return GammaChoice(
+            DEFAULT_GAMMA, tuple(gammas), tuple(drops), "every candidate map is empty"
+        )
     best = max(
         range(len(gammas)), key=lambda i: (round(drops[i], 6), -abs(gammas[i] - DEFAULT_GAMMA))
     )
@@ -114,7 +116,7 @@ def choose_gamma(
 
 
 def _drop_at(drops: np.ndarray, gammas: Sequence[float], gamma: float) -> str:
-    for value, drop in zip(gammas, drops):
+    for value, drop in zip(gammas, drops, strict=True):
         if abs(value - gamma) < 1e-9:
             return f"{drop:.0%}" if np.isfinite(drop) else "empty map"
     return "not a candidate"

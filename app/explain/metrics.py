@@ -43,15 +43,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
-ArrayLike = Union[torch.Tensor, np.ndarray]
-Baseline = Union[Literal["blur", "mean"], torch.Tensor]
+ArrayLike = torch.Tensor | np.ndarray
+Baseline = Literal["blur", "mean"] | torch.Tensor
 Mode = Literal["deletion", "insertion"]
 
 DEFAULT_BLUR_SIGMA = 5.0

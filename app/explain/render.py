@@ -6,9 +6,12 @@ layer aggregation), so our maps are comparable number for number with the anchor
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
+
+from app.explain.inputs import InvalidInputError
 
 
 def finish_maps(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -25,14 +28,56 @@ def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a ``[0, 1]`` map ``(h, w)`` to ``size`` = (width, height) bilinearly."""
     if cam.shape[::-1] == tuple(size):
         return cam
-    return np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+    return np.asarray(
+        Image.fromarray(cam.astype(np.float32), mode="F").resize(size, Image.BILINEAR)
+    )
 
 
-def overlay(image: np.ndarray, cam: np.ndarray, opacity: float) -> np.ndarray:
-    """Jet-coloured ``cam`` over the RGB uint8 ``image`` at heat-map ``opacity`` in [0, 1]."""
+#: Colour maps offered for the heat maps (OpenCV's tables): jet is the paper's; the others are
+#: perceptually uniform (turbo: a smoother jet).
+COLORMAPS = {
+    "jet": cv2.COLORMAP_JET,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "turbo": cv2.COLORMAP_TURBO,
+}
+DEFAULT_COLORMAP = "jet"
+
+
+def validate_colormap(name: str | None) -> str:
+    """``name`` when it is one of :data:`COLORMAPS` (``None``/empty: jet); else an
+    :class:`InvalidInputError` naming the field and the choices."""
+    chosen = str(name or DEFAULT_COLORMAP).strip().lower()
+    if chosen not in COLORMAPS:
+        raise InvalidInputError(
+            f"Colour map must be one of {', '.join(COLORMAPS)}; got {str(name)[:40]!r}."
+        )
+    return chosen
+
+
+def overlay(
+    image: np.ndarray, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP
+) -> np.ndarray:
+    """``cam`` coloured with ``colormap`` over the RGB uint8 ``image`` at heat-map ``opacity``
+    in [0, 1] (pytorch-grad-cam's blending)."""
     base = image.astype(np.float32) / 255.0
     clipped = np.clip(cam, 0.0, 1.0)
-    return show_cam_on_image(base, clipped, use_rgb=True, image_weight=1.0 - float(opacity))
+    return show_cam_on_image(
+        base, clipped, use_rgb=True, colormap=COLORMAPS[validate_colormap(colormap)],
+        image_weight=1.0 - float(opacity),
+    )  # fmt: skip
+
+
+def colour_bar(width: int, colormap: str, font: ImageFont.ImageFont) -> Image.Image:
+    """A horizontal bar of ``colormap`` from 0 (low) to 1 (high), labelled, ``width`` wide."""
+    ramp = np.linspace(0, 255, max(2, width - 80)).astype(np.uint8)[None, :]
+    bgr = cv2.applyColorMap(ramp, COLORMAPS[validate_colormap(colormap)])[0]
+    bar = Image.new("RGB", (width, 24), "white")
+    bar.paste(Image.fromarray(np.repeat(bgr[None, :, ::-1], 12, axis=0)), (40, 2))
+    draw = ImageDraw.Draw(bar)
+    draw.text((4, 1), "low", fill="black", font=font)
+    draw.text((width - 36, 1), "high", fill="black", font=font)
+    return bar
 
 
 #: Panels are shown (and composed) at least this many pixels on their longest side.
@@ -46,7 +91,8 @@ def display_size(width: int, height: int, min_side: int = DISPLAY_MIN_SIDE) -> t
 
 
 def for_display(picture: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.ndarray:
-    """An RGB overlay resized (bicubic) to :func:`display_size`, so the browser does not stretch it."""
+    """An RGB overlay resized (bicubic) to :func:`display_size`, so the browser does not
+    stretch it."""
     height, width = picture.shape[:2]
     size = display_size(width, height, min_side)
     if size == (width, height):
@@ -58,8 +104,10 @@ def side_by_side(
     panels: list[tuple[str, np.ndarray]],
     strip: list[tuple[str, np.ndarray]] | None = None,
     gap: int = 8,
+    colormap: str = DEFAULT_COLORMAP,
 ) -> Image.Image:
-    """One picture: each titled panel (at display size) next to the other, then the γ strip.
+    """One picture: each titled panel (at display size) next to the other, then the γ strip,
+    then the colour bar of ``colormap`` under the first panel (what the colours mean).
 
     Titles wrap to their panel's width, so a long list of references never runs into the next
     panel; strip thumbnails share the full width with their captions under them.
@@ -71,17 +119,20 @@ def side_by_side(
     title_height = 6 + 18 * max(len(lines) for lines in titles)
     panel_height = max(panel.shape[0] for _, panel in shown)
     strip_rows = _strip_row(strip, width, gap, font) if strip else None
+    bar = colour_bar(shown[0][1].shape[1], colormap, font)  # under the first panel
     height = title_height + panel_height + (gap + strip_rows.height if strip_rows else 0)
+    height += gap + bar.height
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left = 0
-    for lines, (_, panel) in zip(titles, shown):
+    for lines, (_, panel) in zip(titles, shown, strict=True):
         for row, line in enumerate(lines):
             draw.text((left + 4, 4 + 18 * row), line, fill="black", font=font)
         canvas.paste(Image.fromarray(panel), (left, title_height))
         left += panel.shape[1] + gap
     if strip_rows:
         canvas.paste(strip_rows, (0, title_height + panel_height + gap))
+    canvas.paste(bar, (0, height - bar.height))
     return canvas
 
 

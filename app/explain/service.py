@@ -21,7 +21,7 @@ from app.explain import inputs
 from app.explain.attention import AttentionEntry, trunk_bytes
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
-from app.explain.decoded import Decoded, DecodedImages, image_digest
+from app.explain.decoded import Decoded, DecodedImages
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn
@@ -33,7 +33,7 @@ from app.explain.methods import (
     get_method,
 )
 from app.explain.references import reference_weights, select_references
-from app.explain.render import finish_maps, overlay, side_by_side
+from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side
 from app.explain.settings import ExplainSettings
 from app.models.adapters.vit import BlockState
 from app.models.base import ExplainableModel, PoolingChoice, PromptedModel
@@ -67,7 +67,9 @@ class ConceptPrompts:
             p for p in inputs.parse_prompts(self.contrasts) if p.casefold() != target.casefold()
         )
         if not contrasts:
-            raise inputs.InvalidInputError("Give at least one contrast prompt different from the target.")
+            raise inputs.InvalidInputError(
+                "Give at least one contrast prompt different from the target."
+            )
         object.__setattr__(self, "target", target)
         object.__setattr__(self, "contrasts", contrasts)
 
@@ -116,6 +118,7 @@ class Explanation:
     cached: bool = False
     pooling: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    colormap: str = DEFAULT_COLORMAP
 
     def composite(self, strip: GammaStrip | None = None) -> Image.Image:
         """Both overlays side by side with titles (and the γ strip under them), for download."""
@@ -124,7 +127,7 @@ class Explanation:
         if strip is not None:
             thumbnails = [
                 (strip.caption(i, self.gamma), picture)
-                for i, picture in enumerate(strip.overlays())
+                for i, picture in enumerate(strip.overlays(colormap=self.colormap))
             ]
         return side_by_side(
             [
@@ -133,6 +136,7 @@ class Explanation:
                  self.finer_overlay),
             ],
             thumbnails,
+            colormap=self.colormap,
         )  # fmt: skip
 
     def raw_maps(self) -> np.ndarray:
@@ -151,10 +155,11 @@ class GammaStrip:
     target: int
     references: tuple[int, ...]
     auto: GammaChoice | None = None
+    colormap: str = DEFAULT_COLORMAP
 
-    def overlays(self, opacity: float = 0.5) -> list[np.ndarray]:
-        """One overlay per γ, at the image's size."""
-        return [overlay(self.image, cam, opacity) for cam in self.maps]
+    def overlays(self, opacity: float = 0.5, colormap: str | None = None) -> list[np.ndarray]:
+        """One overlay per γ, at the image's size (in the strip's colour map by default)."""
+        return [overlay(self.image, cam, opacity, colormap or self.colormap) for cam in self.maps]
 
     def caption(self, index: int, current: float | None = None) -> str:
         """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
@@ -200,7 +205,8 @@ class ExplanationService:
         settings: ExplainSettings = ExplainSettings(),
         progress: ProgressFn | None = None,
     ) -> Explanation:
-        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image` takes."""
+        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image`
+        takes."""
         return self._explain(self._request(model_name, image, settings), progress)
 
     def explain_concepts(
@@ -302,7 +308,8 @@ class ExplanationService:
         target, references, x = prep.target, prep.references, prep.x
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
         maps = self._maps(request, prep, contrasts)
-        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references))
+        strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references),
+                           colormap=request.settings.colormap)  # fmt: skip
         if auto:
             pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
                 range(len(gammas))
@@ -337,16 +344,18 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, settings.opacity),
-            finer_overlay=overlay(pixels, finer_map, settings.opacity),
+            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap),
+            finer_overlay=overlay(pixels, finer_map, settings.opacity, settings.colormap),
             target=_score(model, entry, target),
             references=tuple(
-                _score(model, entry, ref, weight) for ref, weight in zip(references, weights)
+                _score(model, entry, ref, weight)
+                for ref, weight in zip(references, weights, strict=True)
             ),
             top=tuple(_score(model, entry, int(k)) for k in np.argsort(-entry.logits)[:TOP_K]),
             notices=tuple(notices),
             cached=prep.cached,
             pooling=model.pooling,
+            colormap=settings.colormap,
         )
 
     def _from_cache(self, request: _Request) -> bool:
@@ -354,7 +363,9 @@ class ExplanationService:
         if settings.fgcam:
             return False
         method = get_method(settings.method)
-        entry = self.entries.get(method.entry_source(model, settings).entry_key(request.decoded.digest))
+        entry = self.entries.get(
+            method.entry_source(model, settings).entry_key(request.decoded.digest)
+        )
         if entry is None:
             return False
         target = _target_index(model, entry, settings.target)
@@ -443,15 +454,6 @@ class ExplanationService:
             raise inputs.InvalidInputError(f"FG-CAM: {error}") from error
         return maps.float().cpu().numpy()
 
-    def entry_for(
-        self, model: ExplainableModel, image: Image.Image, settings: ExplainSettings = ExplainSettings()
-    ) -> Entry:
-        """The cached (or freshly computed) entry of ``image`` under ``model`` for ``settings``'
-        method (a gradient entry, or an attention entry for LeGrad / attention-gradient)."""
-        settings = settings.validated()
-        source = get_method(settings.method).entry_source(model, settings)
-        return self._entry(model, image, image_digest(image), source)[0]
-
     def _entry(
         self, model: ExplainableModel, image: Image.Image, digest: str, source: EntrySource
     ) -> tuple[Entry, bool]:
@@ -492,7 +494,8 @@ class ExplanationService:
 
 @dataclass(frozen=True)
 class _Request:
-    """One request on its single path through the service: see :meth:`ExplanationService._request`."""
+    """One request on its single path through the service: see
+    :meth:`ExplanationService._request`."""
 
     model: ExplainableModel
     decoded: Decoded

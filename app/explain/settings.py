@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from app.explain import inputs
 from app.explain.methods import get_method
 from app.explain.references import REFERENCE_MODES, WEIGHTINGS
+from app.explain.render import DEFAULT_COLORMAP, validate_colormap
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ExplainSettings:
             tutorial); ``None`` keeps the model's own.
         attention_blocks: How many of a ViT's last blocks LeGrad / attention-gradient read;
             ``None`` = the method's default (its ``default_blocks``).
+        colormap: Colour map of the overlays (:data:`app.explain.render.COLORMAPS`; jet, the
+            paper's, by default). Only colours: a new map re-renders from the cache.
 
     Building settings checks nothing (a form can hold a bad value until it is used);
     :meth:`validated` does.
@@ -55,6 +58,7 @@ class ExplainSettings:
     fgcam_denoise: bool = False
     pooling: str | None = None
     attention_blocks: int | None = None
+    colormap: str = DEFAULT_COLORMAP
 
     def validated(self) -> ExplainSettings:
         """These settings with every field checked and normalised (the method's canonical name,
@@ -98,4 +102,5 @@ _CHECKS = {
     "opacity": inputs.validate_opacity,
     "fgcam_stop": lambda value: inputs.validate_index(value, name="fgcam_stop"),
     "attention_blocks": _blocks,
+    "colormap": validate_colormap,
 }

@@ -127,9 +127,9 @@ def concept_prompts() -> dict[str, dict[str, str]]:
 @torch.no_grad()
 def evaluate(model, tokenizer, n: int, seed: int, mean, std, split: str = "test",
              batch_size: int = 100) -> dict[str, float]:
-    """Zero-shot species and genus accuracy (prompts "a photo of a {name}.") and concept accuracy: for
-    every attribute an image has, is its true value's prompt ("a bird with a red crown") the
-    best among that attribute's values?"""
+    """Zero-shot species and genus accuracy (prompts "a photo of a {name}.") and concept
+    accuracy: for every attribute an image has, is its true value's prompt ("a bird with a red
+    crown") the best among that attribute's values?"""
     model.eval()
     species_text = model.encode_text(
         tokenizer([species_prompt(s) for s in range(NUM_SPECIES)]), normalize=True)

@@ -16,9 +16,9 @@ from app.explain import inputs
 from app.explain.service import ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
-from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.concepts_tab import build_concepts_tab
 from app.ui.hub_loader import build_hub_loader, build_status_details
+from app.ui.landing import Landing
 from app.ui.serving import (
     Admission,
     DiskCap,
@@ -28,6 +28,9 @@ from app.ui.serving import (
     serve_until_stopped,
     write_pictures_atomically,
 )
+from app.ui.tab_glue import DownloadDir, status_line
+from app.ui.theme import THEME
+from app.ui.wiring import Tab
 
 log = logging.getLogger(__name__)
 
@@ -98,32 +101,43 @@ def build_app(
     settings = settings or registry.settings
     examples = example_images() if examples is None else examples
     downloads = DownloadDir(parent=Path(get_upload_folder()))
+    landing = Landing()
     with gr.Blocks(title="Finer-CAM Studio", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
         details_load, details = build_status_details(registry)
         with gr.Tab("Fine-grained classifier", id="classifier"):
-            classifier = build_classifier_tab(service, registry, downloads, status, examples)
-            build_hub_loader(registry, "classifier", classifier.on_load[1][0], status,
+            classifier = build_classifier_tab(
+                service, registry, downloads, status, examples, landing
+            )
+            build_hub_loader(registry, "classifier", classifier.model, status,
                              then=classifier.on_load)
         with gr.Tab("CLIP concepts", id="concepts"):
-            concepts_model = build_concepts_tab(service, registry, downloads, status, examples)
-            build_hub_loader(registry, "concepts", concepts_model, status)
+            concepts = build_concepts_tab(service, registry, downloads, status, examples, landing)
+            build_hub_loader(registry, "concepts", concepts.model, status)
         demo.load(details_load, None, details, api_visibility="private", concurrency_limit=None)
-
-        # Load the default classifier (with progress) and fill its class lists on page load.
-        load_fn, load_inputs, load_outputs = classifier.on_load
-        demo.load(
-            load_fn, load_inputs, load_outputs, api_visibility="private", concurrency_id="explain"
-        )
+        _on_page_load(demo, classifier, concepts)
     bound_event_records()
     demo.queue(
         default_concurrency_limit=concurrency or default_concurrency(), max_size=QUEUE_MAX_SIZE
     )
     demo.serving = Serving(  # type: ignore[attr-defined]
-        Admission(demo, settings.queue_waiting), downloads, settings
+        Admission(demo, settings.queue_waiting), downloads, settings, landing
     )
     return demo
+
+
+def _on_page_load(demo: gr.Blocks, *tabs: Tab) -> None:
+    """Each tab's opening example (from the landing cache: no queue slot, no model run), and
+    the default classifier loaded (with progress), its class lists filled."""
+    for tab in tabs:
+        if tab.opening is not None:
+            fn, inputs, outputs = tab.opening
+            demo.load(fn, inputs, outputs, api_visibility="private", concurrency_limit=None,
+                      show_progress="hidden")  # fmt: skip
+        if tab.on_load is not None:
+            fn, inputs, outputs = tab.on_load
+            demo.load(fn, inputs, outputs, api_visibility="private", concurrency_id="explain")
 
 
 def bound_event_records() -> None:
@@ -144,6 +158,7 @@ class Serving:
     admission: Admission
     downloads: DownloadDir
     settings: Settings
+    landing: Landing
     disk: DiskCap | None = None
     heap: HeapTrim | None = None
 
@@ -188,6 +203,7 @@ def launch(
         kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
     state = serving(demo)
     write_pictures_atomically()
+    state.landing.start()  # the tabs' opening examples, explained while the server comes up
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
         state.disk.start()
@@ -203,6 +219,7 @@ def launch(
         show_error=False,
         ssr_mode=False,
         css=CSS,
+        theme=THEME,
         state_session_capacity=state.settings.sessions,
         prevent_thread_lock=True,
         **kwargs,

@@ -8,18 +8,20 @@ re-render from cached gradients; only a new image, model or method runs the netw
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from app.explain import inputs
+from app.explain.render import DEFAULT_COLORMAP
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
+from app.ui import panels as widgets
+from app.ui import wiring
+from app.ui.landing import Landing
 from app.ui.tab_glue import (
-    LIVE,
     SCORE_HEADERS,
     DownloadDir,
     file_stem,
@@ -27,29 +29,10 @@ from app.ui.tab_glue import (
     image_with_examples,
     method_choices,
     method_dropdown,
-    progress_fn,
     score_rows,
-    show_notices,
-    status_line,
     top_scores,
     user_errors,
 )
-from app.ui.panels import (
-    EVENT_PARTS,
-    PANEL_PARTS,
-    Panels,
-    build_downloads,
-    build_panels,
-    cached_first,
-    gamma_controls,
-    live_handler,
-    model_and_method,
-    opacity_slider,
-    render_parts,
-    strip_gamma,
-)
-
-log = logging.getLogger(__name__)
 
 PREDICTED = "(predicted class)"
 REFERENCE_MODE_CHOICES = [
@@ -62,50 +45,32 @@ FGCAM_LAYER = "FG-CAM output layer"
 #: The named endpoint's parameters, in the order of the tab's inputs.
 PARAMS = ("image", "model", "method", "gamma", "T", "reference_mode", "manual_references",
           "target", "weighting", "opacity", "high_resolution", "fgcam_layer", "fgcam_denoise",
-          "auto_gamma")  # fmt: skip
+          "auto_gamma", "colormap")  # fmt: skip
 #: Everything the Explain button (and the API) returns.
-FULL = ("top5", "used", *PANEL_PARTS, "status")
-#: A new image, model, method, target or FG-CAM setting: everything but the downloads.
-STRUCTURE = tuple("no_files" if part == "files" else part for part in FULL)
+FULL = ("top5", "used", *widgets.PANEL_PARTS, "status")
 #: T, the reference rule or the weighting: the references, the Finer panel and the strip.
 REFERENCES = ("used", "finer_title", "finer", "strip", "gamma", "gamma_note")
 
 
 @dataclass
-class ClassifierTab:
-    """The tab's components, for ``app.build_app`` (page-load wiring) and tests."""
-
-    #: ``(fn, inputs, outputs)`` to run on page load: loads the default model, fills class lists.
-    on_load: tuple[Any, list[Any], list[Any]]
-
-
-@dataclass
-class _Controls:
+class _Controls(wiring.LiveControls):
     """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
-    image: Any
-    model: gr.Dropdown
-    method: gr.Dropdown
-    gamma: gr.Slider
     top_t: gr.Slider
     reference_mode: gr.Radio
     manual: gr.Dropdown
     target: gr.Dropdown
     weighting: gr.Radio
-    opacity: gr.Slider
     high_res: gr.Checkbox
     fg_layer: gr.Dropdown
     fg_denoise: gr.Checkbox
-    auto: gr.Checkbox
-    gamma_note: Any
-    run: gr.Button
 
     def inputs(self) -> list[Any]:
         """In :data:`PARAMS` order."""
         return [
             self.image, self.model, self.method, self.gamma, self.top_t, self.reference_mode,
             self.manual, self.target, self.weighting, self.opacity, self.high_res,
-            self.fg_layer, self.fg_denoise, self.auto,
+            self.fg_layer, self.fg_denoise, self.auto, self.colormap,
         ]  # fmt: skip
 
 
@@ -115,46 +80,60 @@ def build_classifier_tab(
     downloads: DownloadDir,
     status: gr.Markdown,
     examples: list[str],
-) -> ClassifierTab:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its events."""
+    landing: Landing,
+) -> wiring.Tab:
+    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; it opens on the
+    first example, explained (``landing``)."""
     with gr.Row():
         with gr.Column(scale=1):
             controls = _build_controls(service, registry, examples)
         with gr.Column(scale=2):
-            panels = build_panels("clf")
+            panels = widgets.build_panels("clf")
             used, top5 = _build_scores()
-            download = build_downloads(
+            panels.components.update(top5=top5, used=used, status=status, gamma=controls.gamma,
+                                     gamma_note=controls.gamma_note)  # fmt: skip
+            controls.download = widgets.build_downloads(
                 panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
-    panels.components.update(
-        top5=top5, used=used, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
-    )
-    render = _renderer(service, registry, downloads)
-    load = _load_handler(service, registry)
-    loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
-              controls.method, status]  # fmt: skip
 
     def cached(request: dict[str, Any]) -> bool:
         return service.cached(request["model"], request["image"], _settings(request))
 
-    _wire(controls, panels, render, cached, load, loaded, download)
-    return ClassifierTab(on_load=(load, [controls.model, controls.method], loaded))
+    render = wiring.renderer(_explainer(service), registry, downloads)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    load = _load_handler(service, registry)
+    loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
+              controls.method, status]  # fmt: skip
+    _wire(controls, events, load, loaded)
+    opening = examples and events.opens_on(
+        landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0]), strict=True))
+    )
+    on_load = (load, [controls.model, controls.method], loaded)
+    return wiring.Tab(controls.model, opening or None, on_load)
+
+
+def _values(controls: _Controls, image: str) -> list[Any]:
+    """The controls' initial values with ``image``, in :data:`PARAMS` order."""
+    return [image, *(control.value for control in controls.inputs()[1:])]
 
 
 def _build_controls(
     service: ExplanationService, registry: ModelRegistry, examples: list[str]
 ) -> _Controls:
-    image = image_with_examples("clf", examples)
-    model, method = model_and_method("clf", service, registry, "classifier", "Model")
-    gamma, auto, note = gamma_controls(
+    image = image_with_examples("clf", [[path] for path in examples],
+                                value=examples[0] if examples else None)  # fmt: skip
+    model, method = widgets.model_and_method("clf", service, registry, "classifier", "Model")
+    gamma, auto, note = widgets.gamma_controls(
         "clf", "0 = plain CAM; higher subtracts more of the look-alike classes"
     )
     top_t, reference_mode, manual, target, weighting = _reference_controls()
-    opacity = opacity_slider("clf")
+    opacity, colormap = widgets.opacity_slider("clf"), widgets.colormap_dropdown("clf")
     high_res, fg_layer, fg_denoise = _fgcam_controls()
     run = gr.Button("Explain", variant="primary", elem_id="clf-run")
-    return _Controls(image, model, method, gamma, top_t, reference_mode, manual, target,
-                     weighting, opacity, high_res, fg_layer, fg_denoise, auto, note, run)  # fmt: skip
+    api_run = gr.Button("Explain (API)", visible=False)
+    return _Controls(image, model, method, gamma, opacity, auto, colormap, run, api_run, None,
+                     note, top_t, reference_mode, manual, target, weighting, high_res, fg_layer,
+                     fg_denoise)  # fmt: skip
 
 
 def _reference_controls() -> tuple[Any, ...]:
@@ -225,38 +204,15 @@ def _build_scores() -> tuple[gr.Dataframe, gr.Label]:
     return used, top5
 
 
-def _renderer(
-    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., dict[str, Any]]:
-    """``render(request, names, progress=None)``: the values of the parts ``names``.
-
-    The γ strip (and auto-γ, one batched forward) is computed only when a part shows it; the
-    rest is one cached re-render.
-    """
-
-    def render(
-        request: dict[str, Any], names: Sequence[str], progress: Any = None
-    ) -> dict[str, Any]:
-        model, image = request["model"], request["image"]
-        registry.get(model)
-        explanation, values = render_parts(
-            names,
-            _settings(request),
-            bool(request.get("auto_gamma")),
-            lambda settings, auto: service.gamma_strip(model, image, settings, auto=auto),
-            lambda settings: service.explain(model, image, settings, progress_fn(progress)),
-            downloads,
-            lambda e: file_stem(model, request.get("method"), e.target.name, f"g{e.gamma:g}"),
-        )
-        log.info("classifier %s γ=%s cached=%s parts=%s", model, explanation.gamma,
-                 explanation.cached, ",".join(names))  # fmt: skip
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        tab = {"top5": lambda: top_scores(explanation), "used": lambda: score_rows(explanation),
-               "status": lambda: status_line(registry)}  # fmt: skip
-        values.update({name: tab[name]() for name in names if name in tab})
-        return values
-
-    return render
+def _explainer(service: ExplanationService) -> wiring.Explainer:
+    return wiring.Explainer(
+        "classifier",
+        _settings,
+        lambda r, settings, progress: service.explain(r["model"], r["image"], settings, progress),
+        lambda r, settings, auto: service.gamma_strip(r["model"], r["image"], settings, auto=auto),
+        lambda r, e: file_stem(r["model"], r.get("method"), e.target.name, f"g{e.gamma:g}"),
+        {"top5": top_scores, "used": score_rows},
+    )
 
 
 def _settings(request: dict[str, Any]) -> ExplainSettings:
@@ -273,6 +229,7 @@ def _settings(request: dict[str, Any]) -> ExplainSettings:
         fgcam=bool(request.get("high_resolution")),
         fgcam_stop=inputs.validate_index(request.get("fgcam_layer") or 0, name=FGCAM_LAYER),
         fgcam_denoise=bool(request.get("fgcam_denoise")),
+        colormap=request.get("colormap") or DEFAULT_COLORMAP,
     )
 
 
@@ -294,6 +251,7 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         fgcam_layer: int = 0,
         fgcam_denoise: bool = False,
         auto_gamma: bool = False,
+        colormap: str = DEFAULT_COLORMAP,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM | Finer-CAM of an image under a classifier.
@@ -302,41 +260,25 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         `manual_references` (class names) are used when `reference_mode` is "manual".
         `high_resolution` raises both maps to pixels with FG-CAM (Finer-FG-CAM for the second),
         stopping at the input of FG-CAM layer `fgcam_layer` (0 = the input image).
-        `auto_gamma` picks γ for this image (`gamma` is then ignored).
+        `auto_gamma` picks γ for this image (`gamma` is then ignored). `colormap`: jet (the
+        paper's), viridis, inferno or turbo.
         Returns top-5 predictions, the target and references used, the CAM title and overlay,
         the Finer-CAM title and overlay (JPEG, at least 384 px on the longest side), the γ
         strip, the γ used, the auto-γ note, the downloads ([maps.npy, composite.png]) and the
         status line.
         """
-        if image is None:
-            raise gr.Error("Upload an image first (or pick an example).")
-        progress(0.0, desc=f"Loading {model}…")
-        request = dict(zip(PARAMS, (image, model, method, gamma, T, reference_mode,
-                                    manual_references, target, weighting, opacity,
-                                    high_resolution, fgcam_layer, fgcam_denoise, auto_gamma)))  # fmt: skip
-        values = render(request, FULL, progress)
-        return tuple(values[name] for name in FULL)
+        values = (image, model, method, gamma, T, reference_mode, manual_references, target,
+                  weighting, opacity, high_resolution, fgcam_layer, fgcam_denoise, auto_gamma,
+                  colormap)  # fmt: skip
+        return wiring.api_answer(render, PARAMS, FULL, values, progress)
 
     return explain_classifier
 
 
-def _load_handler(
-    service: ExplanationService, registry: ModelRegistry
-) -> Callable[..., tuple[Any, ...]]:
-    @user_errors
-    def load_model(
-        name: str,
-        method: str | None = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
-    ) -> tuple[Any, ...]:
-        """Load the chosen model (with progress); offer its class names and methods."""
-        if not name:
-            return (gr.skip(),) * 5 + (status_line(registry),)
-        progress(0.0, desc=f"Loading {name}…")
+def _load_handler(service: ExplanationService, registry: ModelRegistry) -> Callable[..., Any]:
+    def offer(name: str, method: str | None) -> tuple[Any, ...]:
+        """The model's class names, FG-CAM layers (where it has them) and methods."""
         labels = list(registry.get(name).labels)
-        notice = registry.notice(name)
-        if notice:
-            gr.Warning(notice)
         stops = service.fgcam_stops(name)
         return (
             gr.Dropdown(choices=[PREDICTED, *labels], value=PREDICTED),
@@ -344,55 +286,25 @@ def _load_handler(
             gr.Checkbox(visible=bool(stops), value=False),
             gr.Dropdown(choices=stops or [("input (full resolution)", 0)], value=0, visible=False),
             method_dropdown(method_choices(service, name, loaded=True), method),
-            status_line(registry),
         )
 
-    return load_model
+    return wiring.model_loader(registry, offer, 6)
 
 
 def _wire(
-    controls: _Controls,
-    panels: Panels,
-    render: Callable[..., dict[str, Any]],
-    cached: Callable[[dict[str, Any]], bool],
-    load: Callable[..., tuple[Any, ...]],
-    loaded: list[Any],
-    download: gr.Button,
+    controls: _Controls, events: wiring.TabWiring, load: Callable[..., Any], loaded: list[Any]
 ) -> None:
-    """Run button (the named API endpoint), live controls, the strip and the model loader.
-
-    Each live event returns only the parts it changes; slider moves show no progress.
-    """
-    inputs = controls.inputs()
-
-    def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
-        params, event_inputs = panels.inputs_for(PARAMS, inputs, names)
-        handler = gpu(user_errors(live_handler(render, params, names, panels, lambda r: True)))
-        outputs, options = panels.outputs(names), {**LIVE, **options}
-        if fast:  # slider moves: answered outside the queue when no model runs
-            return cached_first(trigger, handler, cached, params, event_inputs, outputs, **options)
-        return trigger(handler, event_inputs, outputs, **options)
-
-    controls.run.click(_api_handler(render), inputs, panels.outputs(FULL),
-                       api_name="explain_classifier", concurrency_id="explain")  # fmt: skip
-    on(controls.image.change, STRUCTURE)
-    loading = controls.model.input(
-        load, [controls.model, controls.method], loaded, api_visibility="private",
-        concurrency_id="explain",
-    )  # fmt: skip
-    on(loading.success, STRUCTURE)
-    on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
-    on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
-    on(controls.top_t.change, REFERENCES, show_progress="hidden")
-    on(controls.auto.input, EVENT_PARTS["auto"])
-    on(download.click, EVENT_PARTS["download"])
+    """The shared events (:class:`~app.ui.wiring.TabWiring`), then T, the references, the
+    target and FG-CAM."""
+    events.explain(controls, _api_handler(events.render), "explain_classifier")
+    events.common(controls, load, loaded)
+    events.on(controls.top_t.change, REFERENCES, show_progress="hidden")
     for control in (controls.reference_mode, controls.manual, controls.weighting):
-        on(control.input, REFERENCES, show_progress="hidden")
-    for control in (controls.method, controls.target, controls.high_res, controls.fg_layer,
-                    controls.fg_denoise):  # fmt: skip
-        on(control.input, STRUCTURE)
-    panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
-                        api_visibility="private", show_progress="hidden")  # fmt: skip
+        events.on(control.input, REFERENCES, show_progress="hidden")
+    for control in (controls.target, controls.high_res, controls.fg_layer, controls.fg_denoise):
+        events.on(control.input, events.structure)
+    events.stale(controls.top_t.input, controls.reference_mode.input, controls.manual.input,
+                 controls.weighting.input)  # fmt: skip
     controls.reference_mode.input(
         lambda mode: gr.Dropdown(visible=mode == "manual"),
         [controls.reference_mode],

@@ -7,44 +7,29 @@ opacity re-render from the cache, and each event returns only the parts it chang
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
+from app.explain import inputs
+from app.explain.render import DEFAULT_COLORMAP
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
+from app.ui import panels as widgets
+from app.ui import wiring
+from app.ui.concept_examples import ConceptExample, concept_examples
+from app.ui.landing import Landing
 from app.ui.tab_glue import (
-    LIVE,
     DownloadDir,
     file_stem,
     gpu,
     image_with_examples,
     method_choices,
     method_dropdown,
-    progress_fn,
-    show_notices,
-    status_line,
     user_errors,
 )
-from app.ui.panels import (
-    EVENT_PARTS,
-    PANEL_PARTS,
-    Panels,
-    build_downloads,
-    build_panels,
-    cached_first,
-    gamma_controls,
-    live_handler,
-    model_and_method,
-    opacity_slider,
-    render_parts,
-    strip_gamma,
-)
-
-log = logging.getLogger(__name__)
 
 DEFAULT_CONTRAST = "a photo of a bird"
 TEMPLATE_CHOICES = [
@@ -57,7 +42,7 @@ FINER_LABEL = "Finer-CAM(target − γ·contrast)"
 SCORE_HEADERS = ["role", "prompt", "similarity (logit)", "probability"]
 #: The named endpoint's parameters, in the order of the tab's inputs.
 PARAMS = ("image", "model", "target_concept", "contrast_prompts", "template", "gamma", "method",
-          "opacity", "auto_gamma", "pooling")  # fmt: skip
+          "opacity", "auto_gamma", "pooling", "colormap")  # fmt: skip
 POOLING_CHOICES = [("class token (what CLIP computes)", "token"),
                    ("average-pooled surrogate (Finer-CAM tutorial)", "avg")]  # fmt: skip
 DEFAULT_POOLING = "token"
@@ -65,32 +50,22 @@ DEFAULT_POOLING = "token"
 #: finding the named part on the tiny CLIP (README, ``python -m bench.concepts``).
 DEFAULT_METHOD = "attention-gradient"
 #: Everything the Explain button (and the API) returns.
-FULL = ("scores", *PANEL_PARTS, "status")
-#: A new image, model, method or template: everything but the downloads.
-STRUCTURE = tuple("no_files" if part == "files" else part for part in FULL)
+FULL = ("scores", *widgets.PANEL_PARTS, "status")
 
 
 @dataclass
-class _Controls:
+class _Controls(wiring.LiveControls):
     """The tab's input widgets; :meth:`inputs` is the handler's argument order."""
 
-    image: Any
-    model: gr.Dropdown
     target: gr.Textbox
     contrast: gr.Textbox
     template: gr.Dropdown
-    gamma: gr.Slider
-    method: gr.Dropdown
-    opacity: gr.Slider
-    auto: gr.Checkbox
-    gamma_note: Any
     pooling: gr.Radio
-    run: gr.Button
 
     def inputs(self) -> list[Any]:
         """In :data:`PARAMS` order."""
         return [self.image, self.model, self.target, self.contrast, self.template, self.gamma,
-                self.method, self.opacity, self.auto, self.pooling]  # fmt: skip
+                self.method, self.opacity, self.auto, self.pooling, self.colormap]  # fmt: skip
 
 
 def build_concepts_tab(
@@ -99,14 +74,16 @@ def build_concepts_tab(
     downloads: DownloadDir,
     status: gr.Markdown,
     examples: list[str],
-) -> gr.Dropdown:
-    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; returns the model
-    dropdown (the Hub loader selects loaded models in it)."""
+    landing: Landing,
+) -> wiring.Tab:
+    """Lay out the tab inside the current ``gr.Blocks`` and wire its events; it opens on the
+    first example, explained (``landing``)."""
+    shown = concept_examples(examples)
     with gr.Row():
         with gr.Column(scale=1):
-            controls = _build_controls(service, registry, examples)
+            controls = _build_controls(service, registry, shown)
         with gr.Column(scale=2):
-            panels = build_panels("con", CAM_LABEL, FINER_LABEL)
+            panels = widgets.build_panels("con", CAM_LABEL, FINER_LABEL)
             scores = gr.Dataframe(
                 headers=SCORE_HEADERS,
                 label="Similarity scores",
@@ -114,36 +91,52 @@ def build_concepts_tab(
                 wrap=True,
                 elem_id="con-scores",
             )
-            download = build_downloads(
+            panels.components.update(scores=scores, status=status, gamma=controls.gamma,
+                                     gamma_note=controls.gamma_note)  # fmt: skip
+            controls.download = widgets.build_downloads(
                 panels, "con", "Download: raw maps (.npy) and composite (.png)"
             )
-    panels.components.update(
-        scores=scores, status=status, gamma=controls.gamma, gamma_note=controls.gamma_note
-    )
-    render = _renderer(service, registry, downloads)
-    _wire(controls, panels, render, _answers_from_cache(service),
-          _load_handler(service, registry), status, download)  # fmt: skip
-    return controls.model
+    render = wiring.renderer(_explainer(service), registry, downloads)
+    cached = _answers_from_cache(service)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    events.explain(controls, _api_handler(events.render), "explain_concepts",
+                   also=[controls.target.submit])  # fmt: skip
+    events.common(controls, _load_handler(service, registry), [controls.method, status])
+    for control in (controls.template, controls.pooling):
+        events.on(control.input, events.structure)
+    opening = None
+    if shown:
+        values = [shown[0].image, *(c.value for c in controls.inputs()[1:])]
+        request = dict(zip(PARAMS, values, strict=True))
+        opening = events.opens_on(landing, "concepts", request)
+    return wiring.Tab(controls.model, opening)
 
 
 def _build_controls(
-    service: ExplanationService, registry: ModelRegistry, examples: list[str]
+    service: ExplanationService, registry: ModelRegistry, examples: list[ConceptExample]
 ) -> _Controls:
-    image = image_with_examples("con", examples)
-    model, method = model_and_method(
-        "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
-    )
+    first = examples[0] if examples else ConceptExample("", "", DEFAULT_CONTRAST)
     target = gr.Textbox(
+        value=first.target,
         label="Target concept",
         placeholder="e.g. a bird with a red crown",
         max_lines=1,
         elem_id="con-target",
+        render=False,
     )
     contrast = gr.Textbox(
-        value=DEFAULT_CONTRAST,
+        value=first.contrast,
         lines=3,
         label="Contrast prompts (one per line, or comma separated)",
         elem_id="con-contrast",
+        render=False,
+    )
+    image = image_with_examples("con", [example.row() for example in examples],
+                                [target, contrast], first.image or None)  # fmt: skip
+    target.render()
+    contrast.render()
+    model, method = widgets.model_and_method(
+        "con", service, registry, "concepts", "CLIP model", preferred_method=DEFAULT_METHOD
     )
     template = gr.Dropdown(
         TEMPLATE_CHOICES,
@@ -152,8 +145,8 @@ def _build_controls(
         label="Prompt template ({} = the prompt)",
         elem_id="con-template",
     )
-    gamma, auto, note = gamma_controls("con")
-    opacity = opacity_slider("con")
+    gamma, auto, note = widgets.gamma_controls("con")
+    opacity, colormap = widgets.opacity_slider("con"), widgets.colormap_dropdown("con")
     pooling = gr.Radio(
         POOLING_CHOICES,
         value=DEFAULT_POOLING,
@@ -163,8 +156,9 @@ def _build_controls(
         elem_id="con-pooling",
     )
     run = gr.Button("Explain", variant="primary", elem_id="con-run")
-    return _Controls(image, model, target, contrast, template, gamma, method, opacity, auto,
-                     note, pooling, run)  # fmt: skip
+    api_run = gr.Button("Explain (API)", visible=False)
+    return _Controls(image, model, method, gamma, opacity, auto, colormap, run, api_run, None,
+                     note, target, contrast, template, pooling)  # fmt: skip
 
 
 def score_rows(explanation: Explanation) -> list[list[Any]]:
@@ -184,44 +178,34 @@ def score_rows(explanation: Explanation) -> list[list[Any]]:
     return rows
 
 
-def _renderer(
-    service: ExplanationService, registry: ModelRegistry, downloads: DownloadDir
-) -> Callable[..., dict[str, Any]]:
-    """``render(request, names, progress=None)``: the values of the parts ``names``."""
+def _explainer(service: ExplanationService) -> wiring.Explainer:
+    def explain(request: dict[str, Any], settings: ExplainSettings, progress: Any) -> Explanation:
+        return service.explain_concepts(
+            request["model"], request["image"], *_prompts(request), settings,
+            template=_template(request), progress=progress,
+        )  # fmt: skip
 
-    def render(
-        request: dict[str, Any], names: Sequence[str], progress: Any = None
-    ) -> dict[str, Any]:
-        model, image = request["model"], request["image"]
-        registry.get(model)
-        prompts, template, settings = _prompts(request), _template(request), _settings(request)
-        explanation, values = render_parts(
-            names,
-            settings,
-            bool(request.get("auto_gamma")),
-            lambda s, auto: service.concepts_gamma_strip(
-                model, image, *prompts, s, template, auto=auto
-            ),
-            lambda s: service.explain_concepts(
-                model, image, *prompts, s, template=template, progress=progress_fn(progress)
-            ),
-            downloads,
-            lambda e: file_stem("concepts", model, settings.method, f"g{e.gamma:g}"),
-        )
-        log.info("concepts %s γ=%s cached=%s parts=%s", model, explanation.gamma,
-                 explanation.cached, ",".join(names))  # fmt: skip
-        show_notices(explanation)  # a model's fallback notice is shown once, on model load
-        if "scores" in names:
-            values["scores"] = score_rows(explanation)
-        if "status" in names:
-            values["status"] = status_line(registry)
-        return values
+    def strip(request: dict[str, Any], settings: ExplainSettings, auto: bool) -> Any:
+        return service.concepts_gamma_strip(
+            request["model"], request["image"], *_prompts(request), settings, _template(request),
+            auto=auto,
+        )  # fmt: skip
 
-    return render
+    return wiring.Explainer(
+        "concepts", _settings, explain, strip,
+        lambda r, e: file_stem("concepts", r["model"], r.get("method"), f"g{e.gamma:g}"),
+        {"scores": score_rows},
+    )  # fmt: skip
 
 
 def _prompts(request: dict[str, Any]) -> tuple[str, str]:
-    return request["target_concept"], request.get("contrast_prompts") or ""
+    """The target concept and the contrast prompts (checked here so a message names them)."""
+    contrast = request.get("contrast_prompts") or ""
+    try:
+        inputs.parse_prompts(contrast)
+    except inputs.InvalidInputError as error:
+        raise inputs.InvalidInputError(f"Contrast prompts: {error}") from None
+    return request["target_concept"], contrast
 
 
 def _template(request: dict[str, Any]) -> str:
@@ -234,19 +218,15 @@ def _settings(request: dict[str, Any]) -> ExplainSettings:
         gamma=request["gamma"],
         opacity=request.get("opacity", 0.5),
         pooling=request.get("pooling") or DEFAULT_POOLING,
+        colormap=request.get("colormap") or DEFAULT_COLORMAP,
     )
 
 
-def _ready(request: dict[str, Any]) -> bool:
-    """Live events wait for a target concept."""
-    return bool(str(request.get("target_concept") or "").strip())
-
-
 def _answers_from_cache(service: ExplanationService) -> Callable[[dict[str, Any]], bool]:
-    """Whether a live request runs no model (nothing to do without a concept)."""
+    """Whether a live request runs no model."""
 
     def cached(request: dict[str, Any]) -> bool:
-        return not _ready(request) or service.concepts_cached(
+        return service.concepts_cached(
             request["model"], request["image"], *_prompts(request), _settings(request),
             _template(request),
         )  # fmt: skip
@@ -268,6 +248,7 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         opacity: float = 0.5,
         auto_gamma: bool = False,
         pooling: str = DEFAULT_POOLING,
+        colormap: str = DEFAULT_COLORMAP,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
     ) -> tuple[Any, ...]:
         """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
@@ -275,83 +256,21 @@ def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[A
         `contrast_prompts`: one per line or comma separated. `template` wraps every prompt
         ("{}" = as typed). `auto_gamma` picks γ for this image (`gamma` is then ignored).
         `pooling`: "token" explains CLIP's class token, "avg" the average-pooled surrogate.
+        `colormap`: jet (the paper's), viridis, inferno or turbo.
         Returns the similarity scores, the CAM title and overlay, the Finer-CAM title and
         overlay (JPEG, at least 384 px on the longest side), the γ strip, the γ used, the
         auto-γ note, the downloads ([maps.npy, composite.png]) and the status line.
         """
-        if image is None:
-            raise gr.Error("Upload an image first (or pick an example).")
-        progress(0.0, desc=f"Loading {model}…")
-        request = dict(zip(PARAMS, (image, model, target_concept, contrast_prompts, template,
-                                    gamma, method, opacity, auto_gamma, pooling)))  # fmt: skip
-        values = render(request, FULL, progress)
-        return tuple(values[name] for name in FULL)
+        values = (image, model, target_concept, contrast_prompts, template, gamma, method,
+                  opacity, auto_gamma, pooling, colormap)  # fmt: skip
+        return wiring.api_answer(render, PARAMS, FULL, values, progress)
 
     return explain_concepts
 
 
-def _load_handler(
-    service: ExplanationService, registry: ModelRegistry
-) -> Callable[..., tuple[Any, ...]]:
-    @user_errors
-    def load_model(
-        name: str,
-        method: str | None = None,
-        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
-    ) -> tuple[Any, ...]:
-        """Load the chosen CLIP model (with progress) and offer its methods."""
-        if not name:
-            return gr.skip(), status_line(registry)
-        progress(0.0, desc=f"Loading {name}…")
-        registry.get(name)
-        notice = registry.notice(name)
-        if notice:
-            gr.Warning(notice)
-        choices = method_choices(service, name, loaded=True)
-        return method_dropdown(choices, method), status_line(registry)
+def _load_handler(service: ExplanationService, registry: ModelRegistry) -> Callable[..., Any]:
+    def offer(name: str, method: str | None) -> tuple[Any, ...]:
+        """The CLIP model's methods."""
+        return (method_dropdown(method_choices(service, name, loaded=True), method),)
 
-    return load_model
-
-
-def _wire(
-    controls: _Controls,
-    panels: Panels,
-    render: Callable[..., dict[str, Any]],
-    cached: Callable[[dict[str, Any]], bool],
-    load: Callable[..., tuple[Any, ...]],
-    status: gr.Markdown,
-    download: gr.Button,
-) -> None:
-    """Run button and Enter (the named API endpoint), live controls, the strip, the loader.
-
-    Live events wait for an image and a target concept, and return only what they change.
-    """
-    inputs = controls.inputs()
-
-    def on(trigger: Any, names: Sequence[str], fast: bool = False, **options: Any) -> Any:
-        params, event_inputs = panels.inputs_for(PARAMS, inputs, names)
-        handler = gpu(user_errors(live_handler(render, params, names, panels, _ready)))
-        outputs, options = panels.outputs(names), {**LIVE, **options}
-        if fast:  # slider moves: answered outside the queue when no model runs
-            return cached_first(trigger, handler, cached, params, event_inputs, outputs, **options)
-        return trigger(handler, event_inputs, outputs, **options)
-
-    api = _api_handler(render)
-    controls.run.click(api, inputs, panels.outputs(FULL), api_name="explain_concepts",
-                       concurrency_id="explain")  # fmt: skip
-    controls.target.submit(api, inputs, panels.outputs(FULL), api_visibility="private",
-                           concurrency_id="explain")  # fmt: skip
-    on(controls.image.change, STRUCTURE)
-    loading = controls.model.input(
-        load, [controls.model, controls.method], [controls.method, status],
-        api_visibility="private", concurrency_id="explain",
-    )  # fmt: skip
-    on(loading.success, STRUCTURE)
-    on(controls.gamma.change, EVENT_PARTS["gamma"], fast=True, show_progress="hidden")
-    on(controls.opacity.change, EVENT_PARTS["opacity"], fast=True, show_progress="hidden")
-    on(controls.auto.input, EVENT_PARTS["auto"])
-    on(download.click, EVENT_PARTS["download"])
-    for control in (controls.method, controls.template, controls.pooling):
-        on(control.input, STRUCTURE)
-    panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
-                        api_visibility="private", show_progress="hidden")  # fmt: skip
+    return wiring.model_loader(registry, offer, 2)

@@ -11,8 +11,6 @@ from typing import Any
 
 import gradio as gr
 
-from gradio.events import Dependency
-
 class ImagePath(gr.Image):
     """``gr.Image`` that hands the handler the uploaded file's path untouched.
 

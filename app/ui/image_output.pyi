@@ -32,7 +32,6 @@ class Inline:
         Image.fromarray(self.pixels).save(buffer, format="JPEG", quality=INLINE_QUALITY)
         return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
-from gradio.events import Dependency
 
 class PanelImage(gr.Image):
     """``gr.Image`` that also takes :class:`Inline` values.

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from app.explain.gamma import GAMMA_GRID
-from app.explain.render import for_display
+from app.explain.render import COLORMAPS, DEFAULT_COLORMAP, for_display
 from app.explain.service import (
     ExplainSettings,
     Explanation,
@@ -24,8 +25,8 @@ from app.explain.service import (
     GammaStrip,
 )
 from app.models.registry import ModelRegistry
-from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 from app.ui.image_output import Inline, PanelImage, StripGallery
+from app.ui.tab_glue import DownloadDir, default_model, method_choices, model_choices, panel_titles
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ class Panels:
 def build_panels(prefix: str, cam_label: str = "CAM", finer_label: str = "Finer-CAM") -> Panels:
     """Titles in their own row (keeps the panels aligned), then the two images side by side."""
     with gr.Row(equal_height=True):
-        cam_title = gr.Markdown(f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title")
+        cam_title = gr.Markdown(
+            f"**{cam_label}**", label="CAM title", elem_id=f"{prefix}-cam-title"
+        )
         finer_title = gr.Markdown(
             f"**{finer_label}**", label="Finer-CAM title", elem_id=f"{prefix}-finer-title"
         )
@@ -123,7 +126,9 @@ def build_downloads(panels: Panels, prefix: str, label: str) -> gr.Button:
     on a slider move.
     """
     button = gr.Button("Prepare downloads", size="sm", elem_id=f"{prefix}-download")
-    files = gr.File(label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files")
+    files = gr.File(
+        label=label, file_count="multiple", interactive=False, elem_id=f"{prefix}-files"
+    )
     # "no_files" empties the list: a new image or setting makes the last downloads stale.
     panels.components.update(files=files, no_files=files)
     return button
@@ -180,7 +185,21 @@ def gamma_controls(prefix: str, info: str | None = None) -> tuple[gr.Slider, gr.
 
 def opacity_slider(prefix: str) -> gr.Slider:
     """Heat-map opacity of both overlays."""
-    return gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity")
+    return gr.Slider(
+        0, 1, value=0.5, step=0.05, label="Overlay opacity", elem_id=f"{prefix}-opacity"
+    )
+
+
+def colormap_dropdown(prefix: str) -> gr.Dropdown:
+    """The heat maps' colour map: jet (the paper's) or a perceptually uniform one."""
+    return gr.Dropdown(
+        list(COLORMAPS),
+        value=DEFAULT_COLORMAP,
+        label="Colour map",
+        info="jet is the paper's; viridis, inferno and turbo read evenly",
+        allow_custom_value=True,  # the service names the valid ones
+        elem_id=f"{prefix}-colormap",
+    )
 
 
 @dataclass
@@ -248,7 +267,7 @@ def strip_value(strip: GammaStrip | None, gamma: float) -> Any:
         return None
     captions = [strip.caption(i) for i in range(len(strip.gammas))]
     return gr.Gallery(
-        value=list(zip(strip.overlays(), captions)), selected_index=strip_index(gamma)
+        value=list(zip(strip.overlays(), captions, strict=True)), selected_index=strip_index(gamma)
     )
 
 
@@ -282,6 +301,7 @@ def auto_note(strip: GammaStrip | None) -> str:
 EVENT_PARTS = {
     "gamma": ("finer_title", "finer", "strip_mark", "marked"),
     "opacity": ("cam", "finer"),
+    "colormap": ("cam", "finer", "strip"),
     "auto": ("strip", "gamma", "gamma_note"),
     "download": ("files",),
 }
@@ -293,35 +313,41 @@ PICTURES = ("cam", "finer")
 
 
 def _inline(name: str, value: Any) -> Any:
-    return Inline(value, f"{name}.jpeg") if name in PICTURES and value is not None else value
+    """A panel picture travels inline; anything else (``None``, an update, a skip) as it is."""
+    return (
+        Inline(value, f"{name}.jpeg")
+        if name in PICTURES and isinstance(value, np.ndarray)
+        else value
+    )
+
+
+def event_values(names: Sequence[str], values: dict[str, Any]) -> Any:
+    """An event's return value: the parts ``names`` in order, panel pictures inline (one
+    output: the value itself, as Gradio expects)."""
+    result = tuple(_inline(name, values[name]) for name in names)
+    return result[0] if len(names) == 1 else result
 
 
 def live_handler(
-    render: Render,
-    params: Sequence[str],
-    names: Sequence[str],
-    panels: Panels,
-    ready: Callable[[dict[str, Any]], bool],
+    render: Render, params: Sequence[str], names: Sequence[str], panels: Panels
 ) -> Callable[..., Any]:
     """An event handler returning the parts ``names`` for the inputs ``params``.
 
-    Without an image it clears the panels (the image was removed) and otherwise, while
-    ``ready`` is false (e.g. no prompt yet), changes nothing. Panels go back inline (a JPEG
-    ``data:`` URL in the event's message): no file written, no second request per move.
+    Without an image it clears the panels (the image was removed). Panels go back inline (a
+    JPEG ``data:`` URL in the event's message): no file written, no second request per move.
     """
 
     def handler(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         if request.get("image") is None:  # the strip is emptied: remember the slider's γ
-            values = dict(zip(names, panels.cleared(names)), marked=request.get("gamma"))
-        elif not ready(request):
-            values = {name: gr.skip() for name in names}
+            values = dict(
+                zip(names, panels.cleared(names), strict=True), marked=request.get("gamma")
+            )
         else:
             unmoved = unmoved_mark(names, request)
             values = render(request, [name for name in names if name not in unmoved])
             values.update({name: gr.skip() for name in unmoved})
-        result = tuple(_inline(name, values[name]) for name in names)
-        return result[0] if len(names) == 1 else result  # Gradio: one output, one value
+        return event_values(names, values)
 
     return handler
 
@@ -330,9 +356,12 @@ def unmoved_mark(names: Sequence[str], request: dict[str, Any]) -> tuple[str, ..
     """``("strip_mark",)`` when the γ move keeps the same strip thumbnail marked (or none):
     most moves land between strip values, and an unchanged selection need not be built, sent
     or re-rendered by the browser."""
-    if "strip_mark" in names and request.get("marked") is not None:
-        if strip_index(request["marked"]) == strip_index(request["gamma"]):
-            return ("strip_mark",)
+    if (
+        "strip_mark" in names
+        and request.get("marked") is not None
+        and strip_index(request["marked"]) == strip_index(request["gamma"])
+    ):
+        return ("strip_mark",)
     return ()
 
 
@@ -362,7 +391,7 @@ def cached_first(
         return trigger(handler, inputs, outputs, **options)
 
     def from_cache(*args: Any) -> Any:
-        request = dict(zip(params, args))
+        request = dict(zip(params, args, strict=True))
         try:
             ready = request.get("image") is None or cached(request)
         except Exception:  # noqa: BLE001 - the queued handler reports it to the user

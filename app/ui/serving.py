@@ -19,6 +19,7 @@ config (gradio 6); ``tests/test_serving.py`` breaks when those change.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -312,10 +313,8 @@ def _written_since(path: str, moment: float) -> bool:
 
 def _remove_empty_parent(folder: Path) -> None:
     """Gradio stores each file in a folder of its own (named by hash): drop it once empty."""
-    try:
+    with contextlib.suppress(OSError):
         folder.rmdir()
-    except OSError:
-        pass
 
 
 def write_pictures_atomically() -> None:

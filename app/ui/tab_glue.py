@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 LIVE = {"api_visibility": "private", "concurrency_id": "explain", "trigger_mode": "always_last"}
 
 #: Shown instead of a traceback when something unexpected breaks.
-INTERNAL_ERROR = "Something went wrong while explaining this image; the error was logged. Please try another image or setting."
+INTERNAL_ERROR = (
+    "Something went wrong while explaining this image; the error was logged. "
+    "Please try another image or setting."
+)
 
 
 def user_errors(fn: F) -> F:
@@ -231,21 +234,6 @@ def file_stem(*parts: Any) -> str:
     return "-".join(str(p) for p in parts if p not in (None, ""))
 
 
-def with_image(fn: F, on_missing: Callable[[], Any]) -> F:
-    """``fn`` for live events: when the first input (the image) is empty, ``on_missing()``.
-
-    Keeps ``fn``'s signature (``functools.wraps``) so Gradio still injects ``gr.Progress``.
-    """
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not args or args[0] is None:
-            return on_missing()
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 STATUS_MAX_CHARS = 400
 
 
@@ -267,16 +255,20 @@ def status_line(registry: ModelRegistry) -> str:
     return text
 
 
-def image_with_examples(elem_prefix: str, examples: list[str]) -> ImagePath:
-    """The image input (upload, paste, webcam) with the example gallery under it."""
+def image_with_examples(
+    elem_prefix: str, rows: list[list[Any]], fills: Sequence[Any] = (), value: str | None = None
+) -> ImagePath:
+    """The image input (upload, paste, webcam; showing ``value`` first) with the example
+    gallery under it; each row fills the image and then the components ``fills``."""
     image = ImagePath(
+        value=value,
         type="filepath",
         sources=["upload", "clipboard", "webcam"],
         label="Image",
         elem_id=f"{elem_prefix}-image",
     )
-    if examples:
-        gr.Examples(examples=[[path] for path in examples], inputs=[image], label="Examples")
+    if rows:
+        gr.Examples(examples=rows, inputs=[image, *fills], label="Examples")
     return image
 
 

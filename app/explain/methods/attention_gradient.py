@@ -44,7 +44,9 @@ class AttentionGradientMethod(AttentionMethod):
         )
 
     def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> np.ndarray:
-        return attention_gradient_relevance(gradients, entry.attentions, entry.prefix, entry.pooling)
+        return attention_gradient_relevance(
+            gradients, entry.attentions, entry.prefix, entry.pooling
+        )
 
 
 def attention_gradient_relevance(

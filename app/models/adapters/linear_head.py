@@ -23,6 +23,7 @@ from app.models.adapters.backbones import Backbone, build_backbone
 from app.models.adapters.vit import AttentionView, ViTSplit
 from app.models.base import CascadeLayers, ExplainableModel
 from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.registry import ModelSpec, register_resolver
 from app.models.weights import WeightsFileError, load_tensor_file
 
 HEAD_FILE = "head.safetensors"
@@ -78,9 +79,6 @@ class LinearHeadModel(ExplainableModel):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone.trunk(x)
-
-    def head_features(self, activation: torch.Tensor) -> torch.Tensor:
-        return self._normalized(self.backbone.features(activation))
 
     def _normalized(self, features: torch.Tensor) -> torch.Tensor:
         features = features.float()
@@ -262,3 +260,20 @@ def load_linear_model(
         model, weight, bias, classes, name,
         description=f"{name}: {len(classes)}-class head {Path(source).name} on {model.description}",
     )
+
+
+def head_spec(name: str) -> ModelSpec | None:
+    """A trained head given by its local path (a folder holding ``head.safetensors``, or the
+    file): the model is named by that path and has no fallback — it loads, or says why not."""
+    path = Path(name).expanduser()
+    head = path / HEAD_FILE if path.is_dir() else path
+    if head.suffix != ".safetensors" or not head.is_file():
+        return None
+    return ModelSpec(
+        name, f"linear head {head.parent.name if path.is_dir() else head.stem} (trained)",
+        "classifier",
+        lambda settings: load_linear_model(str(path), settings.torch_device, "", settings, name),
+    )
+
+
+register_resolver(head_spec)

@@ -92,6 +92,10 @@ class ViTSplit(ABC):
     def _blocks(self) -> nn.ModuleList | nn.Sequential:
         """The transformer blocks, in order."""
 
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """One block before the explained ones (the module's own forward by default)."""
+        return block(tokens)
+
     @abstractmethod
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last block's first norm (the CAM target layer)."""
@@ -132,7 +136,7 @@ class ViTSplit(ABC):
         """Tokens entering block ``start`` and the patch grid (call under ``torch.no_grad``)."""
         tokens, grid = self._embed(x)
         for block in self._blocks()[:start]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         return tokens, grid
 
     def attention_blocks(
@@ -158,7 +162,9 @@ class ViTSplit(ABC):
                 tokens = self._attention_output(block, tokens, attention, values)
         return states
 
-    def replay_block(self, state: BlockState, attention_rows: torch.Tensor, rows: slice) -> torch.Tensor:
+    def replay_block(
+        self, state: BlockState, attention_rows: torch.Tensor, rows: slice
+    ) -> torch.Tensor:
         """The output ``rows`` of a recorded block recomputed from (some rows of) its attention:
         a graph from those attention rows alone, through the block's second half."""
         block = self._blocks()[state.index]
@@ -170,7 +176,7 @@ class ViTSplit(ABC):
         tokens, grid = self._embed(x)
         self.grids.record(grid)
         for block in self._blocks()[:-1]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         if self.target == "residual":
             return tokens
         raw = tokens[:, :1] if self.fast else tokens
@@ -191,6 +197,18 @@ class ViTSplit(ABC):
         h, w = self.grids.grid_for(activation.shape[1])
         patches = activation[:, self.prefix : self.prefix + h * w, :]
         return patches.reshape(activation.shape[0], h, w, activation.shape[2]).permute(0, 3, 1, 2)
+
+
+def fold_tokens(tokens: torch.Tensor, input_size: tuple[int, int], prefix: int = 0) -> torch.Tensor:
+    """``(N, prefix + h*w, C)`` tokens -> ``(N, C, h, w)``, with ``h:w`` as the input's
+    height:width (Swin, EVA-02, LeViT outputs: a known grid only up to its aspect)."""
+    n, length, channels = tokens.shape
+    patches = length - prefix
+    rows = max(1, round(math.sqrt(patches * input_size[0] / input_size[1])))
+    if patches % rows:
+        raise ValueError(f"cannot fold {patches} tokens into a grid of {input_size} aspect")
+    grid = tokens[:, prefix:].reshape(n, rows, patches // rows, channels)
+    return grid.permute(0, 3, 1, 2)
 
 
 def _single_query_attention(
@@ -290,7 +308,9 @@ class OpenClipVisionSplit(ViTSplit):
 
     prefix = 1
 
-    def __init__(self, visual: nn.Module, target: str = "norm1", pooling: str | None = None) -> None:
+    def __init__(
+        self, visual: nn.Module, target: str = "norm1", pooling: str | None = None
+    ) -> None:
         self.visual = visual
         _, standard = check_open_clip_visual(visual)
         self.pooling = _open_clip_pooling(visual, pooling)
@@ -357,7 +377,9 @@ class OpenClipVisionSplit(ViTSplit):
     def _attention_output(
         self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
-        return _open_clip_finish(block, tokens, block.attn.out_proj(_merge_heads(attention, values)))
+        return _open_clip_finish(
+            block, tokens, block.attn.out_proj(_merge_heads(attention, values))
+        )
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class token or mean of the patch tokens (``pooling``), ``ln_post`` and ``proj``.

@@ -46,7 +46,9 @@ class DemoResNet(ResNet):
         self.bn1 = nn.BatchNorm2d(self.widths[0])
         self.maxpool = nn.Identity()
         strides = (1, 2, 2, 1)
-        for index, (width, count, stride) in enumerate(zip(self.widths, self.blocks, strides)):
+        for index, (width, count, stride) in enumerate(
+            zip(self.widths, self.blocks, strides, strict=True)
+        ):
             setattr(self, f"layer{index + 1}", self._make_layer(BasicBlock, width, count, stride))
         self.fc = nn.Linear(self.widths[-1], num_classes)
         for module in self.modules():

@@ -64,7 +64,8 @@ HEADS = {
 
 
 def heads_dir() -> Path:
-    """``finercam-heads/`` beside the Hub cache (``$HF_HOME/hub`` -> ``$HF_HOME/finercam-heads``)."""
+    """``finercam-heads/`` beside the Hub cache (``$HF_HOME/hub`` ->
+    ``$HF_HOME/finercam-heads``)."""
     from huggingface_hub import constants
 
     return Path(constants.HF_HUB_CACHE).parent / "finercam-heads"
