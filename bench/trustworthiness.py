@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.explain.metrics import energy_inside, relative_confidence_drop
 from app.explain.methods import available_methods
+from app.explain.metrics import energy_inside, relative_confidence_drop
 from app.explain.sanity import rank_correlation
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.base import ExplainableModel

@@ -17,7 +17,14 @@ from pathlib import Path
 from app.explain.inputs import InvalidInputError
 from app.explain.sanity import markdown_table, sanity_check, summarise
 
-from .command_support import atomic_write, check_model, open_session, parse_gammas, parse_methods, say
+from .command_support import (
+    atomic_write,
+    check_model,
+    open_session,
+    parse_gammas,
+    parse_methods,
+    say,
+)
 from .datasets import CliError, ItemDataset, discover_dataset
 
 DEFAULT_IMAGES = 8
