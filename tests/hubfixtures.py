@@ -62,6 +62,28 @@ def write_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
     return snapshot
 
 
+@contextmanager
+def offline_hub(monkeypatch, folder: Path) -> Iterator[Path]:
+    """huggingface_hub pointed at the cache ``folder``, offline, the test repos allowed; the
+    Hub state the loaders remember (probe, detected libraries, open_clip engines) reset."""
+    from huggingface_hub import constants
+
+    from app.models.hub import detect, policy
+    from app.models.hub import loading as hub_loading
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
+    for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+        forget()
+    try:
+        yield folder
+    finally:
+        for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+            forget()
+
+
 def _read_dir(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
@@ -209,6 +231,96 @@ def tiny_timm_cnn_files() -> dict[str, bytes]:
     model = timm.create_model("test_resnet", num_classes=1000)
     with tempfile.TemporaryDirectory() as folder:
         save_for_hf(model, folder, safe_serialization=True)
+        files = _read_dir(Path(folder))
+    files.pop("pytorch_model.bin", None)
+    return files
+
+
+#: Tiny random `transformers` configs, one per supported family: (config class, arguments,
+#: model class name when not the Auto default). A few hundred KB of weights each.
+_VIT_ARGS = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "intermediate_size": 64}
+TRANSFORMERS_FAMILIES: dict[str, tuple[str, dict, str | None]] = {
+    "vit": ("ViTConfig", _VIT_ARGS, None),
+    "deit": ("DeiTConfig", _VIT_ARGS, "DeiTForImageClassificationWithTeacher"),
+    "beit": ("BeitConfig", {**_VIT_ARGS, "use_relative_position_bias": True,
+                            "use_shared_relative_position_bias": False, "use_mean_pooling": True,
+                            "layer_scale_init_value": 0.1}, None),
+    "dinov2": ("Dinov2Config", {**_VIT_ARGS, "mlp_ratio": 2}, None),
+    "dinov2_with_registers": ("Dinov2WithRegistersConfig",
+                              {**_VIT_ARGS, "mlp_ratio": 2, "num_register_tokens": 2}, None),
+    "swin": ("SwinConfig", {"image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 1],
+                            "num_heads": [2, 2], "window_size": 4}, None),
+    "swinv2": ("Swinv2Config", {"image_size": 32, "patch_size": 4, "embed_dim": 16,
+                                "depths": [1, 1], "num_heads": [2, 2], "window_size": 4}, None),
+    "convnextv2": ("ConvNextV2Config", {"hidden_sizes": [8, 16], "depths": [1, 1],
+                                        "num_stages": 2, "image_size": 32}, None),
+    "convnext": ("ConvNextConfig", {"hidden_sizes": [8, 16], "depths": [1, 1],
+                                    "num_stages": 2, "image_size": 32}, None),
+    "resnet": ("ResNetConfig", {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+                                "layer_type": "basic"}, None),
+    "regnet": ("RegNetConfig", {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+                                "groups_width": 8}, None),
+    "efficientnet": ("EfficientNetConfig", {"image_size": 128, "width_coefficient": 0.1,
+                                            "depth_coefficient": 0.1, "hidden_dim": 128}, None),
+    "mobilevit": ("MobileViTConfig", {"image_size": 128, "hidden_sizes": [16, 16, 16],
+                                      "neck_hidden_sizes": [8, 8, 8, 8, 8, 8, 16],
+                                      "num_attention_heads": 2}, None),
+}
+
+
+def tiny_transformers_files(family: str) -> dict[str, bytes]:
+    """config.json (with ``id2label``) + model.safetensors (``save_pretrained``) +
+    preprocessor_config.json of a tiny random classifier of ``family``."""
+    import transformers
+
+    config_class, args, model_class = TRANSFORMERS_FAMILIES[family]
+    labels = {i: name for i, name in enumerate(TIMM_LABELS)}
+    config = getattr(transformers, config_class)(
+        **args, id2label=labels, label2id={v: k for k, v in labels.items()})
+    torch.manual_seed(0)
+    if model_class:
+        model = getattr(transformers, model_class)(config)
+    else:
+        model = transformers.AutoModelForImageClassification.from_config(config)
+    with torch.no_grad():  # some families initialise heads / norms to zero: nothing to explain
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    side = int(args.get("image_size", 32))
+    processor = {"do_resize": True, "size": {"height": side, "width": side}, "resample": 3,
+                 "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
+                 "image_std": [0.229, 0.224, 0.225], "do_rescale": True,
+                 "rescale_factor": 1 / 255, "image_processor_type": "ViTImageProcessor"}
+    if family == "mobilevit":
+        processor.update(do_normalize=False, do_flip_channel_order=True)
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        (Path(folder) / "preprocessor_config.json").write_text(json.dumps(processor))
+        return _read_dir(Path(folder))
+
+
+#: Tiny timm models beyond the plain ViT: (architecture, arguments, input side).
+TIMM_TOKEN_MODELS: dict[str, tuple[str, dict, int]] = {
+    "eva02": ("eva02_tiny_patch14_336", {"img_size": 56, "embed_dim": 32, "depth": 2,
+                                         "num_heads": 2}, 56),
+    "levit": ("levit_128s", {"img_size": 256, "embed_dim": (16, 32, 48), "key_dim": 8,
+                             "num_heads": (2, 2, 2), "depth": (1, 1, 1)}, 256),
+}
+
+
+def tiny_timm_token_files(kind: str) -> dict[str, bytes]:
+    """A tiny random EVA-02 (rotary positions) or LeViT (attention downsampling, distillation
+    head) classifier in timm's ``save_for_hf`` format, with label names and its input size."""
+    import timm
+    from timm.models import save_for_hf
+
+    architecture, args, side = TIMM_TOKEN_MODELS[kind]
+    torch.manual_seed(0)
+    model = timm.create_model(architecture, num_classes=len(TIMM_LABELS), **args)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
+    with tempfile.TemporaryDirectory() as folder:
+        save_for_hf(model, folder, model_config={"label_names": TIMM_LABELS}, model_args=args,
+                    safe_serialization=True)
         files = _read_dir(Path(folder))
     files.pop("pytorch_model.bin", None)
     return files

@@ -268,7 +268,7 @@ def test_unknown_model_method_and_gamma_exit_2(tiny_model, image_folder, tmp_pat
     assert "needs --references" in capsys.readouterr().err
 
 
-def test_evaluate_refuses_a_fallback_model_but_explain_warns(
+def test_evaluate_and_explain_refuse_a_fallback_model(
     tiny_model, image_folder, tmp_path, monkeypatch, capsys
 ):
     def unavailable(settings):
@@ -277,10 +277,12 @@ def test_evaluate_refuses_a_fallback_model_but_explain_warns(
     spec = ModelSpec("needs-a-head", "x", "classifier", build=unavailable, fallback=MODEL)
     monkeypatch.setitem(registry._SPECS, "needs-a-head", spec)
     out = ["--out", str(tmp_path / "o"), "--workers", "0", "--no-progress"]
-    assert main(["evaluate", str(image_folder), "--model", "needs-a-head", *out]) == 2
-    assert "Refusing to score the fallback" in capsys.readouterr().err
-    assert main(["explain", str(image_folder), "--model", "needs-a-head", *out]) == 0
-    assert "needs-a-head unavailable (no head file); serving" in capsys.readouterr().err
+    for command in ("evaluate", "explain"):
+        assert main([command, str(image_folder), "--model", "needs-a-head", *out]) == 2
+        err = capsys.readouterr().err
+        assert "never uses another model in place of 'needs-a-head'" in err
+        assert "no head file" in err
+    assert not list((tmp_path / "o").rglob("*.npy"))
 
 
 def test_a_folder_of_only_bad_files_exits_1_and_lists_them(tiny_model, tmp_path, capsys):

@@ -25,6 +25,7 @@ from tests.hubfixtures import (
     FakeHub,
     blob_name,
     hanging_server,
+    offline_hub,
     tiny_open_clip_files,
     tiny_timm_cnn_files,
     tiny_timm_files,
@@ -48,15 +49,8 @@ def cache(tmp_path, monkeypatch, repo_files):
     folder = tmp_path / "hub"
     for repo, files in repo_files.items():
         write_repo(folder, repo, files)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
-    hub.reset_state()
-    hub_models._ENGINES.clear()
-    yield folder
-    hub.reset_state()
-    hub_models._ENGINES.clear()
+    with offline_hub(monkeypatch, folder):
+        yield folder
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import select
 import signal
 import socket
@@ -248,27 +249,31 @@ def test_an_idle_connection_outlives_a_client_pools_expiry(server):
     assert pool_expiry_s is not None and keep_alive_s() >= 4 * pool_expiry_s
     host, port = server.url.removeprefix("http://").rstrip("/").split(":")
     request = f"GET /gradio_api/info HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(request)
-        assert _response(connection).startswith(b"HTTP/1.1 200")
+        assert _whole_response(connection).startswith(b"HTTP/1.1 200")
         time.sleep(pool_expiry_s + 1.0)
         readable, _, _ = select.select([connection], [], [], 0)
         assert not readable, "the server closed the idle connection"
         connection.sendall(request)
-        assert _response(connection).startswith(b"HTTP/1.1 200")
+        assert _whole_response(connection).startswith(b"HTTP/1.1 200")
 
 
-def _response(connection: socket.socket) -> bytes:
-    """One whole HTTP response (headers and its Content-Length of body), so nothing of it is
-    left unread to look like the server closing the connection."""
+def _whole_response(connection: socket.socket) -> bytes:
+    """One HTTP response read to the end of its body, so no byte of it is left to look like
+    the server closing the connection (a loaded server may send headers and body apart)."""
     data = b""
     while b"\r\n\r\n" not in data:
-        data += connection.recv(65536)
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection before its headers"
+        data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))  # fmt: skip
-    while len(body) < length:
-        body += connection.recv(65536)
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    assert length, f"no Content-Length in {head!r}"
+    while len(body) < int(length.group(1)):
+        chunk = connection.recv(65536)
+        assert chunk, "the server closed the connection inside a body"
+        body += chunk
     return head + b"\r\n\r\n" + body
 
 

@@ -33,11 +33,13 @@ Process = Callable[[Session, Loaded], list[dict[str, object]]]
 
 @dataclass(frozen=True)
 class Outcome:
-    """One item's result: its rows, or why it could not be processed."""
+    """One item's result: its rows, or why it could not be processed; ``model_failed`` when
+    the model itself cannot explain (the same for every image: the run stops)."""
 
     item: Item
     rows: list[dict[str, object]]
     error: str | None = None
+    model_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,13 +56,22 @@ class Job:
 
 
 def process_loaded(session: Session, loaded: Loaded, process: Process) -> Outcome:
-    """``process`` one decoded item; unreadable files and bad inputs become an error outcome."""
+    """``process`` one decoded item; unreadable files and bad inputs become an error outcome,
+    a failure inside the model (no spatial map, an unsupported layer) a model failure."""
     if loaded.error:
         return Outcome(loaded.item, [], loaded.error)
     try:
         return Outcome(loaded.item, process(session, loaded))
-    except (InvalidInputError, ValueError) as error:
+    except InvalidInputError as error:
         return Outcome(loaded.item, [], str(error))
+    except (ValueError, RuntimeError) as error:
+        return Outcome(loaded.item, [], str(error), model_failed=True)
+
+
+def stop_on_model_failure(outcome: Outcome, model: str) -> None:
+    """Report a model failure once, as the model's (exit 1), instead of per image."""
+    if outcome.model_failed:
+        raise CliError(f"model {model!r} cannot explain images: {outcome.error}", code=1)
 
 
 def run_local(session: Session, job: Job, workers: int) -> Iterator[Outcome]:

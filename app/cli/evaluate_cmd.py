@@ -68,7 +68,7 @@ from .datasets import (
     Loaded,
     discover_dataset,
 )
-from .engines import Job, run_job
+from .engines import Job, run_job, stop_on_model_failure
 
 # (column, table heading, higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = (
@@ -586,6 +586,7 @@ def _score(
                    unit="img", disable=args.no_progress)
         for outcome in bar:
             item = outcome.item
+            stop_on_model_failure(outcome, args.model)
             if outcome.error:
                 bad.add(str(item.path) if item.path is not None else item.key, outcome.error)
                 continue

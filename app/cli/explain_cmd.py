@@ -50,7 +50,7 @@ from .command_support import (
     split_list,
 )
 from .datasets import CliError, Item, ItemDataset, Loaded, discover_paths
-from .engines import Job, run_job
+from .engines import Job, run_job, stop_on_model_failure
 
 MANIFEST_COLUMNS = (
     "image", "method", "gamma", "target", "target_index", "target_probability", "references",
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reference_mode == "manual" and not split_list(args.references):
         raise CliError("--reference-mode manual needs --references (class names or indices)")
-    session = open_session(args.model, args.device, args.threads)
+    session = open_session(args.model, args.device, args.threads, allow_fallback=False)
     for flag, value in [("--target", _target(args.target))] + [
         ("--references", _target(r)) for r in split_list(args.references)
     ]:
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
         process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
                         auto=auto, faithfulness_k=args.faithfulness_k),
-        model=args.model, device=args.device, threads=args.threads,
+        model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress
         )
         for outcome in bar:
+            stop_on_model_failure(outcome, args.model)
             if outcome.error:
                 bad.add(_display(outcome.item), outcome.error)
                 continue

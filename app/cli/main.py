@@ -25,8 +25,13 @@ from .options import COLORMAP_NAMES, REGIONS, SYNTH_TEST_SEED, CliError
 def _common(parser: argparse.ArgumentParser, default_gamma: str, default_out: str) -> None:
     model = parser.add_argument_group("model and maps")
     model.add_argument("--model", default="demo-cnn",
-                       help="registry name (default: demo-cnn, the offline demo model) or an "
-                       "allowed Hub id: timm:NAME, timm:org/repo, hf-hub:org/repo@cub200")
+                       help="registry name (default: demo-cnn, the offline demo model), an "
+                       "allowed Hub id (org/repo: timm, transformers or open_clip, told from "
+                       "its files; timm:NAME; hf-hub:org/repo@cub200) or a trained head's "
+                       "folder (python -m app.train.head)")
+    model.add_argument("--head", metavar="PATH",
+                       help="a trained head (folder with head.safetensors, or the file); the "
+                       "same as --model PATH")
     model.add_argument("--method", action="append", metavar="NAME[,NAME]",
                        help="CAM method(s), repeat or comma-separate (default: gradcam): "
                             + methods_help())
@@ -162,12 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
                               "where small batches stay in cache, 64 on CUDA)")
     scoring.add_argument("--overwrite", action="store_true",
                          help="discard earlier results in --out instead of resuming")
+    sanity = evaluate.add_argument_group("sanity check")
+    sanity.add_argument("--sanity", action="store_true",
+                        help="instead of the metrics: re-initialise the model's layers one after "
+                             "another (head first) on a copy and report each map's Spearman ρ "
+                             "and SSIM with the trained model's (first --limit images, default 8)")
+    sanity.add_argument("--sanity-depth", type=int, default=None, metavar="N",
+                        help="--sanity: stop after N layers (default: every layer the model "
+                             "declares)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "head", None):
+        args.model = args.head
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -179,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import explain_cmd
 
             return explain_cmd.run(args)
+        if args.sanity:
+            from . import sanity_cmd
+
+            return sanity_cmd.run(args)
         from . import evaluate_cmd
 
         return evaluate_cmd.run(args)

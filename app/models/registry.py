@@ -117,7 +117,7 @@ def get_spec(name: str) -> ModelSpec:
             return spec
     raise ValueError(
         f"unknown model {name!r}; valid models: {', '.join(_SPECS)}, or a Hub id "
-        "(hf-hub:org/repo, timm:name)"
+        "(org/repo, hf-hub:org/repo, timm:name)"
     )
 
 

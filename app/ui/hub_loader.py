@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from app.models.hub import policy as hub
-from app.models.hub.loading import CLASS_LISTS, register_class_list
+from app.models.hub.loading import CLASS_LISTS, register_class_list, resolve_hub_id
 from app.models.registry import ModelRegistry
 from app.ui.tab_glue import status_line, user_errors
 from app.ui.wiring import warned
@@ -24,7 +24,7 @@ LIST_CHOICES = [(summary, name) for name, (_, _, summary) in CLASS_LISTS.items()
     ("my own list (below)", CUSTOM)
 ]
 PLACEHOLDER = {
-    "classifier": "timm:resnet50.a1_in1k  ·  hf-hub:imageomics/bioclip (zero-shot)",
+    "classifier": "org/name (timm, transformers, open_clip)  ·  timm:resnet50.a1_in1k",
     "concepts": "hf-hub:imageomics/bioclip  ·  hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
 }
 
@@ -38,16 +38,18 @@ def hub_model_name(model_id: str, task: str, class_list: str = "cub200",
     """
     text = (model_id or "").strip()
     if not text:
-        raise ValueError("type a Hub model id, e.g. timm:resnet50.a1_in1k or hf-hub:org/repo")
-    if not text.startswith(("hf-hub:", "timm:")):
+        raise ValueError("type a Hub model id, e.g. org/name, timm:resnet50.a1_in1k or "
+                         "hf-hub:org/repo")
+    plain = task == "classifier" and hub.plain_repo_id(text.partition("@")[0]) is not None
+    if not plain and not text.startswith(("hf-hub:", "timm:")):
         text = f"timm:{text}" if task == "classifier" else f"hf-hub:{text}"
-    hub_id = hub.parse_hub_id(text.partition("@")[0])
+    hub_id = resolve_hub_id(text.partition("@")[0])
     assert hub_id is not None
     if task == "concepts":
         if hub_id.kind != "open_clip":
             raise ValueError("the concepts tab needs an open_clip model: hf-hub:org/repo")
         return hub_id.name
-    if hub_id.kind == "timm":
+    if hub_id.kind in ("timm", "transformers"):
         return hub_id.name
     if class_list == CUSTOM:
         names = [n for line in (custom_classes or "").splitlines() for n in line.split(",")]

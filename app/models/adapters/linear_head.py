@@ -16,12 +16,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from app.config import Settings
 from app.models.adapters.backbones import Backbone, build_backbone
 from app.models.adapters.vit import AttentionView, ViTSplit
-from app.models.base import ExplainableModel
+from app.models.base import CascadeLayers, ExplainableModel
 from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.registry import ModelSpec, register_resolver
 from app.models.weights import WeightsFileError, load_tensor_file
 
 HEAD_FILE = "head.safetensors"
@@ -102,6 +104,17 @@ class LinearHeadModel(ExplainableModel):
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return self.backbone.grid_size(height, width)
+
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """The head (an ``nn.Linear`` sharing the head's tensors, so re-initialising it
+        re-initialises the head), then the backbone's layers where it declares them."""
+        head = nn.Linear(self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None,
+                         device="meta")
+        head.weight = nn.Parameter(self.weight, requires_grad=False)
+        if self.bias is not None:
+            head.bias = nn.Parameter(self.bias, requires_grad=False)
+        below = self.backbone.cascade_layers() if isinstance(self.backbone, CascadeLayers) else []
+        return [("head", head), *below]
 
 
 def save_head(
@@ -247,3 +260,20 @@ def load_linear_model(
         model, weight, bias, classes, name,
         description=f"{name}: {len(classes)}-class head {Path(source).name} on {model.description}",
     )
+
+
+def head_spec(name: str) -> ModelSpec | None:
+    """A trained head given by its local path (a folder holding ``head.safetensors``, or the
+    file): the model is named by that path and has no fallback — it loads, or says why not."""
+    path = Path(name).expanduser()
+    head = path / HEAD_FILE if path.is_dir() else path
+    if head.suffix != ".safetensors" or not head.is_file():
+        return None
+    return ModelSpec(
+        name, f"linear head {head.parent.name if path.is_dir() else head.stem} (trained)",
+        "classifier",
+        lambda settings: load_linear_model(str(path), settings.torch_device, "", settings, name),
+    )
+
+
+register_resolver(head_spec)

@@ -92,6 +92,10 @@ class ViTSplit(ABC):
     def _blocks(self) -> nn.ModuleList | nn.Sequential:
         """The transformer blocks, in order."""
 
+    def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """One block before the explained ones (the module's own forward by default)."""
+        return block(tokens)
+
     @abstractmethod
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last block's first norm (the CAM target layer)."""
@@ -132,7 +136,7 @@ class ViTSplit(ABC):
         """Tokens entering block ``start`` and the patch grid (call under ``torch.no_grad``)."""
         tokens, grid = self._embed(x)
         for block in self._blocks()[:start]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         return tokens, grid
 
     def attention_blocks(
@@ -172,7 +176,7 @@ class ViTSplit(ABC):
         tokens, grid = self._embed(x)
         self.grids.record(grid)
         for block in self._blocks()[:-1]:
-            tokens = block(tokens)
+            tokens = self._run_block(block, tokens)
         if self.target == "residual":
             return tokens
         raw = tokens[:, :1] if self.fast else tokens
@@ -193,6 +197,18 @@ class ViTSplit(ABC):
         h, w = self.grids.grid_for(activation.shape[1])
         patches = activation[:, self.prefix : self.prefix + h * w, :]
         return patches.reshape(activation.shape[0], h, w, activation.shape[2]).permute(0, 3, 1, 2)
+
+
+def fold_tokens(tokens: torch.Tensor, input_size: tuple[int, int], prefix: int = 0) -> torch.Tensor:
+    """``(N, prefix + h*w, C)`` tokens -> ``(N, C, h, w)``, with ``h:w`` as the input's
+    height:width (Swin, EVA-02, LeViT outputs: a known grid only up to its aspect)."""
+    n, length, channels = tokens.shape
+    patches = length - prefix
+    rows = max(1, round(math.sqrt(patches * input_size[0] / input_size[1])))
+    if patches % rows:
+        raise ValueError(f"cannot fold {patches} tokens into a grid of {input_size} aspect")
+    grid = tokens[:, prefix:].reshape(n, rows, patches // rows, channels)
+    return grid.permute(0, 3, 1, 2)
 
 
 def _single_query_attention(

@@ -1,4 +1,4 @@
-"""Models from the Hugging Face Hub by id: timm classifiers and open_clip (``hf-hub:``) models.
+"""Models from the Hugging Face Hub by id: timm, `transformers` and open_clip models.
 
 Ids (see :mod:`app.models.hub.policy`), usable wherever a registry name is (UI, CLI ``--model``,
 API):
@@ -6,6 +6,9 @@ API):
 * ``timm:resnet50.a1_in1k`` / ``timm:org/repo`` — a timm classifier from its Hub repo (config +
   safetensors). Class names: the pretrained config's ``label_names`` (ImageNet synsets become
   their descriptions), else the ImageNet names when the head has 1000 rows.
+* ``org/repo`` — whatever library the repo's files name (:mod:`app.models.hub.detect`): a
+  `transformers` image classifier (``AutoModelForImageClassification``; class names from
+  ``id2label``), a timm classifier, or an open_clip model.
 * ``hf-hub:org/repo`` — an open_clip model as a concept model (free-text prompts).
 * ``hf-hub:org/repo@LIST`` — the same model as a zero-shot classifier over a class list:
   ``cub200``, ``birds525``, ``cars196``, ``imagenet`` (shipped) or ``list-<hash>`` registered by
@@ -13,12 +16,14 @@ API):
 
 Every load checks the allow-list and, when the Hub answers, the size and the safetensors rule
 from the Hub's metadata before downloading; it repairs broken cache entries first. Nothing
-here runs remote code: timm builds its own architectures, open_clip reads a JSON config.
+here runs remote code: timm and `transformers` build their own architectures (a repo that
+asks for custom code is refused), open_clip reads a JSON config.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -29,9 +34,11 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
-from app.models.adapters.vit import TimmVitSplit
+from app.models.adapters.vit import AttentionView, TimmVitSplit, fold_tokens
 from app.models.base import ExplainableModel
+from app.models.hub import cache_bound
 from app.models.hub import policy as hub
+from app.models.hub.detect import detect_library
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.preprocess import to_tensor
 from app.models.registry import ModelSpec, register_resolver
@@ -91,8 +98,9 @@ def register_class_list(names: Sequence[str]) -> str:
 
 
 class TimmClassifier(ExplainableModel):
-    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), CNNs
-    at the output of ``forward_features`` (the last stage), with ``forward_head`` as the tail."""
+    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), other
+    models at the output of ``forward_features`` (the last stage; the final tokens of EVA-02 and
+    LeViT, folded into their grid), with ``forward_head`` as the tail."""
 
     def __init__(self, model: torch.nn.Module, name: str, labels: Sequence[str],
                  device: torch.device, key: str, description: str) -> None:
@@ -127,12 +135,20 @@ class TimmClassifier(ExplainableModel):
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         if self.split:
             return self.split.to_grid(activation)
+        if activation.ndim == 3 and str(getattr(self.model, "global_pool", "avg")) != "token":
+            return fold_tokens(activation, self.input_size,
+                               int(getattr(self.model, "num_prefix_tokens", 0) or 0))
         if activation.ndim != 4:
             raise ValueError(f"{self.name}: the last stage gives no spatial map to explain")
         channels = int(self.model.num_features)
         if activation.shape[1] != channels and activation.shape[-1] == channels:
             return activation.permute(0, 3, 1, 2)  # channels-last stages (Swin, ...)
         return activation
+
+    def attention_view(self) -> AttentionView | None:
+        if self.split is None:
+            return None
+        return AttentionView(self.split, self.model.get_classifier(), f"{self.trunk_key}#attention")
 
     def class_embeddings(self) -> torch.Tensor | None:
         head = self.model.get_classifier()
@@ -180,6 +196,41 @@ def load_timm_classifier(hub_id: hub.HubId, device: torch.device) -> TimmClassif
     labels = timm_labels(model)
     return TimmClassifier(model, hub_id.name, labels, device, f"timm-hub:{hub_id.repo}",
                           f"timm {hub_id.repo} ({len(labels)} classes, {device})")
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+def load_transformers_classifier(hub_id: hub.HubId, device: torch.device) -> ExplainableModel:
+    """An ``AutoModelForImageClassification`` model from its Hub snapshot (policy checked,
+    safetensors only, no remote code); `transformers` is imported only here."""
+    prepare(hub_id)
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(hub_id.repo, allow_patterns=["*.json", "*.safetensors"]))
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if config.get("auto_map"):
+            raise hub.HubPolicyError(
+                f"{hub_id.name} needs its own code (auto_map in config.json); remote code is "
+                "never run")
+        processor = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+        from transformers import AutoModelForImageClassification
+
+        model = AutoModelForImageClassification.from_pretrained(
+            folder, use_safetensors=True, trust_remote_code=False)
+    except hub.HubPolicyError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
+        raise load_error(hub_id, error) from error
+    from app.models.adapters.hf_transformers import Preprocessing, TransformersClassifier
+
+    native = int(getattr(model.config, "image_size", 224))
+    preprocessing = Preprocessing.from_config(processor, native)
+    return TransformersClassifier(
+        model, hub_id.name, preprocessing, device, f"transformers-hub:{hub_id.repo}",
+        f"transformers {hub_id.repo} ({model.config.model_type}, {model.config.num_labels} "
+        f"classes, {device})")
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -286,10 +337,23 @@ def load_error(hub_id: hub.HubId, error: BaseException) -> OSError:
     return hub_error(hub_id.name, source, hf_cache_dir(), error)
 
 
+def resolve_hub_id(text: str) -> hub.HubId | None:
+    """The Hub model ``text`` names (a prefixed id, or a plain ``org/repo`` whose library its
+    files tell, allow-list checked before any file is read); None for other names."""
+    hub_id = hub.parse_hub_id(text)
+    if hub_id is not None:
+        return hub_id
+    repo = hub.plain_repo_id(text)
+    if repo is None:
+        return None
+    hub.check_allowed(hub.HubId("transformers", repo))
+    return hub.HubId(detect_library(repo), repo)
+
+
 def split_name(name: str) -> tuple[hub.HubId, str | None] | None:
     """``(hub id, class list or None)`` for a Hub registry name, None for other names."""
     base, _, list_name = name.partition("@")
-    hub_id = hub.parse_hub_id(base)
+    hub_id = resolve_hub_id(base)
     if hub_id is None:
         return None
     if list_name and hub_id.kind != "open_clip":
@@ -311,14 +375,40 @@ def hub_spec(name: str) -> ModelSpec | None:
     if hub_id.kind == "timm":
         task, summary = "classifier", f"timm classifier {hub_id.repo} from the Hub"
         build = lambda s: load_timm_classifier(hub_id, s.torch_device)  # noqa: E731
+    elif hub_id.kind == "transformers":
+        task, summary = "classifier", f"transformers classifier {hub_id.repo} from the Hub"
+        build = lambda s: load_transformers_classifier(hub_id, s.torch_device)  # noqa: E731
     elif list_name is None:
         task, summary = "concepts", f"open_clip {hub_id.repo} from the Hub: concept prompts"
         build = lambda s: clip_view(hub_id, None, s.torch_device, s, canonical)  # noqa: E731
     else:
         task, summary = "classifier", f"open_clip {hub_id.repo}: zero-shot over {list_name}"
         build = lambda s: clip_view(hub_id, list_name, s.torch_device, s, canonical)  # noqa: E731
-    return ModelSpec(canonical, summary, task, build,  # type: ignore[arg-type]
-                     release=lambda: release_engine(hub_id.repo))
+    return ModelSpec(canonical, summary, task, _bounded(hub_id.repo, build),
+                     release=lambda: _unload(hub_id.repo))
+
+
+def _bounded(repo: str, build: Callable[[Settings], ExplainableModel]
+             ) -> Callable[[Settings], ExplainableModel]:
+    """``build``, with ``repo`` kept from the cache bound while it loads and stays loaded, and
+    the cache trimmed to ``FINERCAM_HUB_CACHE_MB`` once it has loaded."""
+
+    def load(settings: Settings) -> ExplainableModel:
+        cache_bound.mark_in_use(repo)
+        try:
+            model = build(settings)
+        except BaseException:
+            cache_bound.release(repo)
+            raise
+        cache_bound.trim_cache()
+        return model
+
+    return load
+
+
+def _unload(repo: str) -> None:
+    release_engine(repo)
+    cache_bound.release(repo)
 
 
 register_resolver(hub_spec)

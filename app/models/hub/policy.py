@@ -1,7 +1,8 @@
 """Hugging Face Hub access for a public Space: what may load, how big, and how fast we give up.
 
 * **Ids.** ``hf-hub:org/repo`` is an open_clip model; ``timm:name`` (repo ``timm/name``),
-  ``timm:org/repo`` or a bare timm name is a timm classifier (:func:`parse_hub_id`).
+  ``timm:org/repo`` or a bare timm name is a timm classifier (:func:`parse_hub_id`); a plain
+  ``org/repo`` is loaded by the library its files name (:mod:`app.models.hub.detect`).
 * **Allow-list.** ``FINERCAM_HUB_MODELS``: comma-separated glob patterns over the repo id
   (``imageomics/*``, ``timm/resnet*``; ``*`` allows everything, empty allows nothing). Unset:
   :data:`DEFAULT_ALLOWED`, a curated list.
@@ -57,7 +58,7 @@ DEFAULT_ALLOWED = (
 VETTED_PICKLE_REPOS = frozenset({"imageomics/bioclip"})
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
 
-Kind = Literal["timm", "open_clip"]
+Kind = Literal["timm", "open_clip", "transformers"]
 
 
 class HubPolicyError(ValueError):
@@ -73,9 +74,12 @@ class HubId:
 
     @property
     def name(self) -> str:
-        """Canonical registry name (``hf-hub:org/repo``, ``timm:name``, ``timm:org/repo``)."""
+        """Canonical registry name (``hf-hub:org/repo``, ``timm:name``, ``timm:org/repo``,
+        ``org/repo`` for `transformers`)."""
         if self.kind == "open_clip":
             return f"hf-hub:{self.repo}"
+        if self.kind == "transformers":
+            return self.repo
         return f"timm:{self.repo.removeprefix('timm/')}"
 
 
@@ -96,6 +100,17 @@ def parse_hub_id(text: str) -> HubId | None:
     if len(parts) != 2 or not all(parts) or any(c.isspace() for c in repo) or ".." in repo:
         raise ValueError(f"{text!r} is not a Hub model id; use hf-hub:org/repo or timm:name")
     return HubId(kind, repo)
+
+
+def plain_repo_id(text: str) -> str | None:
+    """``org/repo`` when ``text`` is a plain Hub repo id (no prefix, not a local path)."""
+    text = (text or "").strip()
+    parts = text.split("/")
+    if ":" in text or len(parts) != 2 or Path(text).exists():
+        return None
+    if not all(part and all(c.isalnum() or c in "-_." for c in part) for part in parts):
+        return None
+    return None if ".." in text else text
 
 
 # --------------------------------------------------------------------------- policy
@@ -165,6 +180,8 @@ def weight_candidates(hub_id: HubId) -> tuple[str, ...]:
     """The weight files the loaders read, preferred first."""
     if hub_id.kind == "open_clip":
         return ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if hub_id.kind == "transformers":
+        return ("model.safetensors", "model.safetensors.index.json")
     return ("model.safetensors", "pytorch_model.bin")
 
 
