@@ -288,14 +288,22 @@ def print_attention(timings: dict[str, float]) -> None:
               f"   re-render {rerender * 1000:.1f} ms")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every latency bench shares: repeats, threads, the open_clip model and its
+    class count, the clock, the device."""
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
     parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
                         help="wall time, or CPU time of this process (robust on a shared machine)")
+    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
+                        help="cpu (default) or cuda[:N]: where every model and input lives")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    timing_arguments(parser)
     parser.add_argument("--skip-clip", action="store_true", help="skip (a)-(c), open_clip ViT-B/16")
     parser.add_argument("--skip-fgcam", action="store_true")
     parser.add_argument(
@@ -304,8 +312,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument("--size", type=int, default=224,
                         help="input side of (d) and (e), a multiple of 16 (small for a smoke run)")
-    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
-                        help="cpu (default) or cuda[:N]: where every model and input lives")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)

@@ -3,7 +3,8 @@
 Starts the app in a subprocess (offline, demo models), opens it in Debian's chromium through
 Playwright (as tests/test_app_browser.py does; never a downloaded browser), uploads an example,
 then moves the γ slider ``--moves`` times. Each move is timed inside the page: from dispatching
-the range input's ``input``/``change`` events to the moment the Finer-CAM <img> shows a new,
+the range input's ``input``/``change`` events (and, with ``--release``, the ``pointerup`` that
+ends a drag) to the moment the Finer-CAM <img> shows a new,
 decoded picture. Prints median and p90 (and the machine's load average, since the CPU is
 shared); never asserts a time.
 
@@ -36,7 +37,7 @@ EXAMPLE = REPO_ROOT / "assets" / "examples" / "red-crowned-bluebird.png"
 
 # Dispatch a slider move and resolve with the milliseconds until the panel shows a new picture.
 MOVE_JS = """
-async ([slider, panel, value]) => {
+async ([slider, panel, value, release]) => {
   const root = document.querySelector(`#${panel}`);
   const old = root.querySelector('img')?.src;
   const input = document.querySelector(`#${slider} input[type=range]`);
@@ -57,6 +58,7 @@ async ([slider, panel, value]) => {
   input.value = String(value);
   input.dispatchEvent(new Event('input', {bubbles: true}));
   input.dispatchEvent(new Event('change', {bubbles: true}));
+  if (release) input.dispatchEvent(new PointerEvent('pointerup', {bubbles: true}));
   return (await shown) - start;
 }
 """
@@ -86,8 +88,11 @@ def open_page(browser, url: str, prefix: str = "clf"):
     return page
 
 
-def measure(urls: list[str], moves: int, warmup: int, prefix: str = "clf") -> list[list[float]]:
-    """Milliseconds per γ move on each page, moves alternating between the pages."""
+def measure(
+    urls: list[str], moves: int, warmup: int, prefix: str = "clf", release: bool = False
+) -> list[list[float]]:
+    """Milliseconds per γ move on each page, moves alternating between the pages; with
+    ``release`` each move ends as a drag does (``pointerup``: the slider's release event)."""
     from playwright.sync_api import sync_playwright
 
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -102,7 +107,9 @@ def measure(urls: list[str], moves: int, warmup: int, prefix: str = "clf") -> li
         timings: list[list[float]] = [[] for _ in urls]
         for i, value in enumerate(values):
             for page, series in zip(pages, timings, strict=True):
-                elapsed = page.evaluate(MOVE_JS, [f"{prefix}-gamma", f"{prefix}-finer", value])
+                elapsed = page.evaluate(
+                    MOVE_JS, [f"{prefix}-gamma", f"{prefix}-finer", value, release]
+                )
                 if i >= warmup:
                     series.append(float(elapsed))
                 page.wait_for_timeout(150)  # a person's pause between moves; nothing pending
@@ -130,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="demo-cnn,demo-tinyclip")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare against")
+    parser.add_argument("--release", action="store_true",
+                        help="end each move with pointerup, as a drag does (fires the slider's "
+                             "release event, which re-scores the faithfulness line)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -143,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
             servers.append(stack.enter_context(
                 running_server(models, workdir / str(i), None, args.threads, repo=repo)
             ))  # fmt: skip
-        timings = measure([server.url for server in servers], args.moves, args.warmup)
+        timings = measure([server.url for server in servers], args.moves, args.warmup,
+                          release=args.release)
     for repo, series in zip(repos, timings, strict=True):
         report("this checkout" if repo == REPO_ROOT else f"baseline {repo}", series)
     if len(timings) == 2:

@@ -136,8 +136,13 @@ def test_named_endpoints_are_documented(client):
         "pooling",
         "colormap",
     ]
+    faithfulness = [p["parameter_name"] for p in api["/faithfulness"]["parameters"]]
+    assert faithfulness == [*classifier, "k"]
+    concepts_faithfulness = api["/concepts_faithfulness"]["parameters"]
+    assert [p["parameter_name"] for p in concepts_faithfulness] == [*concept, "k"]
     assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
-                        "/load_hub_concepts"}  # the live-control events are private
+                        "/load_hub_concepts", "/faithfulness", "/concepts_faithfulness"}
+    # the live-control events are private
 
 
 # ---------------------------------------------------------------------- classifier tab
@@ -440,3 +445,29 @@ def test_load_and_soak_benchmarks_read_the_endpoints_as_they_are(server, picture
     worker = Worker(0, work, ())
     assert len(worker.classify(picture, gamma=0.3)) == len(CLASSIFIER_OUTPUTS)
     assert len(worker.concepts(picture, target="a bird with a red crown")) == len(CONCEPT_OUTPUTS)
+
+
+def test_faithfulness_endpoint_answers_the_numbers_of_the_maps_explained(client, server, picture):
+    explained = classify(client, server, picture, gamma=0.8)
+    answer = client.predict(
+        image=handle_file(str(picture)), model=server.classifier, gamma=0.8, k=0.1,
+        api_name="/faithfulness",
+    )
+    from app.explain.service import ExplainSettings
+
+    image = Image.open(picture).convert("RGB")
+    live = server.service.faithfulness(server.classifier, image, ExplainSettings(gamma=0.8), 0.1)
+    assert answer["finer"]["relative_drop"] == pytest.approx(live.finer.relative_drop, abs=1e-6)
+    assert answer["cam"]["probability_drop"] == pytest.approx(live.cam.probability_drop, abs=1e-6)
+    assert answer["top_fraction"] == 0.1
+    assert answer["sentence"].startswith("Removing Finer-CAM's top 10 %")
+    assert answer["target"] == explained["used"]["data"][0][1]
+    with pytest.raises(AppError, match="(?i)k \\(share of top pixels"):
+        client.predict(image=handle_file(str(picture)), model=server.classifier, k=0,
+                       api_name="/faithfulness")
+    concepts_answer = client.predict(
+        image=handle_file(str(picture)), model=server.concepts, target_concept="a red bird",
+        contrast_prompts="a blue bird", method="gradcam", api_name="/concepts_faithfulness",
+    )
+    assert concepts_answer["references"] == ["a blue bird"]
+    assert "contrast" in concepts_answer["sentence"]

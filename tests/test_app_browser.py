@@ -225,3 +225,59 @@ def test_strip_click_sets_gamma_and_slider_moves_write_no_downloads(page, server
     page.locator("#clf-download").click()
     page.locator("#clf-files a, #clf-files [data-testid='file']").first.wait_for()
     assert len(saves) == 1
+
+
+# Records, in the page, when the Finer panel first shows a picture and when the faithfulness
+# line first holds a sentence (after the call, which follows a cleared image input).
+RECORD_ORDER_JS = """
+() => {
+  window.__order = {};
+  const stamp = (name) => {
+    if (!(name in window.__order)) window.__order[name] = performance.now();
+  };
+  new MutationObserver(() => {
+    if (document.querySelector('#clf-finer img')?.src) stamp('finer');
+    const line = document.getElementById('clf-trust')?.innerText || '';
+    if (line.includes('Removing')) stamp('trust');
+  }).observe(document.body,
+             {subtree: true, childList: true, attributes: true, characterData: true});
+}
+"""
+
+
+def test_faithfulness_sentence_and_bars_arrive_after_the_panels(page, server, tmp_path):
+    bird = write_image(tmp_path / "bird.png", (96, 80))
+    remove = page.locator("#clf-image button[aria-label='Remove Image']")
+    remove.first.click()
+    page.wait_for_function("() => !document.querySelector('#clf-cam img')")
+    _wait_text(page, "clf-trust", "scored once the panels are shown")  # no image: no score
+    page.evaluate(RECORD_ORDER_JS)
+    page.locator("#clf-image input[type=file]").set_input_files(str(bird))
+    _image_src(page, "clf-finer")
+    _wait_text(page, "clf-trust", "Removing Finer-CAM's top 5 %")
+    order = page.evaluate("() => window.__order")
+    assert order["finer"] <= order["trust"], order  # the panels never wait for the score
+    assert page.locator("#clf-trust .trust-bar").count() == 2
+    text = page.locator("#clf-trust").inner_text()
+    assert "look-alikes" in text and "removing CAM's top 5 %" in text
+
+
+def test_compare_tab_ranks_every_method_and_a_click_makes_it_active(page, server):
+    _image_src(page, "clf-finer")  # the page opens on an explained example
+    page.get_by_role("tab", name="Compare methods").click()
+    page.wait_for_function("() => document.querySelectorAll('#cmp-grid img').length >= 4")
+    _wait_text(page, "cmp-summary", "Best first")
+    assert "Score-CAM" in page.locator("#cmp-summary").inner_text()  # offered on request only
+    thumbnails = page.locator("#cmp-grid button.thumbnail-item")
+    count = thumbnails.count()
+    assert count >= 4 and count % 2 == 0  # every method's CAM and Finer map
+    labels = page.locator("#cmp-grid .caption-label").all_inner_texts()
+    methods = [label.split(". ", 1)[1].rsplit(":", 1)[0].removeprefix("Finer ") for label in labels]
+    assert page.locator("#clf-method input").input_value() == "Grad-CAM"
+    other = next(i for i, method in enumerate(methods) if method != "Grad-CAM")
+    thumbnails.nth(other).click()
+    page.wait_for_function(
+        "label => document.querySelector('#clf-method input')?.value === label", arg=methods[other]
+    )
+    page.locator("#clf-finer").wait_for(state="visible")  # back on the classifier tab
+    _wait_text(page, "clf-cam-title", methods[other])  # ... which re-rendered with the method

@@ -108,6 +108,15 @@ def test_latency_prints_every_ratio(capsys):
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
 
 
+def test_faithfulness_prints_the_line_and_the_compare_view_against_a_forward(capsys):
+    from bench.faithfulness import main
+
+    main(["--smoke", "--threads", "2"])
+    out = capsys.readouterr().out
+    assert len(re.findall(r"= \d+\.\d+ forwards", out)) == 3, out
+    assert re.search(r"compare view, \d+ gradient methods", out), out
+
+
 def test_throughput_compares_the_cli_with_the_anchor_loop(capsys, monkeypatch):
     from app.models import registry
 

@@ -209,7 +209,9 @@ def test_explain_writes_maps_and_overlays_and_skips_finished_images(
     assert len(manifest) == 5 * 2 * 2  # images x methods x gammas
 
     runs = tiny_model.trunk_calls
-    assert runs == 5  # one model pass per image for both methods and both γ
+    # one gradient pass per image for both methods and both γ, and per row one batched
+    # forward of its two masked maps (the faithfulness columns)
+    assert runs == 5 + 5 * 2 * 2
     assert main(argv) == 0
     assert "5 of 6 image(s) already done" in capsys.readouterr().err
     assert tiny_model.trunk_calls == runs and len(_rows(out / "explanations.csv")) == 20
@@ -483,3 +485,32 @@ def test_explain_gamma_auto_writes_the_chosen_gamma_per_image(tiny_model, image_
         strip = service.gamma_strip(MODEL, image, ExplainSettings(), auto=True)
         assert strip.auto.gamma == gamma  # the per-image choice, not one γ for all
     assert main(argv) == 0 and len(_rows(out / "explanations.csv")) == 10  # resumes: all done
+
+
+def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(
+    tiny_model, image_folder, tmp_path
+):
+    from app.explain.inputs import load_image
+    from app.explain.service import ExplainSettings, ExplanationService
+
+    out = tmp_path / "scored"
+    argv = ["explain", str(image_folder / "class_3" / "d.png"), "--model", MODEL, "--gamma", "0.4",
+            "--faithfulness-k", "0.1", "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    (row,) = _rows(out / "explanations.csv")
+    image = load_image(image_folder / "class_3" / "d.png")
+    live = ExplanationService(lambda name: tiny_model).faithfulness(
+        MODEL, image, ExplainSettings(gamma=0.4), top_fraction=0.1
+    )
+    assert row["faithfulness_k"] == "0.1"
+    expected = {
+        "rd_cam": live.cam.relative_drop, "rd_finer": live.finer.relative_drop,
+        "drop_cam": live.cam.probability_drop, "drop_finer": live.finer.probability_drop,
+    }
+    for column, value in expected.items():
+        assert float(row[column]) == pytest.approx(value, rel=1e-5, abs=1e-6)
+    off = tmp_path / "off"
+    assert main([*argv[:-5], "--faithfulness-k", "0", "--out", str(off), "--workers", "0",
+                 "--no-progress"]) == 0
+    assert _rows(off / "explanations.csv")[0]["rd_cam"] == ""
+    assert main([*argv[:-5], "--faithfulness-k", "2", "--out", str(off)]) == 2

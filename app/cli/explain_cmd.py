@@ -11,7 +11,10 @@ For every image ``<key>`` (its path relative to the folder given) and method it 
 * no ``.png`` with ``--no-overlays``;
 
 and appends one row per image, method and γ to ``--out/explanations.csv`` (target, its
-probability, the references and their weights). The files are written on a small thread pool
+probability, the references and their weights, and how faithful the two maps are: ``rd_cam`` /
+``rd_finer``, the relative confidence drop when the map's top ``--faithfulness-k`` pixels are
+removed, and ``drop_cam`` / ``drop_finer``, the drop of the target's probability; the numbers
+of the app's faithfulness line and of ``evaluate``). The files are written on a small thread pool
 while the next image is explained; an image's rows are appended once its files exist. An image
 whose files all exist is skipped, so an interrupted run picks up where it stopped.
 """
@@ -28,6 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from app.explain.faithfulness import Faithfulness
 from app.explain.gamma import DEFAULT_GAMMA
 from app.explain.service import ExplainSettings, Explanation
 
@@ -49,7 +53,8 @@ from .engines import Job, run_job, stop_on_model_failure
 
 MANIFEST_COLUMNS = (
     "image", "method", "gamma", "target", "target_index", "target_probability", "references",
-    "cam_npy", "finer_npy", "notices",
+    "cam_npy", "finer_npy", "notices", "faithfulness_k", "rd_cam", "rd_finer", "drop_cam",
+    "drop_finer",
 )
 
 
@@ -125,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
+    if not 0 <= args.faithfulness_k <= 1:
+        raise CliError(
+            f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}"
+        )
     discovery = discover_paths(args.inputs, exclude=args.out)
     check_model(args.model)
     items = discovery.items[: args.limit] if args.limit else discovery.items
@@ -174,12 +183,13 @@ def run(args: argparse.Namespace) -> int:
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
         process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
-                        auto=auto, overlays=overlays),
+                        auto=auto, overlays=overlays, faithfulness_k=args.faithfulness_k),
         model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"
     new_file = not manifest.is_file()
+    _check_manifest(manifest, new_file)
     with open(manifest, "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
         if new_file:
@@ -216,10 +226,13 @@ def explain_item(
     dirs: dict[str, PurePosixPath],
     auto: bool = False,
     overlays: bool = True,
+    faithfulness_k: float = 0.0,
 ) -> list[dict[str, object]]:
     """:func:`explain_one` into the item's output folder (the per-item work of either engine)."""
     folder = out / dirs[loaded.item.key]
-    return explain_one(session, loaded, methods, gammas, base, folder, auto, overlays)
+    return explain_one(
+        session, loaded, methods, gammas, base, folder, auto, overlays, faithfulness_k
+    )
 
 
 def explain_one(
@@ -231,11 +244,13 @@ def explain_one(
     folder: Path,
     auto: bool = False,
     overlays: bool = True,
+    faithfulness_k: float = 0.0,
 ) -> list[dict[str, object]]:
     """Every method and γ for one image (one model pass: the service caches the rest); the
     files are queued on ``session.maps`` under the item's key.
 
-    With ``auto`` each method also gets the map at the γ auto-γ picks for this image.
+    With ``auto`` each method also gets the map at the γ auto-γ picks for this image; with
+    ``faithfulness_k`` each row is scored (one batched forward of its two masked maps).
     """
     key = loaded.item.key
 
@@ -261,8 +276,37 @@ def explain_one(
             if i == 0:
                 save(folder / f"{label}_cam", result.cam, result.cam_overlay)
             save(folder / f"{label}_finer_{suffix}", result.finer, result.finer_overlay)
-            rows.append(_row(loaded, method, result, folder, label, suffix, why))
+            row = _row(loaded, method, result, folder, label, suffix, why)
+            if faithfulness_k:
+                scores = session.service.faithfulness(
+                    session.model_name, loaded.image, replace(settings, gamma=gamma), faithfulness_k
+                )
+                row.update(_faithfulness_columns(faithfulness_k, scores))
+            rows.append(row)
     return rows
+
+
+def _faithfulness_columns(k: float, scores: Faithfulness) -> dict[str, object]:
+    return {
+        "faithfulness_k": f"{k:g}",
+        "rd_cam": f"{scores.cam.relative_drop:.6g}",
+        "rd_finer": f"{scores.finer.relative_drop:.6g}",
+        "drop_cam": f"{scores.cam.probability_drop:.6g}",
+        "drop_finer": f"{scores.finer.probability_drop:.6g}",
+    }
+
+
+def _check_manifest(manifest: Path, new_file: bool) -> None:
+    """Refuse to append rows to an ``explanations.csv`` with other columns."""
+    if new_file:
+        return
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle), None)
+    if header is not None and tuple(header) != MANIFEST_COLUMNS:
+        raise CliError(
+            f"{manifest} was written by another version of this tool (columns differ); "
+            "use another --out"
+        )
 
 
 def _row(

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
     explain.add_argument("--no-overlays", action="store_true",
                          help="write only the .npy maps, no .png overlays")
+    explain.add_argument("--faithfulness-k", type=float, default=0.05, metavar="K",
+                         help="share of each map's top pixels removed for the rd_*/drop_* columns "
+                              "of explanations.csv (default 0.05; 0 leaves them empty)")
     explain.add_argument("--colormap", choices=COLORMAP_NAMES, default=COLORMAP_NAMES[0],
                          help="colour map of the overlays (default jet, the paper's)")
 
@@ -166,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "where small batches stay in cache, 64 on CUDA)")
     scoring.add_argument("--overwrite", action="store_true",
                          help="discard earlier results in --out instead of resuming")
+    sanity = evaluate.add_argument_group("sanity check")
+    sanity.add_argument("--sanity", action="store_true",
+                        help="instead of the metrics: re-initialise the model's layers one after "
+                             "another (head first) on a copy and report each map's Spearman ρ "
+                             "and SSIM with the trained model's (first --limit images, default 8)")
+    sanity.add_argument("--sanity-depth", type=int, default=None, metavar="N",
+                        help="--sanity: stop after N layers (default: every layer the model "
+                             "declares)")
     return parser
 
 
@@ -185,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import explain_cmd
 
             return explain_cmd.run(args)
+        if args.sanity:
+            from . import sanity_cmd
+
+            return sanity_cmd.run(args)
         from . import evaluate_cmd
 
         return evaluate_cmd.run(args)

@@ -2,10 +2,11 @@
 
 The Finer-CAM paper leaves γ to the user ("adaptively determining γ could lead to further
 improvements"). Maps for a grid of γ cost nothing once the per-class gradients are cached; to
-rank them this module masks the top ``top_fraction`` pixels of every candidate map (replaced by
-the blurred image, the paper's "remove" setting) and runs the model **once** on the stacked
-masked images. The relative confidence ``rc = p_c / (p_c + Σ_d p_d)`` before masking comes from
-the cached logits, so no other forward is needed. The chosen γ is the one whose most salient
+rank them this module scores every candidate map as the live faithfulness line does
+(:func:`app.explain.faithfulness.score_maps`): the top ``top_fraction`` pixels replaced by the
+blurred image, the paper's "remove" setting, and the model run **once** on the stacked masked
+images. The relative confidence ``rc = p_c / (p_c + Σ_d p_d)`` before masking comes from the
+cached logits, so no other forward is needed. The chosen γ is the one whose most salient
 pixels carry most of what separates the target from its references: the largest drop of
 ``rc``. Ties go to the γ nearest the paper's default.
 """
@@ -18,9 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from app.explain.metrics import baseline_image
+from app.explain.faithfulness import score_maps
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +42,6 @@ class GammaChoice:
     gammas: tuple[float, ...]
     drops: tuple[float, ...]
     reason: str
-
-
-def mask_top(
-    x: torch.Tensor, maps: np.ndarray, top_fraction: float, baseline: torch.Tensor
-) -> torch.Tensor:
-    """``(N, C, H, W)``: ``x`` with each map's top ``top_fraction`` pixels replaced by ``baseline``.
-
-    Maps ``(N, h, w)`` are resized to the input's grid first; ties rank by row-major index.
-    """
-    height, width = x.shape[-2:]
-    saliency = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).to(x.device)
-    saliency = F.interpolate(saliency[:, None], size=(height, width), mode="bilinear")[:, 0]
-    count = max(1, int(np.floor(top_fraction * height * width + 0.5)))
-    order = torch.sort(-saliency.flatten(1), dim=1, stable=True).indices[:, :count]
-    keep = torch.ones(len(maps), height * width, device=x.device)
-    keep.scatter_(1, order, 0.0)
-    keep = keep.view(len(maps), 1, height, width)
-    return x * keep + baseline * (1 - keep)
-
-
-def relative_log_confidence(
-    logits: torch.Tensor, target: int, references: Sequence[int]
-) -> torch.Tensor:
-    """``log rc`` per row: the target's log-softmax over the logits of ``{target} ∪ references``."""
-    subset = logits[:, [target, *references]]
-    return torch.log_softmax(subset.float(), dim=1)[:, 0]
 
 
 def choose_gamma(
@@ -92,12 +66,8 @@ def choose_gamma(
     if not references:
         return GammaChoice(DEFAULT_GAMMA, tuple(gammas), (), "no references to contrast with")
     empty = np.array([not m.any() for m in maps])
-    masked = mask_top(x, maps, top_fraction, baseline_image(x, "blur"))
-    after = relative_log_confidence(logits_fn(masked), target, references)
-    before = relative_log_confidence(
-        torch.as_tensor(logits_before, device=after.device)[None], target, references
-    )
-    drops = (-torch.expm1(after - before)).cpu().numpy().astype(np.float64)
+    scored = score_maps(logits_fn, x, maps, target, references, top_fraction, logits_before)
+    drops = scored.relative_drop.cpu().numpy().astype(np.float64)
     drops[empty] = -np.inf  # an empty map points nowhere
     if np.all(empty):
         return GammaChoice(

@@ -236,6 +236,7 @@ def relative_confidence_drop(
     top_fraction: float = 0.05,
     baseline: Baseline = "blur",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    logits_before: ArrayLike | None = None,
 ) -> ConfidenceDrop:
     """Mask each map's top ``top_fraction`` pixels; how much do ``p_c`` and ``rc`` fall?
 
@@ -249,6 +250,9 @@ def relative_confidence_drop(
             without repeats, never the target.
         top_fraction: Fraction ``k`` in (0, 1] of pixels to mask; ``max(1, round(k·H·W))``
             pixels (halves round up).
+        logits_before: The unmasked image's logits, ``(K,)``, ``(1, K)`` or one row per image,
+            when they are already known (a cache): then ``logits_fn`` sees only the masked
+            images, in one call when ``N <= batch_size``.
 
     Returns:
         A :class:`ConfidenceDrop` with ``(N,)`` tensors on the image's device.
@@ -264,7 +268,10 @@ def relative_confidence_drop(
     pixels = maps.shape[1] * maps.shape[2]
     masked = max(1, math.floor(top_fraction * pixels + 0.5))
 
-    before = _batched_logits(logits_fn, lambda rows: image[rows], image.shape[0], batch_size)
+    if logits_before is None:
+        before = _batched_logits(logits_fn, lambda rows: image[rows], image.shape[0], batch_size)
+    else:
+        before = _known_logits(logits_before, image)
     before = before.expand(maps.shape[0], -1) if image.shape[0] == 1 else before
     after = _perturbed_logits(
         logits_fn, image, base, _ranks(maps), torch.tensor([masked], device=image.device),
@@ -562,6 +569,18 @@ def _perturbed_logits(
         return torch.where(chosen, fill[source], start[source])
 
     return _batched_logits(logits_fn, rows, n * steps, batch_size).view(n, steps, -1)
+
+
+def _known_logits(logits: ArrayLike, image: torch.Tensor) -> torch.Tensor:
+    """Given logits of the unmasked image(s) as a float ``(1 or N, K)`` tensor on its device."""
+    known = torch.as_tensor(logits, device=image.device)
+    known = known[None] if known.dim() == 1 else known
+    if known.dim() != 2 or known.shape[0] != image.shape[0]:
+        raise ValueError(
+            f"logits_before must be (K,) or ({image.shape[0]}, K) for {image.shape[0]} image(s), "
+            f"got shape {tuple(known.shape)}"
+        )
+    return known.to(torch.promote_types(known.dtype, torch.float32))
 
 
 def _log_softmax_at(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

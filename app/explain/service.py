@@ -22,6 +22,16 @@ from app.explain.attention import AttentionEntry, trunk_bytes
 from app.explain.cache import BoundedLRU
 from app.explain.combine import Contrast, contrast_for
 from app.explain.decoded import Decoded, DecodedImages
+from app.explain.faithfulness import (
+    DEFAULT_TOP_FRACTION,
+    Faithfulness,
+    MapScore,
+    MethodComparison,
+    map_label,
+    maps_at_input,
+    masked_batch_size,
+    score_maps,
+)
 from app.explain.fgcam import FGCAMTrace, named_stack, record
 from app.explain.gamma import AUTO_CANDIDATES, GAMMA_GRID, GammaChoice, choose_gamma
 from app.explain.gradients import GradientEntry, ProgressFn
@@ -31,6 +41,12 @@ from app.explain.methods import (
     ModelInput,
     available_methods,
     get_method,
+)
+from app.explain.metrics import (
+    ConfidenceDrop,
+    PerturbationCurve,
+    baseline_image,
+    perturbation_curve,
 )
 from app.explain.references import reference_weights, select_references
 from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side
@@ -197,6 +213,14 @@ class ExplanationService:
             max(1, max_entries // 4), max_bytes // 4, _trace_bytes
         )
         self.decoded = DecodedImages()
+        self.scores: BoundedLRU[Faithfulness | MethodComparison] = BoundedLRU(
+            max_entries * 4, max(1, max_bytes // 8), _result_bytes
+        )
+        # The preprocessed input and its blurred twin (what masked pixels become), per image:
+        # the blur costs as much as a small model's forward, and every re-score needs it.
+        self.masking: BoundedLRU[tuple[torch.Tensor, torch.Tensor]] = BoundedLRU(
+            max_entries, max(1, max_bytes // 8), _pair_bytes
+        )
 
     def explain(
         self,
@@ -283,6 +307,62 @@ class ExplanationService:
         prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
         return self._gamma_strip(self._request(model_name, image, settings, prompts), auto, gammas)
 
+    def faithfulness(
+        self,
+        model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+        top_fraction: float = DEFAULT_TOP_FRACTION,
+    ) -> Faithfulness:
+        """How much removing the top ``top_fraction`` of the CAM and of the Finer map of
+        :meth:`explain` lowers the target against its references: one batched forward of the
+        masked images, cached per image and map settings (opacity aside)."""
+        return self._faithfulness(self._request(model_name, image, settings), top_fraction)
+
+    def concepts_faithfulness(
+        self,
+        model_name: str,
+        image: Any,
+        target_prompt: str,
+        contrast_prompts: Sequence[str] | str,
+        settings: ExplainSettings = ExplainSettings(),
+        template: str | None = None,
+        top_fraction: float = DEFAULT_TOP_FRACTION,
+    ) -> Faithfulness:
+        """:meth:`faithfulness` of the maps of :meth:`explain_concepts`."""
+        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        request = self._request(model_name, image, settings, prompts)
+        return self._faithfulness(request, top_fraction, reference_noun="contrast")
+
+    def compare_methods(
+        self,
+        model_name: str,
+        image: Any,
+        settings: ExplainSettings = ExplainSettings(),
+        *,
+        slower: bool = False,
+        top_fraction: float = DEFAULT_TOP_FRACTION,
+    ) -> MethodComparison:
+        """Every method of the model × {CAM, Finer} at ``settings``' γ and references, scored in
+        one batched forward and sorted best first. Gradient methods read the one cached entry;
+        Score-CAM and FG-CAM (of ``settings.method``) run only with ``slower``."""
+        return self._compare(self._request(model_name, image, settings), slower, top_fraction)
+
+    def comparison_curves(
+        self, model_name: str, image: Any, comparison: MethodComparison, steps: int = 20
+    ) -> tuple[PerturbationCurve, PerturbationCurve]:
+        """Deletion and insertion curves of every map of ``comparison`` (on request: they cost
+        ``steps + 1`` forwards per map, batched)."""
+        model = self._get_model(model_name)
+        x = model.preprocess(self._load(image).image)
+        at_input = maps_at_input(comparison.maps, x)
+        batch = masked_batch_size(x, len(comparison.maps) * (steps + 1))
+        return tuple(  # type: ignore[return-value]
+            perturbation_curve(model.logits, x, at_input, comparison.target_index, mode=mode,
+                               steps=steps, batch_size=batch)
+            for mode in ("deletion", "insertion")
+        )  # fmt: skip
+
     def _request(
         self,
         model_name: str,
@@ -320,6 +400,102 @@ class ExplanationService:
             )  # fmt: skip
         return strip
 
+    def _faithfulness(
+        self, request: _Request, top_fraction: float, reference_noun: str = "look-alike"
+    ) -> Faithfulness:
+        top_fraction = inputs.validate_top_fraction(top_fraction)
+        key = _score_key("faithfulness", request, top_fraction)
+        hit = self.scores.get(key)
+        if isinstance(hit, Faithfulness):
+            return replace(hit, cached=True)
+        prep = self._prepare(request)
+        maps = self._maps(request, prep, _panel_contrasts(prep, request.settings.gamma))
+        drop = self._drops(request, prep, maps, top_fraction)
+        method = prep.method.name
+        cam, finer = (
+            _map_score(label, method, i == 1, request.settings.fgcam, drop, i, maps)
+            for i, label in enumerate(("CAM", "Finer-CAM"))
+        )
+        result = Faithfulness(
+            target=request.model.labels[prep.target],
+            references=tuple(request.model.labels[r] for r in prep.references),
+            top_fraction=top_fraction, pixels_masked=drop.pixels_masked, cam=cam, finer=finer,
+            reference_noun=reference_noun,
+        )  # fmt: skip
+        self.scores.put(key, result)
+        return result
+
+    def _compare(self, request: _Request, slower: bool, top_fraction: float) -> MethodComparison:
+        top_fraction = inputs.validate_top_fraction(top_fraction)
+        key = _score_key("compare", replace(request, settings=replace(request.settings, method="")),
+                         slower, top_fraction)  # fmt: skip
+        hit = self.scores.get(key)
+        if isinstance(hit, MethodComparison):
+            return replace(hit, cached=True)
+        candidates, on_request = self._candidates(request, slower)
+        maps, meta, first = [], [], None
+        for method, fgcam in candidates:
+            settings = replace(request.settings, method=method.name, fgcam=fgcam)
+            sub = replace(request, settings=settings)
+            prep = self._prepare(sub)
+            first = first or prep
+            maps.append(self._maps(sub, prep, _panel_contrasts(prep, request.settings.gamma)))
+            meta += [(method, False, fgcam), (method, True, fgcam)]
+        assert first is not None  # every model has a gradient method
+        stack = np.concatenate(maps)
+        drop = self._drops(request, first, stack, top_fraction)
+        scores = [
+            _map_score(map_label(m.label, finer, fgcam), m.name, finer, fgcam, drop, i, stack)
+            for i, (m, finer, fgcam) in enumerate(meta)
+        ]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i].relative_drop)
+        model = request.model
+        result = MethodComparison(
+            target=model.labels[first.target], target_index=first.target,
+            references=tuple(model.labels[r] for r in first.references),
+            top_fraction=top_fraction, scores=tuple(scores[i] for i in order),
+            maps=stack[order], image=np.asarray(request.decoded.image), on_request=on_request,
+        )  # fmt: skip
+        self.scores.put(key, result)
+        return result
+
+    def _candidates(
+        self, request: _Request, slower: bool
+    ) -> tuple[list[tuple[CamMethod, bool]], tuple[str, ...]]:
+        """(method, FG-CAM) pairs to compare, and the labels of the slower ones left out:
+        Score-CAM (a forward per channel) and FG-CAM of the active method (a pass per layer)."""
+        model = request.model
+        methods = available_methods(model)
+        fast = [(m, False) for m in methods if m.uses_gradients]
+        slow = [(m, False) for m in methods if not m.uses_gradients]
+        active = get_method(request.settings.method)
+        if model.fgcam_layers() is not None and not active.is_attention:
+            slow.append((active, True))
+        if slower:
+            return fast + slow, ()
+        return fast, tuple(map_label(m.label, False, fgcam) for m, fgcam in slow)
+
+    def _drops(
+        self, request: _Request, prep: _Prepared, maps: np.ndarray, top_fraction: float
+    ) -> ConfidenceDrop:
+        """Every map's confidence drops, in one batched forward of the masked images."""
+        if not prep.references:
+            raise inputs.InvalidInputError(
+                "Faithfulness needs at least one reference class to contrast the target with."
+            )
+        model = request.model
+        key = (model.trunk_key, request.decoded.digest)
+        pair = self.masking.get(key)
+        if pair is None:
+            x = model.preprocess(request.decoded.image) if prep.x is None else prep.x
+            pair = (x, baseline_image(x, "blur"))
+            self.masking.put(key, pair)
+        x, blurred = pair
+        return score_maps(
+            model.logits, x, maps, prep.target, prep.references, top_fraction, prep.entry.logits,
+            baseline=blurred,
+        )
+
     def _load(self, image: Any) -> Decoded:
         """The validated RGB image and its digest; a recent upload is not decoded again."""
         return self.decoded.load(image, self.max_side, _decode)
@@ -329,8 +505,8 @@ class ExplanationService:
         prep = self._prepare(request)
         entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
         notices = [*model.notices, *prep.notices]  # e.g. truncated prompts
-        finer = contrast_for(target, references, weights, settings.gamma)
-        cam, finer_map = self._maps(request, prep, (Contrast(target), finer), progress)
+        contrasts = _panel_contrasts(prep, settings.gamma)
+        cam, finer_map = self._maps(request, prep, contrasts, progress)
         pixels = np.asarray(request.decoded.image)
         if not finer_map.any():
             notices.append(
@@ -515,6 +691,42 @@ class _Prepared:
     weights: np.ndarray
     notices: list[str]
     x: torch.Tensor | None
+
+
+def _panel_contrasts(prep: _Prepared, gamma: float) -> tuple[Contrast, Contrast]:
+    """The two panels' contrasts: the target alone (CAM) and target − γ·references (Finer)."""
+    return Contrast(prep.target), contrast_for(prep.target, prep.references, prep.weights, gamma)
+
+
+def _score_key(kind: str, request: _Request, *extra: Any) -> tuple[Any, ...]:
+    """Cache key of a faithfulness result: what the maps depend on (not how they are coloured)."""
+    model = request.model
+    settings = replace(request.settings, opacity=0.0, colormap="")
+    return (kind, model.trunk_key, model.head_key, request.decoded.digest, settings, *extra)
+
+
+def _map_score(
+    label: str,
+    method: str,
+    finer: bool,
+    fgcam: bool,
+    drop: ConfidenceDrop,
+    index: int,
+    maps: np.ndarray,
+) -> MapScore:
+    return MapScore(
+        label=label, method=method, finer=finer, fgcam=fgcam,
+        relative_drop=float(drop.relative_drop[index]),
+        probability_drop=float(drop.probability_drop[index]), empty=not maps[index].any(),
+    )  # fmt: skip
+
+
+def _pair_bytes(pair: tuple[torch.Tensor, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in pair)
+
+
+def _result_bytes(result: Faithfulness | MethodComparison) -> int:
+    return result.nbytes()
 
 
 def _with_pooling(model: ExplainableModel, pooling: str | None) -> ExplainableModel:

@@ -8,7 +8,8 @@ and every reference class come from one small backward pass over the tail only.
 What a model can do beyond that is declared here, so the explanation service asks no model
 what it happens to have: :meth:`ExplainableModel.attention_view` (LeGrad, attention-gradient),
 ``notices`` and ``pooling`` on every model, and the protocols :class:`PromptedModel` (free-text
-classes, CLIP) and :class:`PoolingChoice` (what a CLIP model's maps explain).
+classes, CLIP), :class:`PoolingChoice` (what a CLIP model's maps explain) and
+:class:`CascadeLayers` (the layers a sanity check re-initialises).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
+from torch import nn
 
 if TYPE_CHECKING:
     from app.models.adapters.vit import AttentionView
@@ -143,3 +145,27 @@ class PoolingChoice(Protocol):
     ValueError naming the choices for one it does not have."""
 
     def with_pooling(self, pooling: str | None) -> ExplainableModel | PoolingChoice: ...
+
+
+@runtime_checkable
+class CascadeLayers(Protocol):
+    """A model whose layers the sanity check (cascading model randomisation, Adebayo et al.
+    2018) re-initialises one after another: ``(name, module)`` pairs, the output layer (head)
+    first, then each block towards the input. Re-initialising a module means calling
+    ``reset_parameters`` on its parts, so each module holds its parameters in modules that have
+    one (``nn.Linear``, ``nn.Conv2d``, norms)."""
+
+    def cascade_layers(self) -> Sequence[tuple[str, nn.Module]]: ...
+
+
+def layers_with_parameters(
+    owner: nn.Module, modules: Sequence[nn.Module]
+) -> list[tuple[str, nn.Module]]:
+    """``modules`` that hold parameters, named as in ``owner`` and in reverse order (output
+    first): what :meth:`CascadeLayers.cascade_layers` returns for a stack of blocks."""
+    names = {id(module): name for name, module in owner.named_modules()}
+    return [
+        (names.get(id(module), type(module).__name__), module)
+        for module in reversed(modules)
+        if any(True for _ in module.parameters())
+    ]

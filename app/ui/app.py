@@ -16,6 +16,7 @@ from app.explain import inputs
 from app.explain.service import ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui.classifier_tab import build_classifier_tab
+from app.ui.compare_tab import build_compare_tab
 from app.ui.concepts_tab import build_concepts_tab
 from app.ui.hub_loader import build_hub_loader, build_status_details
 from app.ui.landing import Landing
@@ -30,6 +31,7 @@ from app.ui.serving import (
 )
 from app.ui.tab_glue import DownloadDir, status_line
 from app.ui.theme import THEME
+from app.ui.trust import TRUST_CSS
 from app.ui.wiring import Tab
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ CSS = """
 .finercam-panel .image-frame { width: 100% !important; height: auto !important; }
 .finercam-panel img { width: 100% !important; height: auto !important; max-height: 520px;
                       object-fit: contain; }
-"""
+""" + TRUST_CSS
 
 INTRO = """# Finer-CAM Studio
 See why a fine-grained classifier chose one class over its look-alikes. **CAM** explains the
@@ -106,15 +108,21 @@ def build_app(
         gr.Markdown(INTRO)
         status = gr.Markdown(status_line(registry), label="Status", elem_id="status")
         details_load, details = build_status_details(registry)
-        with gr.Tab("Fine-grained classifier", id="classifier"):
-            classifier = build_classifier_tab(
-                service, registry, downloads, status, examples, landing
-            )
-            build_hub_loader(registry, "classifier", classifier.model, status,
-                             then=classifier.on_load)
-        with gr.Tab("CLIP concepts", id="concepts"):
-            concepts = build_concepts_tab(service, registry, downloads, status, examples, landing)
-            build_hub_loader(registry, "concepts", concepts.model, status)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Fine-grained classifier", id="classifier"):
+                classifier = build_classifier_tab(
+                    service, registry, downloads, status, examples, landing
+                )
+                build_hub_loader(registry, "classifier", classifier.model, status,
+                                 then=classifier.on_load)
+            with gr.Tab("CLIP concepts", id="concepts"):
+                concepts = build_concepts_tab(
+                    service, registry, downloads, status, examples, landing
+                )
+                build_hub_loader(registry, "concepts", concepts.model, status)
+            with gr.Tab("Compare methods", id="compare") as compare:
+                assert classifier.compare is not None
+                build_compare_tab(service, classifier.compare, compare, tabs)
         demo.load(details_load, None, details, api_visibility="private", concurrency_limit=None)
         _on_page_load(demo, classifier, concepts)
     bound_event_records()
@@ -128,13 +136,16 @@ def build_app(
 
 
 def _on_page_load(demo: gr.Blocks, *tabs: Tab) -> None:
-    """Each tab's opening example (from the landing cache: no queue slot, no model run), and
-    the default classifier loaded (with progress), its class lists filled."""
+    """Each tab's opening example (from the landing cache: no queue slot, no model run) and
+    its faithfulness line, and the default classifier loaded (with progress), its class lists
+    filled."""
     for tab in tabs:
         if tab.opening is not None:
             fn, inputs, outputs = tab.opening
-            demo.load(fn, inputs, outputs, api_visibility="private", concurrency_limit=None,
-                      show_progress="hidden")  # fmt: skip
+            shown = demo.load(fn, inputs, outputs, api_visibility="private",
+                              concurrency_limit=None, show_progress="hidden")  # fmt: skip
+            if tab.then is not None:
+                tab.then(shown)
         if tab.on_load is not None:
             fn, inputs, outputs = tab.on_load
             demo.load(fn, inputs, outputs, api_visibility="private", concurrency_id="explain")

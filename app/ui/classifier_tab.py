@@ -20,6 +20,7 @@ from app.explain.service import ExplainSettings, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui import panels as widgets
 from app.ui import wiring
+from app.ui.compare_tab import CompareSource
 from app.ui.landing import Landing
 from app.ui.tab_glue import (
     SCORE_HEADERS,
@@ -33,6 +34,7 @@ from app.ui.tab_glue import (
     top_scores,
     user_errors,
 )
+from app.ui.trust import build_trust_line, wire_trust_line
 
 PREDICTED = "(predicted class)"
 REFERENCE_MODE_CHOICES = [
@@ -89,6 +91,7 @@ def build_classifier_tab(
             controls = _build_controls(service, registry, examples)
         with gr.Column(scale=2):
             panels = widgets.build_panels("clf")
+            trust = build_trust_line("clf")
             used, top5 = _build_scores()
             panels.components.update(top5=top5, used=used, status=status, gamma=controls.gamma,
                                      gamma_note=controls.gamma_note)  # fmt: skip
@@ -99,8 +102,10 @@ def build_classifier_tab(
     def cached(request: dict[str, Any]) -> bool:
         return service.cached(request["model"], request["image"], _settings(request))
 
-    render = wiring.renderer(_explainer(service), registry, downloads)
+    explainer = _explainer(service)
+    render = wiring.renderer(explainer, registry, downloads)
     events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    wire_trust_line(trust, events, explainer, controls.gamma, _api_handler(render), "faithfulness")
     load = _load_handler(service, registry)
     loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
               controls.method, status]  # fmt: skip
@@ -109,7 +114,9 @@ def build_classifier_tab(
         landing, "classifier", dict(zip(PARAMS, _values(controls, examples[0]), strict=True))
     )
     on_load = (load, [controls.model, controls.method], loaded)
-    return wiring.Tab(controls.model, opening or None, on_load)
+    compare = CompareSource(PARAMS, controls.inputs(), _settings, controls.method,
+                            controls.high_res, trust.k, events)  # fmt: skip
+    return wiring.Tab(controls.model, opening or None, on_load, events.then, compare)
 
 
 def _values(controls: _Controls, image: str) -> list[Any]:
@@ -212,6 +219,7 @@ def _explainer(service: ExplanationService) -> wiring.Explainer:
         lambda r, settings, auto: service.gamma_strip(r["model"], r["image"], settings, auto=auto),
         lambda r, e: file_stem(r["model"], r.get("method"), e.target.name, f"g{e.gamma:g}"),
         {"top5": top_scores, "used": score_rows},
+        lambda r, settings, k: service.faithfulness(r["model"], r["image"], settings, k),
     )
 
 

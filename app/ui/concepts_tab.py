@@ -30,6 +30,7 @@ from app.ui.tab_glue import (
     method_dropdown,
     user_errors,
 )
+from app.ui.trust import build_trust_line, wire_trust_line
 
 DEFAULT_CONTRAST = "a photo of a bird"
 TEMPLATE_CHOICES = [
@@ -84,6 +85,7 @@ def build_concepts_tab(
             controls = _build_controls(service, registry, shown)
         with gr.Column(scale=2):
             panels = widgets.build_panels("con", CAM_LABEL, FINER_LABEL)
+            trust = build_trust_line("con")
             scores = gr.Dataframe(
                 headers=SCORE_HEADERS,
                 label="Similarity scores",
@@ -96,9 +98,12 @@ def build_concepts_tab(
             controls.download = widgets.build_downloads(
                 panels, "con", "Download: raw maps (.npy) and composite (.png)"
             )
-    render = wiring.renderer(_explainer(service), registry, downloads)
+    explainer = _explainer(service)
+    render = wiring.renderer(explainer, registry, downloads)
     cached = _answers_from_cache(service)
     events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    wire_trust_line(trust, events, explainer, controls.gamma, _api_handler(render),
+                    "concepts_faithfulness")  # fmt: skip
     events.explain(controls, _api_handler(events.render), "explain_concepts",
                    also=[controls.target.submit])  # fmt: skip
     events.common(controls, _load_handler(service, registry), [controls.method, status])
@@ -109,7 +114,7 @@ def build_concepts_tab(
         values = [shown[0].image, *(c.value for c in controls.inputs()[1:])]
         request = dict(zip(PARAMS, values, strict=True))
         opening = events.opens_on(landing, "concepts", request)
-    return wiring.Tab(controls.model, opening)
+    return wiring.Tab(controls.model, opening, then=events.then)
 
 
 def _build_controls(
@@ -195,6 +200,9 @@ def _explainer(service: ExplanationService) -> wiring.Explainer:
         "concepts", _settings, explain, strip,
         lambda r, e: file_stem("concepts", r["model"], r.get("method"), f"g{e.gamma:g}"),
         {"scores": score_rows},
+        lambda r, settings, k: service.concepts_faithfulness(
+            r["model"], r["image"], *_prompts(r), settings, _template(r), k
+        ),
     )  # fmt: skip
 
 

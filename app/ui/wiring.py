@@ -13,10 +13,11 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from app.explain.faithfulness import Faithfulness
 from app.explain.gradients import ProgressFn
 from app.explain.service import ExplainSettings, Explanation, GammaStrip
 from app.models.registry import ModelRegistry
@@ -39,6 +40,9 @@ from app.ui.tab_glue import (
     status_line,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from app.ui.compare_tab import CompareSource
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +124,8 @@ class Explainer:
     strip: Callable[[Request, ExplainSettings, bool], GammaStrip]
     stem: Callable[[Request, Explanation], str]
     parts: dict[str, Callable[[Explanation], Any]]
+    #: The faithfulness line of the request's two maps at a share k of pixels removed.
+    faithfulness: Callable[[Request, ExplainSettings, float], Faithfulness]
 
 
 def renderer(explainer: Explainer, registry: ModelRegistry, downloads: DownloadDir) -> Render:
@@ -178,6 +184,12 @@ class TabWiring:
     cached: Callable[[dict[str, Any]], bool]
     full: tuple[str, ...]
     structure: tuple[str, ...] = field(init=False)
+    #: Chained to every queued event that changes the maps, given its dependency (the
+    #: faithfulness line re-scores there, after the panels are sent).
+    then: Callable[[Any], Any] | None = None
+    #: Also run with the opening example's request in the background (the faithfulness line
+    #: scores it there, so the page load finds the score cached and runs no model).
+    warm: Callable[[Request], Any] | None = None
 
     def __post_init__(self) -> None:
         # A new image, model or setting: everything but the downloads, which it empties.
@@ -193,7 +205,15 @@ class TabWiring:
             return cached_first(
                 trigger, handler, self.cached, params, event_inputs, outputs, **options
             )
-        return trigger(handler, event_inputs, outputs, **options)
+        event = trigger(handler, event_inputs, outputs, **options)
+        if {"cam", "finer"} & set(names):
+            self.after(event)
+        return event
+
+    def after(self, event: Any) -> None:
+        """Chain :attr:`then` to ``event`` (when the tab has one)."""
+        if self.then is not None:
+            self.then(event)
 
     def stale(self, *triggers: Any) -> None:
         """Empty the download list in the browser when a user trigger changes the panels, so
@@ -215,7 +235,8 @@ class TabWiring:
 
         page = gpu(warned(explain_page, len(self.full)))
         for trigger in (controls.run.click, *also):
-            trigger(page, self.inputs, outputs, api_visibility="private", concurrency_id="explain")
+            self.after(trigger(page, self.inputs, outputs, api_visibility="private",
+                               concurrency_id="explain"))  # fmt: skip
         controls.api_run.click(api, self.inputs, outputs, api_name=api_name,
                                concurrency_id="explain")  # fmt: skip
 
@@ -233,8 +254,11 @@ class TabWiring:
         self.on(controls.auto.input, EVENT_PARTS["auto"])
         self.on(controls.download.click, EVENT_PARTS["download"])
         self.on(controls.method.input, self.structure)
-        self.panels.strip.select(strip_gamma, None, [controls.gamma], queue=False,
-                                 api_visibility="private", show_progress="hidden")  # fmt: skip
+        picked = self.panels.strip.select(
+            strip_gamma, None, [controls.gamma], queue=False, api_visibility="private",
+            show_progress="hidden",
+        )  # fmt: skip
+        self.after(picked)
         self.stale(controls.gamma.input, self.panels.strip.select, controls.opacity.input,
                    controls.colormap.input, controls.auto.input)  # fmt: skip
 
@@ -242,7 +266,14 @@ class TabWiring:
         """Have ``landing`` explain ``request`` (the tab's example) once, in the background;
         returns the page-load event that shows it from there: a page load runs no model."""
         names = tuple(name for name in (*self.structure, "marked") if name != "status")
-        landing.add(tab, lambda: self.render(request, names))
+
+        def explain_opening() -> dict[str, Any]:
+            values = self.render(request, names)
+            if self.warm is not None:
+                self.warm(request)
+            return values
+
+        landing.add(tab, explain_opening)
 
         def show() -> Any:
             values = landing.values(tab)
@@ -263,3 +294,7 @@ class Tab:
     opening: PageLoad | None
     #: Loads the default model and offers what it has (class lists, methods).
     on_load: PageLoad | None = None
+    #: Chained to the opening's page-load event (the faithfulness line scores the example).
+    then: Callable[[Any], Any] | None = None
+    #: What the compare tab reads from this tab and sets in it (the classifier tab's).
+    compare: CompareSource | None = None

@@ -25,6 +25,7 @@ from torch import nn
 
 from app.config import Settings
 from app.models.adapters.vit import TimmVitSplit
+from app.models.base import layers_with_parameters
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.preprocess import to_tensor
 from app.models.sharing import shared_instance
@@ -117,6 +118,13 @@ class TimmBackbone:
     @property
     def feature_dim(self) -> int:
         return int(self.model.num_features)
+
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """Final norms, then each block from the last, then the patch embedding."""
+        model = self.model
+        stack = [model.patch_embed, model.norm_pre, *model.blocks, model.norm,
+                 getattr(model, "attn_pool", None), model.fc_norm]
+        return layers_with_parameters(model, [m for m in stack if m is not None])
 
 
 def load_timm(

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from app.models.base import ExplainableModel
+from app.models.base import ExplainableModel, layers_with_parameters
 from app.models.hub.downloads import hub_error, torch_cache_dir
 from app.models.preprocess import aspect_size, to_tensor
 from app.models.weights import freeze
@@ -104,6 +104,10 @@ class TorchvisionCNN(ExplainableModel):
 
     def fgcam_layers(self) -> nn.Sequential | None:
         return self._fgcam
+
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """The tail's and the trunk's top-level modules with weights, output first."""
+        return layers_with_parameters(self.model, [*self._trunk.children(), *self._tail.children()])
 
 
 def _last_linear(module: nn.Module) -> nn.Linear | None:
