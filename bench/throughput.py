@@ -7,6 +7,7 @@ Both sides read the same folder of generated images and write, per image, a CAM 
 
 * **ours**: ``python -m app.cli explain`` (run in this process through :func:`app.cli.main`),
   decoding in DataLoader workers, with ``--weighting probability`` like the anchor's targets;
+* **ours, .npy only**: the same with ``--no-overlays`` (no PNG encoding at all);
 * **anchor**: for each image, pytorch-grad-cam's ``GradCAM`` and ``FinerCAM`` on the same network
   (split at the same layer, parameters trainable as pytorch-grad-cam expects), then the same
   resize, overlay and files.
@@ -94,10 +95,10 @@ def anchor_loop(adapter: ExplainableModel, paths: list[Path], out: Path, max_sid
             Image.fromarray(overlay(rgb, heat, 0.5)).save(folder / f"{name}.png")
 
 
-def ours(folder: Path, out: Path, model: str, workers: int) -> None:
+def ours(folder: Path, out: Path, model: str, workers: int, *flags: str) -> None:
     argv = ["explain", str(folder), "--out", str(out), "--model", model, "--gamma", "0.6",
             "--top-t", "3", "--weighting", "probability", "--workers", str(workers),
-            "--no-progress"]
+            "--no-progress", *flags]
     if cli_main(argv) != 0:
         raise RuntimeError("app.cli explain failed")
 
@@ -144,11 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         paths = make_images(root / "images", args.images, args.size)
         ours(root / "images", root / "warm", args.model, args.workers)  # warm-up: imports, caches
         anchor_loop(adapter, paths[:1], root / "warm-anchor", settings.max_side)
-        times: dict[str, list[float]] = {"ours": [], "anchor": []}
+        times: dict[str, list[float]] = {"ours": [], "ours_npy": [], "anchor": []}
         for round_ in range(args.repeats):
             start = time.perf_counter()
             ours(root / "images", root / f"ours{round_}", args.model, args.workers)
             times["ours"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            ours(root / "images", root / f"npy{round_}", args.model, args.workers, "--no-overlays")
+            times["ours_npy"].append(time.perf_counter() - start)
             start = time.perf_counter()
             anchor_loop(adapter, paths, root / f"anchor{round_}", settings.max_side)
             times["anchor"].append(time.perf_counter() - start)
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
           f"   ratio ours/anchor = {rates['ours'] / rates['anchor']:.2f}x")
     print(f"  without its model load ({load_s:.2f} s)    : {loaded:7.2f} images/s"
           f"   ratio ours/anchor = {loaded / rates['anchor']:.2f}x")
+    print(f"  .npy only (--no-overlays)               : {rates['ours_npy']:7.2f} images/s"
+          f"   ratio ours/anchor = {rates['ours_npy'] / rates['anchor']:.2f}x")
     print(f"max |map difference|: CAM {cam_gap:.2e}, Finer {finer_gap:.2e}")
 
 

@@ -217,6 +217,43 @@ def test_explain_writes_maps_and_overlays_and_skips_finished_images(
     assert tiny_model.trunk_calls == runs and len(_rows(out / "explanations.csv")) == 20
 
 
+def test_no_overlays_writes_the_same_maps_without_pngs_and_resumes(
+    tiny_model, image_folder, tmp_path
+):
+    argv = ["explain", str(image_folder), "--model", MODEL, "--method", "gradcam,layercam",
+            "--gamma", "0.3,1", "--workers", "0", "--no-progress"]
+    with_pngs, without = tmp_path / "with", tmp_path / "without"
+    assert main([*argv, "--out", str(with_pngs)]) == 0
+    assert main([*argv, "--out", str(without), "--no-overlays"]) == 0
+    npys = sorted(p.relative_to(with_pngs) for p in with_pngs.rglob("*.npy"))
+    assert len(npys) == 5 * 2 * 3  # images x methods x (CAM + 2 γ)
+    assert sorted(p.relative_to(without) for p in without.rglob("*.npy")) == npys
+    assert all((with_pngs / p).read_bytes() == (without / p).read_bytes() for p in npys)
+    assert not list(without.rglob("*.png"))
+    assert _rows(with_pngs / "explanations.csv") == [
+        {**row, "cam_npy": row["cam_npy"].replace(str(without), str(with_pngs)),
+         "finer_npy": row["finer_npy"].replace(str(without), str(with_pngs))}
+        for row in _rows(without / "explanations.csv")
+    ]
+    runs = tiny_model.trunk_calls
+    assert main([*argv, "--out", str(without), "--no-overlays"]) == 0
+    assert tiny_model.trunk_calls == runs  # .npy-only outputs count as done
+
+
+def test_an_image_whose_files_cannot_be_written_gets_no_row(
+    tiny_model, image_folder, tmp_path, capsys
+):
+    out = tmp_path / "maps"
+    (out / "class_3" / "d" / "gradcam_cam.png").mkdir(parents=True)  # a folder in the file's way
+    argv = ["explain", str(image_folder), "--model", MODEL, "--out", str(out), "--workers", "0",
+            "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "could not write its files" in err and "d.png" in err
+    rows = _rows(out / "explanations.csv")
+    assert len(rows) == 4 and "class_3/d.png" not in [r["image"] for r in rows]
+
+
 def test_explain_never_picks_up_its_own_outputs(tiny_model, tmp_path):
     _image(tmp_path / "x.png", 7)
     argv = ["explain", str(tmp_path), "--model", MODEL, "--out", str(tmp_path / "maps"),

@@ -20,6 +20,7 @@ from app.explain.service import ExplanationService
 from app.models.base import ExplainableModel
 
 from .datasets import CliError, first
+from .output_files import MapWriter
 
 
 def say(message: str) -> None:
@@ -82,6 +83,7 @@ class Session:
     service: ExplanationService
     notice: str | None = None
     extras: dict[str, str] = field(default_factory=dict)
+    maps: MapWriter = field(default_factory=MapWriter)
 
 
 def check_model(model_name: str) -> None:
@@ -195,19 +197,6 @@ class BadFiles:
         say(f"{len(self.entries)} file(s) could not be processed:")
         for name, message in self.entries:
             say(f"  {name}: {message}")
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename, so an interrupted run never leaves a half file that a
-    resumed run would take as done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def exit_code(done: int, skipped: int, bad: int) -> int:

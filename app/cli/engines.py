@@ -75,9 +75,26 @@ def stop_on_model_failure(outcome: Outcome, model: str) -> None:
 
 
 def run_local(session: Session, job: Job, workers: int) -> Iterator[Outcome]:
-    """Decode in ``workers`` DataLoader processes, process here, in order."""
+    """Decode in ``workers`` DataLoader processes, process here, in order. An outcome is handed
+    on once the files its item queued on ``session.maps`` are written, one item later, so the
+    writes overlap the next item's model work."""
+    previous: Outcome | None = None
     for loaded in make_loader(job.dataset, workers):
-        yield process_loaded(session, loaded, job.process)
+        outcome = process_loaded(session, loaded, job.process)
+        if previous is not None:
+            yield written(session, previous)
+        previous = outcome
+    if previous is not None:
+        yield written(session, previous)
+
+
+def written(session: Session, outcome: Outcome) -> Outcome:
+    """``outcome`` once its item's files exist; a failed write becomes the item's error."""
+    try:
+        session.maps.wait(outcome.item.key)
+    except OSError as error:
+        return Outcome(outcome.item, [], f"could not write its files: {error}")
+    return outcome
 
 
 def run_job(session: Session, job: Job, args) -> Iterator[Outcome]:
@@ -149,8 +166,9 @@ class RayWorker:
         self.session = open_session(job.model, job.device, job.threads, job.allow_fallback)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        session, process = self.session, self.job.process
         outcomes = [
-            process_loaded(self.session, pickle.loads(blob), self.job.process)
+            written(session, process_loaded(session, pickle.loads(blob), process))
             for blob in batch["loaded"]
         ]
         return {"index": list(batch["index"]), "outcome": [pickle.dumps(o) for o in outcomes]}

@@ -47,7 +47,6 @@ from app.explain.service import ExplainSettings
 from .command_support import (
     BadFiles,
     Session,
-    atomic_write,
     check_choice,
     check_model,
     check_reference_options,
@@ -69,6 +68,7 @@ from .datasets import (
     discover_dataset,
 )
 from .engines import Job, run_job, stop_on_model_failure
+from .output_files import atomic_write
 
 # (column, table heading, higher is better)
 METRICS: tuple[tuple[str, str, bool], ...] = (

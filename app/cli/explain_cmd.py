@@ -8,13 +8,15 @@ For every image ``<key>`` (its path relative to the folder given) and method it 
 * ``<method>_finer_g<γ>.npy`` / ``.png``: Finer-CAM for every γ asked for;
 * ``<method>_finer_auto-g<γ>.npy`` / ``.png`` with ``--gamma auto``: Finer-CAM at the γ auto-γ
   picked for this image (:mod:`app.explain.gamma`), which is also the row's ``gamma``;
+* no ``.png`` with ``--no-overlays``;
 
 and appends one row per image, method and γ to ``--out/explanations.csv`` (target, its
 probability, the references and their weights, and how faithful the two maps are: ``rd_cam`` /
 ``rd_finer``, the relative confidence drop when the map's top ``--faithfulness-k`` pixels are
 removed, and ``drop_cam`` / ``drop_finer``, the drop of the target's probability; the numbers
-of the app's faithfulness line and of ``evaluate``). An image whose files all exist is skipped, so
-an interrupted run picks up where it stopped.
+of the app's faithfulness line and of ``evaluate``). The files are written on a small thread pool
+while the next image is explained; an image's rows are appended once its files exist. An image
+whose files all exist is skipped, so an interrupted run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from app.explain.faithfulness import Faithfulness
@@ -38,7 +38,6 @@ from app.explain.service import ExplainSettings, Explanation
 from .command_support import (
     BadFiles,
     Session,
-    atomic_write,
     check_model,
     check_reference_options,
     exit_code,
@@ -79,26 +78,35 @@ def file_label(method: str, fgcam: bool) -> str:
 
 
 def expected_files(
-    folder: Path, methods: list[str], gammas: list[float], fgcam: bool = False
+    folder: Path,
+    methods: list[str],
+    gammas: list[float],
+    fgcam: bool = False,
+    overlays: bool = True,
 ) -> list[Path]:
+    extensions = ("npy", "png") if overlays else ("npy",)
     files = []
     for method in (file_label(m, fgcam) for m in methods):
-        files += [folder / f"{method}_cam.npy", folder / f"{method}_cam.png"]
+        files += [folder / f"{method}_cam.{ext}" for ext in extensions]
         for gamma in gammas:
-            files += [
-                folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in ("npy", "png")
-            ]
+            files += [folder / f"{method}_finer_g{gamma_tag(gamma)}.{ext}" for ext in extensions]
     return files
 
 
 def is_done(
-    folder: Path, methods: list[str], gammas: list[float], fgcam: bool, auto: bool
+    folder: Path,
+    methods: list[str],
+    gammas: list[float],
+    fgcam: bool,
+    auto: bool,
+    overlays: bool = True,
 ) -> bool:
     """Every file of the image exists (with ``auto``: an auto-γ map of each method too)."""
-    if not all(p.is_file() for p in expected_files(folder, methods, gammas, fgcam)):
+    if not all(p.is_file() for p in expected_files(folder, methods, gammas, fgcam, overlays)):
         return False
     labels = [file_label(m, fgcam) for m in methods]
-    return not auto or all(any(folder.glob(f"{label}_finer_auto-g*.png")) for label in labels)
+    last = "png" if overlays else "npy"
+    return not auto or all(any(folder.glob(f"{label}_finer_auto-g*.{last}")) for label in labels)
 
 
 def split_auto(values: list[str] | None) -> tuple[list[float], bool]:
@@ -117,6 +125,7 @@ def _target(value: str | None) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
+    overlays = not args.no_overlays
     gammas, auto = split_auto(args.gamma)
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.limit is not None and args.limit < 1:
@@ -134,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     dirs = output_dirs(discovery.items)
     pending = [
         item for item in items
-        if not is_done(out / dirs[item.key], methods, gammas, args.fgcam, auto)
+        if not is_done(out / dirs[item.key], methods, gammas, args.fgcam, auto, overlays)
     ]
     skipped = len(items) - len(pending)
     if skipped:
@@ -174,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
         process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
-                        auto=auto, faithfulness_k=args.faithfulness_k),
+                        auto=auto, overlays=overlays, faithfulness_k=args.faithfulness_k),
         model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
@@ -216,11 +225,14 @@ def explain_item(
     out: Path,
     dirs: dict[str, PurePosixPath],
     auto: bool = False,
+    overlays: bool = True,
     faithfulness_k: float = 0.0,
 ) -> list[dict[str, object]]:
     """:func:`explain_one` into the item's output folder (the per-item work of either engine)."""
     folder = out / dirs[loaded.item.key]
-    return explain_one(session, loaded, methods, gammas, base, folder, auto, faithfulness_k)
+    return explain_one(
+        session, loaded, methods, gammas, base, folder, auto, overlays, faithfulness_k
+    )
 
 
 def explain_one(
@@ -231,13 +243,20 @@ def explain_one(
     base: ExplainSettings,
     folder: Path,
     auto: bool = False,
+    overlays: bool = True,
     faithfulness_k: float = 0.0,
 ) -> list[dict[str, object]]:
-    """Every method and γ for one image (one model pass: the service caches the rest).
+    """Every method and γ for one image (one model pass: the service caches the rest); the
+    files are queued on ``session.maps`` under the item's key.
 
     With ``auto`` each method also gets the map at the γ auto-γ picks for this image; with
     ``faithfulness_k`` each row is scored (one batched forward of its two masked maps).
     """
+    key = loaded.item.key
+
+    def save(stem: Path, heatmap, overlay) -> None:
+        session.maps.save(key, stem, heatmap, overlay if overlays else None)
+
     rows = []
     for method in methods:
         label = file_label(method, base.fgcam)
@@ -255,8 +274,8 @@ def explain_one(
                 session.model_name, loaded.image, replace(settings, gamma=gamma)
             )
             if i == 0:
-                _save(folder / f"{label}_cam", result.cam, result.cam_overlay)
-            _save(folder / f"{label}_finer_{suffix}", result.finer, result.finer_overlay)
+                save(folder / f"{label}_cam", result.cam, result.cam_overlay)
+            save(folder / f"{label}_finer_{suffix}", result.finer, result.finer_overlay)
             row = _row(loaded, method, result, folder, label, suffix, why)
             if faithfulness_k:
                 scores = session.service.faithfulness(
@@ -315,24 +334,6 @@ def _row(
         "finer_npy": (folder / f"{label}_finer_{suffix}.npy").as_posix(),
         "notices": " | ".join([*result.notices, *([why] if why else [])]),
     }
-
-
-#: zlib level of the overlay PNGs. The overlays are previews (the ``.npy`` is the data); on a
-#: 512-px overlay of a bird, level 1 encodes in 26 ms against 169 ms at Pillow's default 6,
-#: for 24 % more bytes — at level 6 the two PNGs took longer than explaining the image.
-OVERLAY_PNG_LEVEL = 1
-
-
-def _save(stem: Path, heatmap: np.ndarray, overlay: np.ndarray) -> None:
-    def write_npy(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, heatmap.astype(np.float32))
-
-    def write_png(tmp: Path) -> None:
-        Image.fromarray(overlay).save(tmp, format="PNG", compress_level=OVERLAY_PNG_LEVEL)
-
-    atomic_write(stem.with_name(stem.name + ".npy"), write_npy)
-    atomic_write(stem.with_name(stem.name + ".png"), write_png)
 
 
 def _display(item: Item) -> str:

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--references", action="append", metavar="C[,C]",
                          help="reference classes for --reference-mode manual (names or indices)")
     explain.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    explain.add_argument("--no-overlays", action="store_true",
+                         help="write only the .npy maps, no .png overlays")
     explain.add_argument("--faithfulness-k", type=float, default=0.05, metavar="K",
                          help="share of each map's top pixels removed for the rd_*/drop_* columns "
                               "of explanations.csv (default 0.05; 0 leaves them empty)")

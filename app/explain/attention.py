@@ -26,7 +26,7 @@ from app.explain.combine import Contrast
 from app.explain.gradients import all_cached, fill_missing, gradients_per_class
 from app.models.adapters.vit import AttentionView, BlockState
 
-BlockGradients = list[np.ndarray]  # one (heads, rows, tokens) array per explained block
+BlockGradients = list[torch.Tensor]  # one (heads, rows, tokens) float32 tensor per explained block
 
 #: A score and the attention maps it is differentiated against, in block order.
 GradientPath = tuple[torch.Tensor, list[torch.Tensor]]
@@ -40,8 +40,9 @@ class AttentionEntry:
         kind: The method that recorded it (``legrad`` or ``attention-gradient``).
         logits: ``(K,)`` float32 logits of the model (the last block's read-out).
         probabilities: ``(K,)`` softmax of ``logits``.
-        attentions: One ``(heads, tokens, tokens)`` array per explained block (attention-gradient
-            weights its gradients by them; empty for LeGrad, which does not need them).
+        attentions: One ``(heads, rows, tokens)`` tensor per explained block, on the model's
+            device (attention-gradient weights its gradients by them; empty for LeGrad, which
+            does not need them).
         grid: Patch grid ``(h, w)``.
         prefix: Class/register tokens before the patch tokens.
         tokens: Token count (prefix + h·w).
@@ -55,7 +56,7 @@ class AttentionEntry:
     kind: str
     logits: np.ndarray
     probabilities: np.ndarray
-    attentions: list[np.ndarray]
+    attentions: list[torch.Tensor]
     grid: tuple[int, int]
     prefix: int
     tokens: int
@@ -79,19 +80,19 @@ class AttentionEntry:
         return all_cached(self._grads, self._lock, classes)
 
     def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
+        """Per-class gradients, kept as tensors where the model runs (no copy back per class)."""
         per_block = [
-            grads
+            grads.detach().float()
             for score, attentions in self._paths
             for grads in gradients_per_class(score, attentions, classes)
         ]
-        arrays = [grads.float().cpu().numpy() for grads in per_block]
-        return {k: [block[i] for block in arrays] for i, k in enumerate(classes)}
+        return {k: [block[i] for block in per_block] for i, k in enumerate(classes)}
 
     def nbytes(self) -> int:
         """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
-        grads = sum(g.nbytes for blocks in self._grads.values() for g in blocks)
-        maps = sum(a.numel() * a.element_size() for _, path in self._paths for a in path)
-        kept = sum(a.nbytes for a in self.attentions) + self.logits.nbytes * 2
+        grads = sum(tensor_bytes(g) for blocks in self._grads.values() for g in blocks)
+        maps = sum(tensor_bytes(a) for _, path in self._paths for a in path)
+        kept = sum(tensor_bytes(a) for a in self.attentions) + self.logits.nbytes * 2
         return grads + 4 * maps + kept + trunk_bytes(self.trunk_output)
 
 
@@ -111,7 +112,7 @@ class AttentionRecording:
 
     paths: list[GradientPath]
     logits: torch.Tensor
-    attentions: list[np.ndarray]
+    attentions: list[torch.Tensor]
     tokens: int
     trunk_output: torch.Tensor | list[BlockState]
 
@@ -136,10 +137,14 @@ def attention_entry(
     )
 
 
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
 def trunk_bytes(trunk: torch.Tensor | list[BlockState]) -> int:
     """Bytes of an entry's :attr:`AttentionEntry.trunk_output`."""
     if isinstance(trunk, torch.Tensor):
-        return trunk.numel() * trunk.element_size()
+        return tensor_bytes(trunk)
     return sum(state.nbytes() for state in trunk)
 
 
@@ -186,8 +191,8 @@ def combine_blocks(
     for block in range(blocks):
         total = None
         for index, coefficient in coefficients.items():
-            term = per_class[index][block] * np.float32(coefficient)
-            total = term if total is None else total + term
+            term = per_class[index][block] * float(np.float32(coefficient))
+            total = term if total is None else total.add_(term)
         combined.append(total)
     return combined
 
@@ -199,7 +204,9 @@ def raw_attention_map(entry: AttentionEntry, contrast: Contrast) -> np.ndarray:
     return get_method(entry.kind).raw_map(entry, contrast)
 
 
-def patch_map(entry: AttentionEntry, tokens: np.ndarray) -> np.ndarray:
-    """``(1, h, w)`` float32 of a per-token relevance: the patch tokens laid out on the grid."""
+def patch_map(entry: AttentionEntry, tokens: torch.Tensor) -> np.ndarray:
+    """``(1, h, w)`` float32 of a per-token relevance: the patch tokens laid out on the grid
+    (the one copy back from the model's device)."""
     h, w = entry.grid
-    return tokens[entry.prefix : entry.prefix + h * w].reshape(1, h, w).astype(np.float32)
+    patches = tokens[entry.prefix : entry.prefix + h * w].reshape(1, h, w)
+    return patches.float().cpu().numpy()

@@ -99,7 +99,7 @@ class AttentionMethod(CamMethod):
         """Run the explained blocks (from ``trunk`` when given) and keep what the map needs."""
 
     @abstractmethod
-    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> np.ndarray:
+    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
         """``(tokens,)`` relevance from the combined per-block gradients."""
 
     def raw_map(

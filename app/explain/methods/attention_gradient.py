@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
@@ -34,39 +33,42 @@ class AttentionGradientMethod(AttentionMethod):
         tokens_in = trunk if trunk is not None else view.tokens_before(x, start)[0]
         leaf = tokens_in.detach().requires_grad_(True)
         with torch.enable_grad():
-            scores, attentions = view.block_scores(leaf, start)
+            logits, attentions = view.final_scores(leaf, start)
         return AttentionRecording(
-            paths=[(scores[-1], list(attentions))],
-            logits=scores[-1],
-            attentions=[a.detach()[0].float().cpu().numpy() for a in attentions],
+            paths=[(logits, list(attentions))],
+            logits=logits,
+            attentions=[a.detach()[0].float() for a in attentions],
             tokens=int(tokens_in.shape[1]),
             trunk_output=tokens_in.detach(),
         )
 
-    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> np.ndarray:
+    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
         return attention_gradient_relevance(
             gradients, entry.attentions, entry.prefix, entry.pooling
         )
 
 
 def attention_gradient_relevance(
-    gradients: BlockGradients, attentions: Sequence[np.ndarray], prefix: int, pooling: str
-) -> np.ndarray:
+    gradients: BlockGradients, attentions: Sequence[torch.Tensor], prefix: int, pooling: str
+) -> torch.Tensor:
     """``(tokens,)``: the pooled row of R after R ← R + mean_heads(ReLU(∇A ⊙ A))·R per block.
 
     R ends as (I + W_L)···(I + W_1) and only one row of it (the class token's, or the mean of the
     patch rows) is read, so that row is carried from the last block back: v ← v + v·W_l — a
-    vector-matrix product per block instead of a matrix product.
+    vector-matrix product per block instead of a matrix product. A last block recorded for the
+    class-token query alone has that one row of W_L: the only row the class-token start vector
+    reads.
     """
     tokens = attentions[0].shape[-1]
-    row = np.zeros(tokens, dtype=np.float64)  # float64: the identity dominates, the map is small
+    # float64: the identity dominates, the map is small
+    row = torch.zeros(tokens, dtype=torch.float64, device=attentions[0].device)
     if pooling == "token":
         row[0] = 1.0
     else:
         row[prefix:] = 1.0 / (tokens - prefix)
     for gradient, attention in zip(reversed(gradients), reversed(attentions), strict=True):
-        weighted = np.maximum(gradient * attention, 0).mean(axis=0, dtype=np.float64)
-        row = row + row @ weighted
+        weighted = (gradient * attention).clamp_(min=0).mean(dim=0, dtype=torch.float64)
+        row = row + row[: weighted.shape[0]] @ weighted
     return row
 
 

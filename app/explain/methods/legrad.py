@@ -8,7 +8,6 @@ block gets its own small graph (only the class-token row with class-token poolin
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
@@ -41,15 +40,15 @@ class LeGradMethod(AttentionMethod):
             trunk_output=list(states),
         )
 
-    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> np.ndarray:
+    def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
         return legrad_relevance(gradients, entry.tokens)
 
 
-def legrad_relevance(gradients: BlockGradients, tokens: int) -> np.ndarray:
+def legrad_relevance(gradients: BlockGradients, tokens: int) -> torch.Tensor:
     """``(tokens,)``: Σ over blocks of the mean over heads and query rows of ReLU(gradient)."""
-    total = np.zeros(gradients[0].shape[-1], dtype=np.float32)
+    total = torch.zeros(gradients[0].shape[-1], dtype=torch.float32, device=gradients[0].device)
     for gradient in gradients:
-        total += np.maximum(gradient, 0).sum(axis=1).mean(axis=0) / tokens
+        total += gradient.clamp(min=0).sum(dim=1).mean(dim=0) / tokens
     return total
 
 

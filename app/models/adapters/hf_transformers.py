@@ -176,9 +176,10 @@ class TransformersViTSplit(ViTSplit):
         hidden = raw + _layer_scale(block, 1, attended)
         return hidden + _layer_scale(block, 2, block.mlp(_norm_after(block)(hidden)))
 
-    def _attention_parts(self, block: nn.Module, tokens: torch.Tensor
+    def _attention_parts(self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._probabilities(block, _norm_before(block)(tokens))
+        attention, values = self._probabilities(block, _norm_before(block)(tokens))
+        return attention[:, :, rows], values
 
     def _attention_output(self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor,
                           values: torch.Tensor) -> torch.Tensor:

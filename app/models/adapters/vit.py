@@ -110,10 +110,11 @@ class ViTSplit(ABC):
 
     @abstractmethod
     def _attention_parts(
-        self, block: nn.Module, tokens: torch.Tensor
+        self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One block's attention computed by hand: probabilities ``(N, heads, tokens, tokens)``
-        and values ``(N, heads, tokens, dim)``. ValueError for non-standard blocks."""
+        """One block's attention computed by hand for the query ``rows``: probabilities
+        ``(N, heads, rows, tokens)`` and values ``(N, heads, tokens, dim)``. ValueError for
+        non-standard blocks."""
 
     @abstractmethod
     def _attention_output(
@@ -140,14 +141,17 @@ class ViTSplit(ABC):
         return tokens, grid
 
     def attention_blocks(
-        self, tokens: torch.Tensor, start: int
+        self, tokens: torch.Tensor, start: int, last_rows: slice = slice(None)
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run blocks ``start..`` by hand: each block's output tokens and attention probabilities
-        (in the caller's autograd mode: with it, the probabilities are part of the graph)."""
+        (in the caller's autograd mode: with it, the probabilities are part of the graph). The
+        last block attends and outputs for its query ``last_rows`` only."""
         outputs, attentions = [], []
-        for block in self._blocks()[start:]:
-            attention, values = self._attention_parts(block, tokens)
-            tokens = self._attention_output(block, tokens, attention, values)
+        blocks = self._blocks()
+        for index in range(start, len(blocks)):
+            rows = last_rows if index == len(blocks) - 1 else slice(None)
+            attention, values = self._attention_parts(blocks[index], tokens, rows)
+            tokens = self._attention_output(blocks[index], tokens[:, rows], attention, values)
             outputs.append(tokens)
             attentions.append(attention)
         return outputs, attentions
@@ -357,7 +361,7 @@ class OpenClipVisionSplit(ViTSplit):
         return _open_clip_finish(self.last, raw, attended)
 
     def _attention_parts(
-        self, block: nn.Module, tokens: torch.Tensor
+        self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not is_standard_open_clip_block(block):
             raise ValueError(
@@ -367,11 +371,14 @@ class OpenClipVisionSplit(ViTSplit):
         normed = block.ln_1(tokens)
         n, length, width = normed.shape
         heads = mha.num_heads
-        qkv = F.linear(normed, mha.in_proj_weight, mha.in_proj_bias)
-        q, k, v = (
-            part.reshape(n, length, heads, width // heads).transpose(1, 2)
-            for part in qkv.split(width, dim=-1)
-        )
+        if rows == slice(None):
+            q, k, v = F.linear(normed, mha.in_proj_weight, mha.in_proj_bias).split(width, dim=-1)
+        else:
+            weight, bias = mha.in_proj_weight, mha.in_proj_bias
+            q = F.linear(normed[:, rows], weight[:width], None if bias is None else bias[:width])
+            kv = F.linear(normed, weight[width:], None if bias is None else bias[width:])
+            k, v = kv.split(width, dim=-1)
+        q, k, v = (part.reshape(n, -1, heads, width // heads).transpose(1, 2) for part in (q, k, v))
         return _attention_probabilities(q, k, (width // heads) ** -0.5), v
 
     def _attention_output(
@@ -490,7 +497,7 @@ class TimmVitSplit(ViTSplit):
         return _timm_finish(self.last, raw, attended)
 
     def _attention_parts(
-        self, block: nn.Module, tokens: torch.Tensor
+        self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from timm.layers import Attention
         from timm.models.vision_transformer import Block
@@ -504,7 +511,8 @@ class TimmVitSplit(ViTSplit):
         n, length = normed.shape[0], normed.shape[1]
         qkv = attn.qkv(normed).reshape(n, length, 3, attn.num_heads, attn.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        return _attention_probabilities(attn.q_norm(q), attn.k_norm(k), attn.scale), v
+        q = attn.q_norm(q[:, :, rows])
+        return _attention_probabilities(q, attn.k_norm(k), attn.scale), v
 
     def _attention_output(
         self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
@@ -622,10 +630,13 @@ class AttentionView:
             out = self.split.replay_block(state, leaf, rows)
             return leaf, self.head(self.split.pool(out))
 
-    def block_scores(
+    def final_scores(
         self, tokens: torch.Tensor, start: int
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Logits read out after every block from ``start`` on (the last are the model's own)
-        and each of those blocks' attention probabilities, all in one autograd graph."""
-        outputs, attentions = self.split.attention_blocks(tokens, start)
-        return [self.head(self.split.pool(out)) for out in outputs], attentions
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The model's logits from the tokens entering block ``start`` and the attention
+        probabilities of blocks ``start..``, in one autograd graph. When the model reads only the
+        class token, the last block attends for the class-token query alone (its other rows
+        never reach the logits): its probabilities are ``(N, heads, 1, tokens)``."""
+        rows = slice(0, 1) if self.split.fast else slice(None)
+        outputs, attentions = self.split.attention_blocks(tokens, start, rows)
+        return self.head(self.split.pool(outputs[-1])), attentions
