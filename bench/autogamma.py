@@ -79,9 +79,13 @@ def score_maps(
     energy = energy_inside(saliency, region).numpy()
     hits = pointing_game(saliency, region, tolerance_px=4.0).numpy().astype(float)
     resized = F.interpolate(saliency[:, None], size=x.shape[-2:], mode="bilinear")[:, 0]
-    drop = relative_confidence_drop(
-        logits_fn, x, resized.to(x.device), strip.target, list(strip.references)
-    ).relative_drop.cpu().numpy()
+    drop = (
+        relative_confidence_drop(
+            logits_fn, x, resized.to(x.device), strip.target, list(strip.references)
+        )
+        .relative_drop.cpu()
+        .numpy()
+    )
     return energy, hits, drop
 
 
@@ -129,8 +133,10 @@ def print_table(rows: list[Row], count: int) -> None:
     for (model, method, choice), group in groups.items():
         values = np.array([(r.gamma, r.energy, r.pointing, r.rc_drop) for r in group])
         gamma, energy, pointing, drop = values.mean(axis=0)
-        print(f"| {model} | {method} | {choice} | {gamma:.2f} | {energy:.3f} | {pointing:.3f} "
-              f"| {drop:.3f} |")
+        print(
+            f"| {model} | {method} | {choice} | {gamma:.2f} | {energy:.3f} | {pointing:.3f} "
+            f"| {drop:.3f} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,29 +73,41 @@ def scores(maps: np.ndarray, mask: np.ndarray, tolerance: float) -> tuple[np.nda
 
 
 def run(
-    service: ExplanationService, model: str, samples: list[BirdSample], block_choices: list[int],
-    gamma: float, tolerance: float,
+    service: ExplanationService,
+    model: str,
+    samples: list[BirdSample],
+    block_choices: list[int],
+    gamma: float,
+    tolerance: float,
 ) -> list[dict[str, object]]:
     totals: dict[Variant, list[np.ndarray]] = {}
     for sample in tqdm(samples, desc=model):
         concept, contrast = concept_prompts(sample)
         for variant in variants(block_choices):
             settings = ExplainSettings(
-                method=variant.method, gamma=gamma, pooling=variant.pooling,
+                method=variant.method,
+                gamma=gamma,
+                pooling=variant.pooling,
                 attention_blocks=variant.blocks,
             )
             result = service.explain_concepts(model, sample.image, concept, [contrast], settings)
-            energy, hits = scores(np.stack([result.cam, result.finer]), sample.discriminative_mask,
-                                  tolerance)
+            energy, hits = scores(
+                np.stack([result.cam, result.finer]), sample.discriminative_mask, tolerance
+            )
             totals.setdefault(variant, []).append(np.concatenate([hits, energy]))
     rows = []
     for variant, values in totals.items():
         mean = np.mean(values, axis=0)
-        rows.append({"method": variant.label, "pooling": variant.pooling,
-                     "pointing plain": round(float(mean[0]), 3),
-                     "pointing Finer": round(float(mean[1]), 3),
-                     "energy plain": round(float(mean[2]), 4),
-                     "energy Finer": round(float(mean[3]), 4)})
+        rows.append(
+            {
+                "method": variant.label,
+                "pooling": variant.pooling,
+                "pointing plain": round(float(mean[0]), 3),
+                "pointing Finer": round(float(mean[1]), 3),
+                "energy plain": round(float(mean[2]), 4),
+                "energy Finer": round(float(mean[3]), 4),
+            }
+        )
     return rows
 
 
@@ -128,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     registry = ModelRegistry()
     service = ExplanationService(registry.get, max_entries=16)
     depth = registry.get(args.model).engine.split.num_blocks
-    block_choices = sorted({depth if b == "all" else min(int(b), depth)
-                            for b in args.blocks.split(",")})
+    block_choices = sorted(
+        {depth if b == "all" else min(int(b), depth) for b in args.blocks.split(",")}
+    )
     samples = list(iter_samples(args.count, args.seed, "test"))
     rows = run(service, args.model, samples, block_choices, args.gamma, args.tolerance)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,9 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"{args.model}: {len(samples)} held-out birds (seed {args.seed}); concept = the "
-          f"discriminative part's colour vs the body colour, γ = {args.gamma:g}, pointing within "
-          f"{args.tolerance:g} px; {depth} blocks in the image tower")
+    print(
+        f"{args.model}: {len(samples)} held-out birds (seed {args.seed}); concept = the "
+        f"discriminative part's colour vs the body colour, γ = {args.gamma:g}, pointing within "
+        f"{args.tolerance:g} px; {depth} blocks in the image tower"
+    )
     print_table(rows)
 
 

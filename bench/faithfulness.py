@@ -94,22 +94,31 @@ def bench_vit(args: argparse.Namespace) -> dict[str, float]:
 def _report(name: str, timings: dict[str, float]) -> None:
     forward = timings["forward"]
     print(f"{name}: one plain forward {forward * 1000:.1f} ms")
-    print(f"    faithfulness line (CAM + Finer, T=3)     : {timings['line'] * 1000:8.1f} ms"
-          f"   = {timings['line'] / forward:.2f} forwards")
+    print(
+        f"    faithfulness line (CAM + Finer, T=3)     : {timings['line'] * 1000:8.1f} ms"
+        f"   = {timings['line'] / forward:.2f} forwards"
+    )
     if "compare" in timings:
         methods = int(timings["methods"])
         warm, cold = timings["compare"], timings["compare_cold"]
-        print(f"    compare view, {methods} gradient methods x 2   : {warm * 1000:8.1f} ms"
-              f"   = {timings['compare'] / forward:.2f} forwards (entry cached)")
-        print(f"    compare view, cold (entry computed too)  : {cold * 1000:8.1f} ms"
-              f"   = {timings['compare_cold'] / forward:.2f} forwards")
+        print(
+            f"    compare view, {methods} gradient methods x 2   : {warm * 1000:8.1f} ms"
+            f"   = {timings['compare'] / forward:.2f} forwards (entry cached)"
+        )
+        print(
+            f"    compare view, cold (entry computed too)  : {cold * 1000:8.1f} ms"
+            f"   = {timings['compare_cold'] / forward:.2f} forwards"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     timing_arguments(parser)
-    parser.add_argument("--smoke", action="store_true",
-                        help="one repeat, demo-cnn only: a quick check that the bench runs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="one repeat, demo-cnn only: a quick check that the bench runs",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -118,8 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     latency.clock = device_clock(args.clock, args.device)
     if args.smoke:
         args.repeats = 1
-    where = (torch.cuda.get_device_name(args.device) if args.device.type == "cuda"
-             else f"{torch.get_num_threads()} CPU threads")
+    where = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU threads"
+    )
     print(f"{where}, median of {args.repeats}, {args.clock} clock")
     _report("(a) demo-cnn (128 px)", bench_demo_cnn(args))
     if not args.smoke:

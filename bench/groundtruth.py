@@ -72,39 +72,67 @@ class Score:
     mates: float  # share of the references that are genus-mates (nan for plain CAM)
 
 
-def _map_scores(saliency: np.ndarray, sample: BirdSample, tolerance: float
-                ) -> tuple[float, float, bool]:
+def _map_scores(
+    saliency: np.ndarray, sample: BirdSample, tolerance: float
+) -> tuple[float, float, bool]:
     maps = torch.from_numpy(saliency)[None]
     part = torch.from_numpy(sample.discriminative_mask)[None]
     bird = torch.from_numpy(sample.part_masks["bird"])[None]
-    return (float(energy_inside(maps, bird)[0]), float(energy_inside(maps, part)[0]),
-            bool(pointing_game(maps, part, tolerance_px=tolerance)[0]))
+    return (
+        float(energy_inside(maps, bird)[0]),
+        float(energy_inside(maps, part)[0]),
+        bool(pointing_game(maps, part, tolerance_px=tolerance)[0]),
+    )
 
 
 def _settings(method: str, sample: BirdSample, gammas) -> Iterator[tuple[str, ExplainSettings]]:
     """Plain CAM, Finer with the closest logits at every γ > 0, and the oracle at the default γ."""
     fgcam = method.endswith("+fgcam")
-    base = ExplainSettings(method=method.removesuffix("+fgcam"), gamma=0.0,
-                           target=sample.species, top_t=DEFAULT_T, fgcam=fgcam)
+    base = ExplainSettings(
+        method=method.removesuffix("+fgcam"),
+        gamma=0.0,
+        target=sample.species,
+        top_t=DEFAULT_T,
+        fgcam=fgcam,
+    )
     yield "none", base
     for gamma in gammas:
         if gamma > 0:
             yield "logits", replace(base, gamma=gamma, reference_mode="logits")
     mates = tuple(m for m in group_members(sample.group) if m != sample.species)
-    yield "genus-mates", replace(base, gamma=DEFAULT_GAMMA, reference_mode="manual",
-                                 manual_references=mates)
+    yield (
+        "genus-mates",
+        replace(base, gamma=DEFAULT_GAMMA, reference_mode="manual", manual_references=mates),
+    )
 
 
-def classifier_scores(service: ExplanationService, model: str, method: str,
-                      samples: list[BirdSample], tolerance: float, gammas) -> Iterator[Score]:
+def classifier_scores(
+    service: ExplanationService,
+    model: str,
+    method: str,
+    samples: list[BirdSample],
+    tolerance: float,
+    gammas,
+) -> Iterator[Score]:
     for index, sample in enumerate(tqdm(samples, desc=f"{model} {method}", mininterval=10)):
         for references, settings in _settings(method, sample, gammas):
             result = service.explain(model, sample.image, settings)
             refs = [r.index for r in result.references]
-            mates = (float(np.mean([species_group(r) == sample.group for r in refs]))
-                     if references != "none" and refs else float("nan"))
-            yield Score(model, method, references, settings.gamma, len(refs), index,
-                        *_map_scores(result.finer, sample, tolerance), mates)
+            mates = (
+                float(np.mean([species_group(r) == sample.group for r in refs]))
+                if references != "none" and refs
+                else float("nan")
+            )
+            yield Score(
+                model,
+                method,
+                references,
+                settings.gamma,
+                len(refs),
+                index,
+                *_map_scores(result.finer, sample, tolerance),
+                mates,
+            )
 
 
 def concept_prompt(sample: BirdSample) -> str:
@@ -118,16 +146,34 @@ def contrast_prompt(sample: BirdSample) -> str:
     return describe({"genus": GROUP_NAMES[sample.group]})
 
 
-def concept_scores(service: ExplanationService, model: str, method: str,
-                   samples: list[BirdSample], tolerance: float, gammas) -> Iterator[Score]:
+def concept_scores(
+    service: ExplanationService,
+    model: str,
+    method: str,
+    samples: list[BirdSample],
+    tolerance: float,
+    gammas,
+) -> Iterator[Score]:
     for index, sample in enumerate(tqdm(samples, desc=f"{model} {method}", mininterval=10)):
         for gamma in gammas:
             result = service.explain_concepts(
-                model, sample.image, concept_prompt(sample), [contrast_prompt(sample)],
-                ExplainSettings(method=method, gamma=gamma))
+                model,
+                sample.image,
+                concept_prompt(sample),
+                [contrast_prompt(sample)],
+                ExplainSettings(method=method, gamma=gamma),
+            )
             references = "none" if gamma == 0 else "genus prompt"
-            yield Score(model, method, references, gamma, int(gamma > 0), index,
-                        *_map_scores(result.finer, sample, tolerance), float("nan"))
+            yield Score(
+                model,
+                method,
+                references,
+                gamma,
+                int(gamma > 0),
+                index,
+                *_map_scores(result.finer, sample, tolerance),
+                float("nan"),
+            )
 
 
 def summarise(scores: list[Score]) -> list[dict[str, object]]:
@@ -137,13 +183,20 @@ def summarise(scores: list[Score]) -> list[dict[str, object]]:
     rows = []
     for (model, method, references, gamma, top_t), items in groups.items():
         mates = [s.mates for s in items if not np.isnan(s.mates)]
-        rows.append({
-            "model": model, "method": method, "references": references, "gamma": gamma,
-            "T": top_t, "n": len(items), "bird": float(np.mean([s.bird for s in items])),
-            "energy": float(np.mean([s.energy for s in items])),
-            "pointing": float(np.mean([s.pointing for s in items])),
-            "mates": float(np.mean(mates)) if mates else float("nan"),
-        })
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "references": references,
+                "gamma": gamma,
+                "T": top_t,
+                "n": len(items),
+                "bird": float(np.mean([s.bird for s in items])),
+                "energy": float(np.mean([s.energy for s in items])),
+                "pointing": float(np.mean([s.pointing for s in items])),
+                "mates": float(np.mean(mates)) if mates else float("nan"),
+            }
+        )
     return sorted(rows, key=lambda r: (r["model"], r["method"], r["references"], r["gamma"]))
 
 
@@ -151,27 +204,40 @@ def headline(summary: list[dict[str, object]]) -> list[dict[str, object]]:
     """Per (model, method): plain CAM next to Finer at the defaults and with the oracle."""
     rows = []
     plain = {(r["model"], r["method"]): r for r in summary if r["references"] == "none"}
-    at_default = {(r["model"], r["method"], r["references"]): r for r in summary
-                  if r["gamma"] == DEFAULT_GAMMA}
+    at_default = {
+        (r["model"], r["method"], r["references"]): r
+        for r in summary
+        if r["gamma"] == DEFAULT_GAMMA
+    }
     for (model, method), cam in plain.items():
-        finer = (at_default.get((model, method, "logits"))
-                 or at_default.get((model, method, "genus prompt")))
+        finer = at_default.get((model, method, "logits")) or at_default.get(
+            (model, method, "genus prompt")
+        )
         if finer is None:
             continue
         oracle = at_default.get((model, method, "genus-mates"))
-        rows.append({
-            "model": model, "method": method, "n": cam["n"], "cam_bird": cam["bird"],
-            "cam_energy": cam["energy"], "cam_pointing": cam["pointing"],
-            "finer_energy": finer["energy"], "gain": finer["energy"] / max(cam["energy"], 1e-9),
-            "finer_pointing": finer["pointing"], "mates": finer["mates"],
-            "oracle_gain": (oracle["energy"] / max(cam["energy"], 1e-9)) if oracle else None,
-        })
+        rows.append(
+            {
+                "model": model,
+                "method": method,
+                "n": cam["n"],
+                "cam_bird": cam["bird"],
+                "cam_energy": cam["energy"],
+                "cam_pointing": cam["pointing"],
+                "finer_energy": finer["energy"],
+                "gain": finer["energy"] / max(cam["energy"], 1e-9),
+                "finer_pointing": finer["pointing"],
+                "mates": finer["mates"],
+                "oracle_gain": (oracle["energy"] / max(cam["energy"], 1e-9)) if oracle else None,
+            }
+        )
     return rows
 
 
 def _verdict(key: str, value: float) -> str:
-    return "" if key not in TARGETS or np.isnan(value) else (
-        " ✓" if value >= TARGETS[key] else " ✗")
+    return (
+        "" if key not in TARGETS or np.isnan(value) else (" ✓" if value >= TARGETS[key] else " ✗")
+    )
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
@@ -184,11 +250,13 @@ def print_table(rows: list[dict[str, object]]) -> None:
     for r in rows:
         oracle = "—" if r["oracle_gain"] is None else f"{r['oracle_gain']:.2f}×"
         mates = "—" if np.isnan(r["mates"]) else f"{r['mates']:.2f}{_verdict('mates', r['mates'])}"
-        print(f"| {r['model']} | {r['method']} | {r['cam_bird']:.2f}"
-              f"{_verdict('cam_bird', r['cam_bird'])} | {r['cam_energy']:.3f} | "
-              f"{r['finer_energy']:.3f} | {r['gain']:.2f}×{_verdict('gain', r['gain'])} | "
-              f"{r['cam_pointing']:.2f} | {r['finer_pointing']:.2f}"
-              f"{_verdict('finer_pointing', r['finer_pointing'])} | {mates} | {oracle} |")
+        print(
+            f"| {r['model']} | {r['method']} | {r['cam_bird']:.2f}"
+            f"{_verdict('cam_bird', r['cam_bird'])} | {r['cam_energy']:.3f} | "
+            f"{r['finer_energy']:.3f} | {r['gain']:.2f}×{_verdict('gain', r['gain'])} | "
+            f"{r['cam_pointing']:.2f} | {r['finer_pointing']:.2f}"
+            f"{_verdict('finer_pointing', r['finer_pointing'])} | {mates} | {oracle} |"
+        )
 
 
 def plot(summary: list[dict[str, object]], path: Path) -> None:
@@ -234,9 +302,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     parser.add_argument(
         "--models", default="demo-cnn,demo-vit", help="classifiers, comma-separated"
     )
-    parser.add_argument("--methods", default="gradcam",
-                        help="CAM methods, comma-separated (any of the app's; NAME+fgcam for "
-                             "FG-CAM at input resolution)")
+    parser.add_argument(
+        "--methods",
+        default="gradcam",
+        help="CAM methods, comma-separated (any of the app's; NAME+fgcam for "
+        "FG-CAM at input resolution)",
+    )
     parser.add_argument("--gammas", default=",".join(f"{g:g}" for g in GAMMAS))
     parser.add_argument("--count", type=int, default=96, help="held-out images (test split)")
     parser.add_argument("--seed", type=int, default=2026)
@@ -245,8 +316,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     )
     parser.add_argument("--out", type=Path, default=Path("out/groundtruth"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--concepts", action="store_true",
-                        help="also score the tiny CLIP's concept prompts (demo-tinyclip)")
+    parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="also score the tiny CLIP's concept prompts (demo-tinyclip)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -260,17 +334,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             scores += classifier_scores(service, model, method, samples, args.tolerance, gammas)
     if args.concepts:
-        scores += concept_scores(service, "demo-tinyclip", "gradcam", samples, args.tolerance,
-                                 gammas)
+        scores += concept_scores(
+            service, "demo-tinyclip", "gradcam", samples, args.tolerance, gammas
+        )
 
     write_csv(args.out / "groundtruth.csv", [asdict(s) for s in scores])
     summary = summarise(scores)
     write_csv(args.out / "summary.csv", summary)
     plot(summary, args.out / "energy_vs_gamma.png")
     rows = headline(summary)
-    print(f"{len(samples)} held-out synthetic birds (test split, seed {args.seed}; {hidden} more "
-          f"skipped: a branch hides their part), pointing tolerance {args.tolerance:g} px; "
-          f"target = the true species; ✓/✗ = targets {TARGETS}")
+    print(
+        f"{len(samples)} held-out synthetic birds (test split, seed {args.seed}; {hidden} more "
+        f"skipped: a branch hides their part), pointing tolerance {args.tolerance:g} px; "
+        f"target = the true species; ✓/✗ = targets {TARGETS}"
+    )
     print_table(rows)
     print(f"wrote {args.out}/groundtruth.csv, summary.csv, energy_vs_gamma.png")
     return rows

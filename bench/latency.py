@@ -175,11 +175,14 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
     for block in visual.transformer.resblocks:
         block.self_attention = block.attn  # torchcam hooks torchvision-style blocks
     texts = view.text_embeddings()
-    blocks = list(visual.transformer.resblocks)[-default_blocks["legrad"]:]
+    blocks = list(visual.transformer.resblocks)[-default_blocks["legrad"] :]
     extractor = LeGrad(
-        model, blocks, grid_shape=view.grid_size(*engine.input_size),
-        score_projection=lambda t: engine.similarity_logits(visual.ln_post(t[:, 0]) @ visual.proj,
-                                                            texts),
+        model,
+        blocks,
+        grid_shape=view.grid_size(*engine.input_size),
+        score_projection=lambda t: engine.similarity_logits(
+            visual.ln_post(t[:, 0]) @ visual.proj, texts
+        ),
     )
 
     def torchcam_legrad() -> None:
@@ -192,8 +195,11 @@ def bench_attention(args: argparse.Namespace) -> dict[str, float]:
         service.explain("bench", image, ExplainSettings(method=method))
         gammas = iter(np.linspace(0.05, 1.0, 10_000))
         timings[f"{method} rerender"] = interleaved_medians(
-            {"r": lambda m=method, g=gammas: service.explain(
-                "bench", image, ExplainSettings(method=m, gamma=float(next(g))))},
+            {
+                "r": lambda m=method, g=gammas: service.explain(
+                    "bench", image, ExplainSettings(method=m, gamma=float(next(g)))
+                )
+            },
             args.repeats * 4,
         )["r"]
     extractor.remove_hooks()
@@ -282,10 +288,12 @@ def print_attention(timings: dict[str, float]) -> None:
     )
     for method, blocks in default_blocks.items():
         cold, rerender = timings[method], timings[f"{method} rerender"]
-        print(f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
-              f"   ratio /forward = {cold / forward:.3f}"
-              f"   ratio /torchcam = {cold / timings['torchcam']:.3f}"
-              f"   re-render {rerender * 1000:.1f} ms")
+        print(
+            f"    {method:<19} ({blocks} blocks): {cold * 1000:8.1f} ms"
+            f"   ratio /forward = {cold / forward:.3f}"
+            f"   ratio /torchcam = {cold / timings['torchcam']:.3f}"
+            f"   re-render {rerender * 1000:.1f} ms"
+        )
 
 
 def timing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -295,10 +303,18 @@ def timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--classes", type=int, default=200, help="number of prompt classes")
-    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                        help="wall time, or CPU time of this process (robust on a shared machine)")
-    parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
-                        help="cpu (default) or cuda[:N]: where every model and input lives")
+    parser.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="wall time, or CPU time of this process (robust on a shared machine)",
+    )
+    parser.add_argument(
+        "--device",
+        type=torch.device,
+        default=torch.device("cpu"),
+        help="cpu (default) or cuda[:N]: where every model and input lives",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -310,24 +326,37 @@ def main(argv: list[str] | None = None) -> None:
         "--skip-generic", action="store_true", help="skip (e), torchvision ViT-B/16"
     )
     parser.add_argument("--skip-attention", action="store_true")
-    parser.add_argument("--size", type=int, default=224,
-                        help="input side of (d) and (e), a multiple of 16 (small for a smoke run)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=224,
+        help="input side of (d) and (e), a multiple of 16 (small for a smoke run)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     global clock
     clock = device_clock(args.clock, args.device)
-    where = (torch.cuda.get_device_name(args.device) if args.device.type == "cuda"
-             else f"{torch.get_num_threads()} CPU threads")
-    print(f"{args.model} (random weights), 224 px, {args.classes} classes, "
-          f"{where}, median of {args.repeats}, {args.clock} clock")
+    where = (
+        torch.cuda.get_device_name(args.device)
+        if args.device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"{args.model} (random weights), 224 px, {args.classes} classes, "
+        f"{where}, median of {args.repeats}, {args.clock} clock"
+    )
     if not args.skip_clip:
         side = bench_side_by_side(args)
         print(f"(a) CAM + Finer-CAM (T=3), pytorch-grad-cam : {side['anchor'] * 1000:8.1f} ms")
-        print(f"    CAM + Finer-CAM (T=3), ours             : {side['ours'] * 1000:8.1f} ms"
-              f"   ratio ours/anchor = {side['ours'] / side['anchor']:.3f}")
-        print(f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
-              f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}")
+        print(
+            f"    CAM + Finer-CAM (T=3), ours             : {side['ours'] * 1000:8.1f} ms"
+            f"   ratio ours/anchor = {side['ours'] / side['anchor']:.3f}"
+        )
+        print(
+            f"(b) one plain no-grad forward pass          : {side['forward'] * 1000:8.1f} ms"
+            f"   ratio ours/forward = {side['ours'] / side['forward']:.3f}"
+        )
         print(f"(c) re-render a cached entry for a new γ    : {side['rerender'] * 1000:8.1f} ms")
     if not args.skip_fgcam:
         fg = bench_fgcam(args)
@@ -338,15 +367,23 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.skip_generic:
         gen = bench_generic(args)
-        print(f"(e) contrastive_cam, torchvision ViT-B/16 at {args.size} px, one Finer map (T=3), "
-              "hooked path:")
+        print(
+            f"(e) contrastive_cam, torchvision ViT-B/16 at {args.size} px, one Finer map (T=3), "
+            "hooked path:"
+        )
         print(f"    pytorch-grad-cam FinerCAM               : {gen['anchor'] * 1000:8.1f} ms")
-        print(f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
-              f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}")
-        print(f"    one plain no-grad forward pass          : {gen['forward'] * 1000:8.1f} ms"
-              f"   ratio ours/forward = {gen['ours'] / gen['forward']:.3f}")
-        print(f"    per-class gradients (T+1 tail backwards): {gen['per_class'] * 1000:8.1f} ms"
-              f"   ratio per-class/forward = {gen['per_class'] / gen['forward']:.3f}")
+        print(
+            f"    ours                                    : {gen['ours'] * 1000:8.1f} ms"
+            f"   ratio ours/anchor = {gen['ours'] / gen['anchor']:.3f}"
+        )
+        print(
+            f"    one plain no-grad forward pass          : {gen['forward'] * 1000:8.1f} ms"
+            f"   ratio ours/forward = {gen['ours'] / gen['forward']:.3f}"
+        )
+        print(
+            f"    per-class gradients (T+1 tail backwards): {gen['per_class'] * 1000:8.1f} ms"
+            f"   ratio per-class/forward = {gen['per_class'] / gen['forward']:.3f}"
+        )
     if not args.skip_attention:
         print_attention(bench_attention(args))
 

@@ -241,8 +241,13 @@ class Worker:
     def _record(self, result: Result) -> Result:
         self.results.append(result)
         if result.outcome == FAILED:
-            log.warning("%s FAILED %s at %s: %s", "valid" if result.valid else "invalid",
-                        result.kind, time.strftime("%H:%M:%S"), result.message)
+            log.warning(
+                "%s FAILED %s at %s: %s",
+                "valid" if result.valid else "invalid",
+                result.kind,
+                time.strftime("%H:%M:%S"),
+                result.message,
+            )
         return result
 
     def request(self, kind: Kind) -> Result:
@@ -251,12 +256,19 @@ class Worker:
             self._send[kind.name]()
         except (AppError, QueueError) as error:
             if BUSY_MESSAGE.search(str(error)):
-                return Result(kind.name, kind.valid, start, time.monotonic() - start, BUSY,
-                              str(error))
+                return Result(
+                    kind.name, kind.valid, start, time.monotonic() - start, BUSY, str(error)
+                )
             return self._refusal(kind, start, str(error))
         except Exception as error:  # noqa: BLE001 - every failure is recorded, none ends the run
-            return Result(kind.name, kind.valid, start, time.monotonic() - start, FAILED,
-                          f"{type(error).__name__}: {error}")
+            return Result(
+                kind.name,
+                kind.valid,
+                start,
+                time.monotonic() - start,
+                FAILED,
+                f"{type(error).__name__}: {error}",
+            )
         latency = time.monotonic() - start
         if kind.valid:
             return Result(kind.name, True, start, latency, OK)
@@ -285,7 +297,10 @@ class Worker:
     def classify(self, image: Path, **kwargs: Any) -> tuple[Any, ...]:
         model = str(self.rng.choice(self.work.classifiers))
         result = self._call(
-            CLASSIFIER_API, len(CLASSIFIER_PARTS), image=handle_file(str(image)), model=model,
+            CLASSIFIER_API,
+            len(CLASSIFIER_PARTS),
+            image=handle_file(str(image)),
+            model=model,
             **kwargs,
         )
         self._check_images(*(result[CLASSIFIER_PARTS.index(part)] for part in ("cam", "finer")))
@@ -461,8 +476,9 @@ def run_load(args: argparse.Namespace, workdir: Path) -> Report:
             download=args.download_files,
             idle=args.idle,
         )
-        results, load_start, load_end = drive(work, kinds, args.clients, args.duration,
-                                              args.max_requests)
+        results, load_start, load_end = drive(
+            work, kinds, args.clients, args.duration, args.max_requests
+        )
         alive = server.alive()
         sampler.stop()
         if not alive:

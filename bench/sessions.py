@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="finercam-sessions-"))
     env = {"FINERCAM_SESSIONS": str(args.sessions)}
-    with running_server(["demo-cnn"], workdir, None, 2, env) as server, httpx.Client(
-        timeout=60
-    ) as http:
+    with (
+        running_server(["demo-cnn"], workdir, None, 2, env) as server,
+        httpx.Client(timeout=60) as http,
+    ):
         defaults = classifier_defaults(server.url)
         body = nan_gamma_body(http, server.url, defaults, EXAMPLE, "demo-cnn")
         start = time.monotonic()

@@ -137,9 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="demo-cnn,demo-tinyclip")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare against")
-    parser.add_argument("--release", action="store_true",
-                        help="end each move with pointerup, as a drag does (fires the slider's "
-                             "release event, which re-scores the faithfulness line)")
+    parser.add_argument(
+        "--release",
+        action="store_true",
+        help="end each move with pointerup, as a drag does (fires the slider's "
+        "release event, which re-scores the faithfulness line)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -153,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
             servers.append(stack.enter_context(
                 running_server(models, workdir / str(i), None, args.threads, repo=repo)
             ))  # fmt: skip
-        timings = measure([server.url for server in servers], args.moves, args.warmup,
-                          release=args.release)
+        timings = measure(
+            [server.url for server in servers], args.moves, args.warmup, release=args.release
+        )
     for repo, series in zip(repos, timings, strict=True):
         report("this checkout" if repo == REPO_ROOT else f"baseline {repo}", series)
     if len(timings) == 2:

@@ -95,8 +95,10 @@ class ServerSampler(threading.Thread):
         with self.csv.open("a") as out:
             if new:
                 out.write("wall_time,seconds,rss_mb,disk_mb,files\n")
-            out.write(f"{time.strftime('%H:%M:%S')},{sample.t - self.samples[0].t:.1f},"
-                      f"{sample.rss / 2**20:.1f},{sample.disk / 2**20:.1f},{sample.files}\n")
+            out.write(
+                f"{time.strftime('%H:%M:%S')},{sample.t - self.samples[0].t:.1f},"
+                f"{sample.rss / 2**20:.1f},{sample.disk / 2**20:.1f},{sample.files}\n"
+            )
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -54,8 +54,15 @@ def build_bench_vgg16bn(settings: Settings) -> ExplainableModel:
     return vgg16bn(vgg16_bn(weights=None), labels, settings.torch_device, "bench:vgg16_bn@random")
 
 
-register_model(ModelSpec("bench-vgg16bn", "VGG16-BN, random weights (benchmarks)", "classifier",
-                         build_bench_vgg16bn, offline=True))
+register_model(
+    ModelSpec(
+        "bench-vgg16bn",
+        "VGG16-BN, random weights (benchmarks)",
+        "classifier",
+        build_bench_vgg16bn,
+        offline=True,
+    )
+)
 
 
 class WholeNetwork(torch.nn.Module):
@@ -96,9 +103,24 @@ def anchor_loop(adapter: ExplainableModel, paths: list[Path], out: Path, max_sid
 
 
 def ours(folder: Path, out: Path, model: str, workers: int, *flags: str) -> None:
-    argv = ["explain", str(folder), "--out", str(out), "--model", model, "--gamma", "0.6",
-            "--top-t", "3", "--weighting", "probability", "--workers", str(workers),
-            "--no-progress", *flags]
+    argv = [
+        "explain",
+        str(folder),
+        "--out",
+        str(out),
+        "--model",
+        model,
+        "--gamma",
+        "0.6",
+        "--top-t",
+        "3",
+        "--weighting",
+        "probability",
+        "--workers",
+        str(workers),
+        "--no-progress",
+        *flags,
+    ]
     if cli_main(argv) != 0:
         raise RuntimeError("app.cli explain failed")
 
@@ -160,16 +182,24 @@ def main(argv: list[str] | None = None) -> None:
 
     rates = {name: args.images / statistics.median(values) for name, values in times.items()}
     loaded = args.images / max(statistics.median(times["ours"]) - load_s, 1e-9)
-    print(f"{args.model}, {args.images} images of {args.size} px, CAM + Finer-CAM (T=3, γ=0.6), "
-          f"{settings.torch_device}, {torch.get_num_threads()} CPU threads, "
-          f"{args.workers} decode worker(s), median of {args.repeats}")
+    print(
+        f"{args.model}, {args.images} images of {args.size} px, CAM + Finer-CAM (T=3, γ=0.6), "
+        f"{settings.torch_device}, {torch.get_num_threads()} CPU threads, "
+        f"{args.workers} decode worker(s), median of {args.repeats}"
+    )
     print(f"pytorch-grad-cam loop (GradCAM + FinerCAM) : {rates['anchor']:7.2f} images/s")
-    print(f"python -m app.cli explain                 : {rates['ours']:7.2f} images/s"
-          f"   ratio ours/anchor = {rates['ours'] / rates['anchor']:.2f}x")
-    print(f"  without its model load ({load_s:.2f} s)    : {loaded:7.2f} images/s"
-          f"   ratio ours/anchor = {loaded / rates['anchor']:.2f}x")
-    print(f"  .npy only (--no-overlays)               : {rates['ours_npy']:7.2f} images/s"
-          f"   ratio ours/anchor = {rates['ours_npy'] / rates['anchor']:.2f}x")
+    print(
+        f"python -m app.cli explain                 : {rates['ours']:7.2f} images/s"
+        f"   ratio ours/anchor = {rates['ours'] / rates['anchor']:.2f}x"
+    )
+    print(
+        f"  without its model load ({load_s:.2f} s)    : {loaded:7.2f} images/s"
+        f"   ratio ours/anchor = {loaded / rates['anchor']:.2f}x"
+    )
+    print(
+        f"  .npy only (--no-overlays)               : {rates['ours_npy']:7.2f} images/s"
+        f"   ratio ours/anchor = {rates['ours_npy'] / rates['anchor']:.2f}x"
+    )
     print(f"max |map difference|: CAM {cam_gap:.2e}, Finer {finer_gap:.2e}")
 
 

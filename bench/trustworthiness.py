@@ -66,14 +66,20 @@ class MapScore:
     energy: float
 
 
-def image_scores(service: ExplanationService, model: ExplainableModel, methods: list[str],
-                 index: int, sample: BirdSample) -> list[MapScore]:
+def image_scores(
+    service: ExplanationService,
+    model: ExplainableModel,
+    methods: list[str],
+    index: int,
+    sample: BirdSample,
+) -> list[MapScore]:
     """RD@5 % and energy on the part of every method's CAM and Finer map of one bird; the
     maps of all methods are masked and scored in one batched call."""
     maps, keys, references = [], [], None
     for method in methods:
-        settings = ExplainSettings(method=method, gamma=DEFAULT_GAMMA, top_t=DEFAULT_T,
-                                   target=sample.species)
+        settings = ExplainSettings(
+            method=method, gamma=DEFAULT_GAMMA, top_t=DEFAULT_T, target=sample.species
+        )
         result = service.explain(model.name, sample.image, settings)
         references = [reference.index for reference in result.references]
         for kind in MAP_KINDS:
@@ -83,13 +89,23 @@ def image_scores(service: ExplanationService, model: ExplainableModel, methods: 
     x = model.preprocess(sample.image)
     at_input = stack.to(x.device)
     if at_input.shape[-2:] != x.shape[-2:]:
-        at_input = F.interpolate(at_input[:, None], size=tuple(x.shape[-2:]), mode="bilinear",
-                                 align_corners=False)[:, 0]
-    drop = relative_confidence_drop(model.logits, x, at_input, sample.species, references,
-                                    top_fraction=TOP_FRACTION, baseline="blur")
+        at_input = F.interpolate(
+            at_input[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False
+        )[:, 0]
+    drop = relative_confidence_drop(
+        model.logits,
+        x,
+        at_input,
+        sample.species,
+        references,
+        top_fraction=TOP_FRACTION,
+        baseline="blur",
+    )
     energy = energy_inside(stack, torch.from_numpy(sample.discriminative_mask))
-    return [MapScore(index, method, kind, float(drop.relative_drop[i]), float(energy[i]))
-            for i, (method, kind) in enumerate(keys)]
+    return [
+        MapScore(index, method, kind, float(drop.relative_drop[i]), float(energy[i]))
+        for i, (method, kind) in enumerate(keys)
+    ]
 
 
 def correlations(scores: list[MapScore]) -> list[dict[str, object]]:
@@ -98,11 +114,16 @@ def correlations(scores: list[MapScore]) -> list[dict[str, object]]:
     for score in scores:
         groups[(score.method, score.map)].append(score)
     return [
-        {"method": method, "map": kind, "n": len(items),
-         "rd": float(np.mean([s.rd for s in items])),
-         "energy": float(np.mean([s.energy for s in items])),
-         "spearman": rank_correlation(np.array([s.rd for s in items]),
-                                      np.array([s.energy for s in items]))}
+        {
+            "method": method,
+            "map": kind,
+            "n": len(items),
+            "rd": float(np.mean([s.rd for s in items])),
+            "energy": float(np.mean([s.energy for s in items])),
+            "spearman": rank_correlation(
+                np.array([s.rd for s in items]), np.array([s.energy for s in items])
+            ),
+        }
         for (method, kind), items in groups.items()
     ]
 
@@ -127,11 +148,16 @@ def choice_quality(scores: list[MapScore], kinds: tuple[str, ...]) -> dict[str, 
         chance.append(np.mean([c.energy >= most - ENERGY_TIE for c in candidates]))
         fixed_hits.append(fixed.energy >= most - ENERGY_TIE)
         picked_energy.append(picked.energy)
-        within.append(rank_correlation(np.array([c.rd for c in candidates]),
-                                       np.array([c.energy for c in candidates])))
+        within.append(
+            rank_correlation(
+                np.array([c.rd for c in candidates]), np.array([c.energy for c in candidates])
+            )
+        )
     return {
-        "candidates": len(means), "images": len(per_image),
-        "score_pick_is_best": float(np.mean(hits)), "random_pick_is_best": float(np.mean(chance)),
+        "candidates": len(means),
+        "images": len(per_image),
+        "score_pick_is_best": float(np.mean(hits)),
+        "random_pick_is_best": float(np.mean(chance)),
         "best_fixed": f"{best_fixed[0]} {best_fixed[1]}",
         "best_fixed_is_best": float(np.mean(fixed_hits)),
         "score_pick_energy": float(np.mean(picked_energy)),
@@ -142,31 +168,43 @@ def choice_quality(scores: list[MapScore], kinds: tuple[str, ...]) -> dict[str, 
 
 def report(model: str, scores: list[MapScore]) -> str:
     """The two markdown tables of the study."""
-    lines = ["| model | method | map | n | mean RD@5 % | mean energy on part | "
-             "Spearman(RD@5 %, energy) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | method | map | n | mean RD@5 % | mean energy on part | "
+        "Spearman(RD@5 %, energy) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in correlations(scores):
-        lines.append(f"| {model} | {row['method']} | {'CAM' if row['map'] == 'cam' else 'Finer'} "
-                     f"| {row['n']} | {row['rd']:.3f} | {row['energy']:.3f} | "
-                     f"{row['spearman']:+.2f} |")
-    lines += ["", "| model | choosing among | maps | images | score's pick has the most energy "
-              "| random pick | always the best-on-average map (which) | energy of score's pick "
-              "| energy of best-on-average map | mean within-image Spearman |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {model} | {row['method']} | {'CAM' if row['map'] == 'cam' else 'Finer'} "
+            f"| {row['n']} | {row['rd']:.3f} | {row['energy']:.3f} | "
+            f"{row['spearman']:+.2f} |"
+        )
+    lines += [
+        "",
+        "| model | choosing among | maps | images | score's pick has the most energy "
+        "| random pick | always the best-on-average map (which) | energy of score's pick "
+        "| energy of best-on-average map | mean within-image Spearman |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, kinds in (("Finer maps", ("finer",)), ("CAM and Finer maps", MAP_KINDS)):
         q = choice_quality(scores, kinds)
         lines.append(
             f"| {model} | {label} | {q['candidates']} | {q['images']} | "
             f"{q['score_pick_is_best']:.2f} | {q['random_pick_is_best']:.2f} | "
             f"{q['best_fixed_is_best']:.2f} ({q['best_fixed']}) | {q['score_pick_energy']:.3f} | "
-            f"{q['best_fixed_energy']:.3f} | {q['within_image_spearman']:+.2f} |")
+            f"{q['best_fixed_energy']:.3f} | {q['within_image_spearman']:+.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="demo-cnn")
-    parser.add_argument("--methods", default="all",
-                        help="CAM methods, comma-separated, or all (every method the model runs)")
+    parser.add_argument(
+        "--methods",
+        default="all",
+        help="CAM methods, comma-separated, or all (every method the model runs)",
+    )
     parser.add_argument("--count", type=int, default=96, help="held-out birds (test split)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--out", type=Path, default=Path("out/trustworthiness"))
@@ -176,21 +214,29 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     registry = ModelRegistry()
     model = registry.get(args.model)
-    methods = ([m.name for m in available_methods(model)] if args.methods == "all"
-               else [m.strip() for m in args.methods.split(",") if m.strip()])
+    methods = (
+        [m.name for m in available_methods(model)]
+        if args.methods == "all"
+        else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
     service = ExplanationService(registry.get, max_entries=4)
     samples, hidden = held_out(args.count, args.seed)
-    scores = [score for index, sample in enumerate(tqdm(samples, desc=args.model, mininterval=10))
-              for score in image_scores(service, model, methods, index, sample)]
+    scores = [
+        score
+        for index, sample in enumerate(tqdm(samples, desc=args.model, mininterval=10))
+        for score in image_scores(service, model, methods, index, sample)
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "per_image.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, list(asdict(scores[0])))
         writer.writeheader()
         writer.writerows(asdict(score) for score in scores)
-    header = (f"{len(samples)} held-out synthetic birds (test split, seed {args.seed}; {hidden} "
-              f"skipped: their part is hidden), {args.model}, target = true species, γ "
-              f"{DEFAULT_GAMMA:g}, T {DEFAULT_T} closest-logit references, RD at k = "
-              f"{TOP_FRACTION:.0%} (blur baseline)")
+    header = (
+        f"{len(samples)} held-out synthetic birds (test split, seed {args.seed}; {hidden} "
+        f"skipped: their part is hidden), {args.model}, target = true species, γ "
+        f"{DEFAULT_GAMMA:g}, T {DEFAULT_T} closest-logit references, RD at k = "
+        f"{TOP_FRACTION:.0%} (blur baseline)"
+    )
     text = f"{header}\n\n{report(args.model, scores)}\n"
     (args.out / "summary.md").write_text(text)
     print(text)

@@ -27,8 +27,13 @@ from pathlib import Path
 import torch
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
-TIMM_LABELS = ["Acadian Flycatcher", "Least Flycatcher", "Alder Flycatcher", "Willow Flycatcher",
-               "Yellow-bellied Flycatcher"]
+TIMM_LABELS = [
+    "Acadian Flycatcher",
+    "Least Flycatcher",
+    "Alder Flycatcher",
+    "Willow Flycatcher",
+    "Yellow-bellied Flycatcher",
+]
 
 
 def blob_name(filename: str, data: bytes) -> str:
@@ -118,19 +123,24 @@ def tiny_open_clip_files() -> dict[str, bytes]:
 
     torch.manual_seed(0)
     model = CLIP(**TINY_CLIP_CFG)
-    config = {"model_cfg": TINY_CLIP_CFG,
-              "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    config = {
+        "model_cfg": TINY_CLIP_CFG,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+    }
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    return {"open_clip_config.json": json.dumps(config).encode(),
-            "open_clip_model.safetensors": save(state)}
+    return {
+        "open_clip_config.json": json.dumps(config).encode(),
+        "open_clip_model.safetensors": save(state),
+    }
 
 
 class FakeHub:
     """Serves ``repos`` ({repo: {filename: bytes}}) like the Hub; ``sizes`` overrides the
     sizes reported in the metadata; ``requests`` lists (method, path) received."""
 
-    def __init__(self, repos: dict[str, dict[str, bytes]],
-                 sizes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, repos: dict[str, dict[str, bytes]], sizes: dict[str, int] | None = None
+    ) -> None:
         self.repos, self.sizes = repos, sizes or {}
         self.requests: list[tuple[str, str]] = []
         hub = self
@@ -168,10 +178,18 @@ class FakeHub:
             if repo not in self.repos:
                 return 404, {"X-Error-Code": "RepoNotFound"}, b"{}"
             files = self.repos[repo]
-            siblings = [{"rfilename": n, "size": self.sizes.get(n, len(d)),
-                         "blobId": blob_name(n, d)} for n, d in files.items()]
-            info = {"id": repo, "modelId": repo, "sha": commit_of(files), "siblings": siblings,
-                    "private": False, "tags": []}
+            siblings = [
+                {"rfilename": n, "size": self.sizes.get(n, len(d)), "blobId": blob_name(n, d)}
+                for n, d in files.items()
+            ]
+            info = {
+                "id": repo,
+                "modelId": repo,
+                "sha": commit_of(files),
+                "siblings": siblings,
+                "private": False,
+                "tags": [],
+            }
             return 200, {"Content-Type": "application/json"}, json.dumps(info).encode()
         if "/resolve/" in path:
             repo_part, _, rest = path.lstrip("/").partition("/resolve/")
@@ -238,34 +256,93 @@ def tiny_timm_cnn_files() -> dict[str, bytes]:
 
 #: Tiny random `transformers` configs, one per supported family: (config class, arguments,
 #: model class name when not the Auto default). A few hundred KB of weights each.
-_VIT_ARGS = {"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "intermediate_size": 64}
+_VIT_ARGS = {
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 TRANSFORMERS_FAMILIES: dict[str, tuple[str, dict, str | None]] = {
     "vit": ("ViTConfig", _VIT_ARGS, None),
     "deit": ("DeiTConfig", _VIT_ARGS, "DeiTForImageClassificationWithTeacher"),
-    "beit": ("BeitConfig", {**_VIT_ARGS, "use_relative_position_bias": True,
-                            "use_shared_relative_position_bias": False, "use_mean_pooling": True,
-                            "layer_scale_init_value": 0.1}, None),
+    "beit": (
+        "BeitConfig",
+        {
+            **_VIT_ARGS,
+            "use_relative_position_bias": True,
+            "use_shared_relative_position_bias": False,
+            "use_mean_pooling": True,
+            "layer_scale_init_value": 0.1,
+        },
+        None,
+    ),
     "dinov2": ("Dinov2Config", {**_VIT_ARGS, "mlp_ratio": 2}, None),
-    "dinov2_with_registers": ("Dinov2WithRegistersConfig",
-                              {**_VIT_ARGS, "mlp_ratio": 2, "num_register_tokens": 2}, None),
-    "swin": ("SwinConfig", {"image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 1],
-                            "num_heads": [2, 2], "window_size": 4}, None),
-    "swinv2": ("Swinv2Config", {"image_size": 32, "patch_size": 4, "embed_dim": 16,
-                                "depths": [1, 1], "num_heads": [2, 2], "window_size": 4}, None),
-    "convnextv2": ("ConvNextV2Config", {"hidden_sizes": [8, 16], "depths": [1, 1],
-                                        "num_stages": 2, "image_size": 32}, None),
-    "convnext": ("ConvNextConfig", {"hidden_sizes": [8, 16], "depths": [1, 1],
-                                    "num_stages": 2, "image_size": 32}, None),
-    "resnet": ("ResNetConfig", {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
-                                "layer_type": "basic"}, None),
-    "regnet": ("RegNetConfig", {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
-                                "groups_width": 8}, None),
-    "efficientnet": ("EfficientNetConfig", {"image_size": 128, "width_coefficient": 0.1,
-                                            "depth_coefficient": 0.1, "hidden_dim": 128}, None),
-    "mobilevit": ("MobileViTConfig", {"image_size": 128, "hidden_sizes": [16, 16, 16],
-                                      "neck_hidden_sizes": [8, 8, 8, 8, 8, 8, 16],
-                                      "num_attention_heads": 2}, None),
+    "dinov2_with_registers": (
+        "Dinov2WithRegistersConfig",
+        {**_VIT_ARGS, "mlp_ratio": 2, "num_register_tokens": 2},
+        None,
+    ),
+    "swin": (
+        "SwinConfig",
+        {
+            "image_size": 32,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depths": [1, 1],
+            "num_heads": [2, 2],
+            "window_size": 4,
+        },
+        None,
+    ),
+    "swinv2": (
+        "Swinv2Config",
+        {
+            "image_size": 32,
+            "patch_size": 4,
+            "embed_dim": 16,
+            "depths": [1, 1],
+            "num_heads": [2, 2],
+            "window_size": 4,
+        },
+        None,
+    ),
+    "convnextv2": (
+        "ConvNextV2Config",
+        {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2, "image_size": 32},
+        None,
+    ),
+    "convnext": (
+        "ConvNextConfig",
+        {"hidden_sizes": [8, 16], "depths": [1, 1], "num_stages": 2, "image_size": 32},
+        None,
+    ),
+    "resnet": (
+        "ResNetConfig",
+        {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
+        None,
+    ),
+    "regnet": (
+        "RegNetConfig",
+        {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "groups_width": 8},
+        None,
+    ),
+    "efficientnet": (
+        "EfficientNetConfig",
+        {"image_size": 128, "width_coefficient": 0.1, "depth_coefficient": 0.1, "hidden_dim": 128},
+        None,
+    ),
+    "mobilevit": (
+        "MobileViTConfig",
+        {
+            "image_size": 128,
+            "hidden_sizes": [16, 16, 16],
+            "neck_hidden_sizes": [8, 8, 8, 8, 8, 8, 16],
+            "num_attention_heads": 2,
+        },
+        None,
+    ),
 }
 
 
@@ -277,7 +354,8 @@ def tiny_transformers_files(family: str) -> dict[str, bytes]:
     config_class, args, model_class = TRANSFORMERS_FAMILIES[family]
     labels = {i: name for i, name in enumerate(TIMM_LABELS)}
     config = getattr(transformers, config_class)(
-        **args, id2label=labels, label2id={v: k for k, v in labels.items()})
+        **args, id2label=labels, label2id={v: k for k, v in labels.items()}
+    )
     torch.manual_seed(0)
     if model_class:
         model = getattr(transformers, model_class)(config)
@@ -287,10 +365,17 @@ def tiny_transformers_files(family: str) -> dict[str, bytes]:
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     side = int(args.get("image_size", 32))
-    processor = {"do_resize": True, "size": {"height": side, "width": side}, "resample": 3,
-                 "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
-                 "image_std": [0.229, 0.224, 0.225], "do_rescale": True,
-                 "rescale_factor": 1 / 255, "image_processor_type": "ViTImageProcessor"}
+    processor = {
+        "do_resize": True,
+        "size": {"height": side, "width": side},
+        "resample": 3,
+        "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "image_processor_type": "ViTImageProcessor",
+    }
     if family == "mobilevit":
         processor.update(do_normalize=False, do_flip_channel_order=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -301,10 +386,22 @@ def tiny_transformers_files(family: str) -> dict[str, bytes]:
 
 #: Tiny timm models beyond the plain ViT: (architecture, arguments, input side).
 TIMM_TOKEN_MODELS: dict[str, tuple[str, dict, int]] = {
-    "eva02": ("eva02_tiny_patch14_336", {"img_size": 56, "embed_dim": 32, "depth": 2,
-                                         "num_heads": 2}, 56),
-    "levit": ("levit_128s", {"img_size": 256, "embed_dim": (16, 32, 48), "key_dim": 8,
-                             "num_heads": (2, 2, 2), "depth": (1, 1, 1)}, 256),
+    "eva02": (
+        "eva02_tiny_patch14_336",
+        {"img_size": 56, "embed_dim": 32, "depth": 2, "num_heads": 2},
+        56,
+    ),
+    "levit": (
+        "levit_128s",
+        {
+            "img_size": 256,
+            "embed_dim": (16, 32, 48),
+            "key_dim": 8,
+            "num_heads": (2, 2, 2),
+            "depth": (1, 1, 1),
+        },
+        256,
+    ),
 }
 
 
@@ -319,8 +416,13 @@ def tiny_timm_token_files(kind: str) -> dict[str, bytes]:
     model = timm.create_model(architecture, num_classes=len(TIMM_LABELS), **args)
     model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, side, side)}
     with tempfile.TemporaryDirectory() as folder:
-        save_for_hf(model, folder, model_config={"label_names": TIMM_LABELS}, model_args=args,
-                    safe_serialization=True)
+        save_for_hf(
+            model,
+            folder,
+            model_config={"label_names": TIMM_LABELS},
+            model_args=args,
+            safe_serialization=True,
+        )
         files = _read_dir(Path(folder))
     files.pop("pytorch_model.bin", None)
     return files

@@ -17,15 +17,26 @@ class NotATensor:
 
 def tiny_clip_config(**vision) -> dict:
     """An open_clip config small enough to build in well under a second."""
-    vision_cfg = {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16,
-                  "mlp_ratio": 2.0}
+    vision_cfg = {
+        "image_size": 64,
+        "layers": 2,
+        "width": 64,
+        "head_width": 32,
+        "patch_size": 16,
+        "mlp_ratio": 2.0,
+    }
     vision_cfg.update(vision)
     return {
         "embed_dim": 32,
         "quick_gelu": False,
         "vision_cfg": vision_cfg,
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 1},
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
     }
 
 
@@ -58,7 +69,15 @@ def tiny_timm_vit(**kwargs):
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    config = dict(img_size=56, patch_size=14, embed_dim=48, depth=3, num_heads=3, num_classes=0,
-                  init_values=0.1, dynamic_img_size=True)
+    config = dict(
+        img_size=56,
+        patch_size=14,
+        embed_dim=48,
+        depth=3,
+        num_heads=3,
+        num_classes=0,
+        init_values=0.1,
+        dynamic_img_size=True,
+    )
     config.update(kwargs)
     return VisionTransformer(**config).eval()

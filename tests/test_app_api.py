@@ -21,6 +21,7 @@ from app.explain.render import display_size
 
 pytestmark = pytest.mark.timeout(300)
 
+
 def display_shape(width: int, height: int) -> tuple[int, int, int]:
     """Panels come back at display size (longest side >= 384 px), the input's aspect ratio."""
     shown_width, shown_height = display_size(width, height)
@@ -140,8 +141,14 @@ def test_named_endpoints_are_documented(client):
     assert faithfulness == [*classifier, "k"]
     concepts_faithfulness = api["/concepts_faithfulness"]["parameters"]
     assert [p["parameter_name"] for p in concepts_faithfulness] == [*concept, "k"]
-    assert set(api) == {"/explain_classifier", "/explain_concepts", "/load_hub_classifier",
-                        "/load_hub_concepts", "/faithfulness", "/concepts_faithfulness"}
+    assert set(api) == {
+        "/explain_classifier",
+        "/explain_concepts",
+        "/load_hub_classifier",
+        "/load_hub_concepts",
+        "/faithfulness",
+        "/concepts_faithfulness",
+    }
     # the live-control events are private
 
 
@@ -450,7 +457,10 @@ def test_load_and_soak_benchmarks_read_the_endpoints_as_they_are(server, picture
 def test_faithfulness_endpoint_answers_the_numbers_of_the_maps_explained(client, server, picture):
     explained = classify(client, server, picture, gamma=0.8)
     answer = client.predict(
-        image=handle_file(str(picture)), model=server.classifier, gamma=0.8, k=0.1,
+        image=handle_file(str(picture)),
+        model=server.classifier,
+        gamma=0.8,
+        k=0.1,
         api_name="/faithfulness",
     )
     from app.explain.service import ExplainSettings
@@ -463,11 +473,16 @@ def test_faithfulness_endpoint_answers_the_numbers_of_the_maps_explained(client,
     assert answer["sentence"].startswith("Removing Finer-CAM's top 10 %")
     assert answer["target"] == explained["used"]["data"][0][1]
     with pytest.raises(AppError, match="(?i)k \\(share of top pixels"):
-        client.predict(image=handle_file(str(picture)), model=server.classifier, k=0,
-                       api_name="/faithfulness")
+        client.predict(
+            image=handle_file(str(picture)), model=server.classifier, k=0, api_name="/faithfulness"
+        )
     concepts_answer = client.predict(
-        image=handle_file(str(picture)), model=server.concepts, target_concept="a red bird",
-        contrast_prompts="a blue bird", method="gradcam", api_name="/concepts_faithfulness",
+        image=handle_file(str(picture)),
+        model=server.concepts,
+        target_concept="a red bird",
+        contrast_prompts="a blue bird",
+        method="gradcam",
+        api_name="/concepts_faithfulness",
     )
     assert concepts_answer["references"] == ["a blue bird"]
     assert "contrast" in concepts_answer["sentence"]

@@ -38,7 +38,10 @@ def clip_engine(tmp_path_factory) -> ClipEngine:
     import open_clip
 
     name = register_tiny_clip(
-        tmp_path_factory.mktemp("clip"), "attn-tiny-clip", image_size=[40, 64], patch_size=8,
+        tmp_path_factory.mktemp("clip"),
+        "attn-tiny-clip",
+        image_size=[40, 64],
+        patch_size=8,
         layers=3,
     )
     torch.manual_seed(1)
@@ -62,8 +65,13 @@ def timm_model(pooling: str) -> LinearHeadModel:
     backbone = TimmBackbone(vit, f"test:timm-{pooling}", input_size=(40, 64))
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(5, vit.num_features, generator=generator)
-    return LinearHeadModel(backbone, weight, torch.randn(5, generator=generator),
-                           [f"class {i}" for i in range(5)], name=f"timm-{pooling}")
+    return LinearHeadModel(
+        backbone,
+        weight,
+        torch.randn(5, generator=generator),
+        [f"class {i}" for i in range(5)],
+        name=f"timm-{pooling}",
+    )
 
 
 def random_input(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -122,8 +130,10 @@ def naive_timm(model: LinearHeadModel, x: torch.Tensor):
             features = vit.forward_head(
                 vit.forward_features(x.clone().requires_grad_(True)), pre_logits=True
             )
-            scores = [F.linear(vit.forward_head(vit.norm(o), pre_logits=True), model.weight,
-                               model.bias) for o in outputs]
+            scores = [
+                F.linear(vit.forward_head(vit.norm(o), pre_logits=True), model.weight, model.bias)
+                for o in outputs
+            ]
     finally:
         for hook in hooks:
             hook.remove()
@@ -146,12 +156,14 @@ def naive_map(kind, scores, attentions, coefficients, blocks, prefix, grid, pool
     if kind == "legrad":
         relevance = torch.zeros(tokens)
         for score, attention in zip(scores, attentions, strict=True):
-            (grad,) = torch.autograd.grad(objective(score, coefficients), attention,
-                                          retain_graph=True)
+            (grad,) = torch.autograd.grad(
+                objective(score, coefficients), attention, retain_graph=True
+            )
             relevance += per_head(grad).clamp(min=0).mean(dim=0).mean(dim=0)
     else:
-        grads = torch.autograd.grad(objective(scores[-1], coefficients), attentions,
-                                    retain_graph=True)
+        grads = torch.autograd.grad(
+            objective(scores[-1], coefficients), attentions, retain_graph=True
+        )
         rollout = torch.eye(tokens, dtype=torch.float64)
         for grad, attention in zip(grads, attentions, strict=True):
             weighted = (per_head(grad) * per_head(attention)).clamp(min=0).mean(dim=0)
@@ -191,8 +203,9 @@ def test_cached_maps_equal_naive_full_autograd(kind, kind_of_model, pooling, gam
     contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=gamma)
     ours = raw_attention_map(entry, contrast)
     scores, attentions = naive(x)
-    reference = naive_map(kind, scores, attentions, contrast.coefficients(), 2, view.prefix,
-                          (5, 8), pooling)
+    reference = naive_map(
+        kind, scores, attentions, contrast.coefficients(), 2, view.prefix, (5, 8), pooling
+    )
     assert ours.shape == (1, 5, 8)
     np.testing.assert_allclose(scaled(ours), scaled(reference), atol=1e-5)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-7)
@@ -284,15 +297,18 @@ def test_pooling_choice_is_explained_and_named(clip_engine):
     view = clip_view(clip_engine, "token")
     service = ExplanationService(lambda name: view)
     image = Image.new("RGB", (48, 48), (20, 90, 200))
-    token = service.explain_concepts("c", image, "a red crown", "a blue bird",
-                                     ExplainSettings(method="gradcam"))
-    avg = service.explain_concepts("c", image, "a red crown", "a blue bird",
-                                   ExplainSettings(method="gradcam", pooling="avg"))
+    token = service.explain_concepts(
+        "c", image, "a red crown", "a blue bird", ExplainSettings(method="gradcam")
+    )
+    avg = service.explain_concepts(
+        "c", image, "a red crown", "a blue bird", ExplainSettings(method="gradcam", pooling="avg")
+    )
     assert (token.pooling, avg.pooling) == ("token", "avg")
     assert not np.allclose(token.target.logit, avg.target.logit)
     with pytest.raises(inputs.InvalidInputError, match="pooling must be one of"):
-        service.explain_concepts("c", image, "a red crown", "a blue bird",
-                                 ExplainSettings(pooling="max"))
+        service.explain_concepts(
+            "c", image, "a red crown", "a blue bird", ExplainSettings(pooling="max")
+        )
 
 
 def test_methods_show_where_they_apply_and_cnns_get_a_clear_message(tiny_adapter, clip_engine):
@@ -310,8 +326,9 @@ def test_methods_show_where_they_apply_and_cnns_get_a_clear_message(tiny_adapter
         service.explain("vit", image, ExplainSettings(method="legrad", attention_blocks=9))
     with pytest.raises(inputs.InvalidInputError, match="pooling choice applies to CLIP"):
         service.explain("vit", image, ExplainSettings(pooling="avg"))
-    ok = service.explain("vit", image, ExplainSettings(method="attention-gradient",
-                                                       attention_blocks=3))
+    ok = service.explain(
+        "vit", image, ExplainSettings(method="attention-gradient", attention_blocks=3)
+    )
     assert ok.finer.shape == (48, 48) and ok.method == "Attention-gradient"
 
 

@@ -40,9 +40,14 @@ class CountingAdapter(ExplainableModel):
         self.labels = list(labels)
         self.device = torch.device("cpu")
         self.net = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, len(labels)),
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(16, len(labels)),
         ).eval()
         self.trunk_calls = 0
 
@@ -117,9 +122,23 @@ def test_evaluate_writes_one_row_per_image_and_map_and_resumes(
 ):
     out = tmp_path / "eval"
     argv = [
-        "evaluate", str(image_folder), "--model", MODEL, "--method", "gradcam",
-        "--method", "layercam", "--gamma", "0,0.6", "--steps", "4", "--out", str(out),
-        "--workers", "2", "--no-progress",
+        "evaluate",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--method",
+        "gradcam",
+        "--method",
+        "layercam",
+        "--gamma",
+        "0,0.6",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
     ]
     assert main(argv) == 0
     err = capsys.readouterr().err
@@ -131,8 +150,10 @@ def test_evaluate_writes_one_row_per_image_and_map_and_resumes(
     # per image: {gradcam, layercam} x {plain, Finer γ=0.6}
     assert len(rows) == 5 * 2 * 2
     assert {(r["method"], r["variant"], r["gamma"]) for r in rows} == {
-        ("gradcam", "plain", "0"), ("gradcam", "finer", "0.6"),
-        ("layercam", "plain", "0"), ("layercam", "finer", "0.6"),
+        ("gradcam", "plain", "0"),
+        ("gradcam", "finer", "0.6"),
+        ("layercam", "plain", "0"),
+        ("layercam", "finer", "0.6"),
     }
     for row in rows:
         assert 0 <= float(row["deletion_auc"]) <= 1 and 0 <= float(row["insertion_auc"]) <= 1
@@ -143,8 +164,10 @@ def test_evaluate_writes_one_row_per_image_and_map_and_resumes(
     assert "broken.jpg" in (out / "bad_files.txt").read_text()
     summary = _rows(out / "summary.csv")
     assert [(s["method"], s["variant"], s["gamma"], s["n"]) for s in summary] == [
-        ("gradcam", "plain", "0", "5"), ("gradcam", "finer", "0.6", "5"),
-        ("layercam", "plain", "0", "5"), ("layercam", "finer", "0.6", "5"),
+        ("gradcam", "plain", "0", "5"),
+        ("gradcam", "finer", "0.6", "5"),
+        ("layercam", "plain", "0", "5"),
+        ("layercam", "finer", "0.6", "5"),
     ]
     assert (out / "gamma_sweep.png").stat().st_size > 1000
     assert "| Grad-CAM" in (out / "summary.md").read_text()
@@ -164,8 +187,21 @@ def test_evaluate_writes_one_row_per_image_and_map_and_resumes(
 
 
 def test_evaluate_output_inside_the_dataset_is_not_a_class(tiny_model, image_folder, capsys):
-    argv = ["evaluate", str(image_folder), "--model", MODEL, "--steps", "2", "--method", "gradcam",
-            "--out", str(image_folder / "results"), "--workers", "0", "--no-progress"]
+    argv = [
+        "evaluate",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--steps",
+        "2",
+        "--method",
+        "gradcam",
+        "--out",
+        str(image_folder / "results"),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0 and main(argv) == 0  # the second run sees gamma_sweep.png there
     err = capsys.readouterr().err
     assert "does not know" not in err and "'results'" not in err
@@ -177,8 +213,21 @@ def test_evaluate_refuses_to_mix_settings_in_one_output_folder(
     tiny_model, image_folder, tmp_path, capsys
 ):
     out = tmp_path / "eval"
-    base = ["evaluate", str(image_folder), "--model", MODEL, "--steps", "2", "--out", str(out),
-            "--workers", "0", "--no-progress", "--limit", "2"]
+    base = [
+        "evaluate",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--steps",
+        "2",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--limit",
+        "2",
+    ]
     assert main(base) == 0
     assert main(base + ["--top-t", "2"]) == 2
     assert "other settings" in capsys.readouterr().err
@@ -189,8 +238,21 @@ def test_explain_writes_maps_and_overlays_and_skips_finished_images(
     tiny_model, image_folder, tmp_path, capsys
 ):
     out = tmp_path / "maps"
-    argv = ["explain", str(image_folder), "--model", MODEL, "--method", "gradcam,layercam",
-            "--gamma", "0.3,1", "--out", str(out), "--workers", "1", "--no-progress"]
+    argv = [
+        "explain",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--method",
+        "gradcam,layercam",
+        "--gamma",
+        "0.3,1",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "could not be processed" in err
@@ -220,8 +282,19 @@ def test_explain_writes_maps_and_overlays_and_skips_finished_images(
 def test_no_overlays_writes_the_same_maps_without_pngs_and_resumes(
     tiny_model, image_folder, tmp_path
 ):
-    argv = ["explain", str(image_folder), "--model", MODEL, "--method", "gradcam,layercam",
-            "--gamma", "0.3,1", "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--method",
+        "gradcam,layercam",
+        "--gamma",
+        "0.3,1",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     with_pngs, without = tmp_path / "with", tmp_path / "without"
     assert main([*argv, "--out", str(with_pngs)]) == 0
     assert main([*argv, "--out", str(without), "--no-overlays"]) == 0
@@ -231,8 +304,11 @@ def test_no_overlays_writes_the_same_maps_without_pngs_and_resumes(
     assert all((with_pngs / p).read_bytes() == (without / p).read_bytes() for p in npys)
     assert not list(without.rglob("*.png"))
     assert _rows(with_pngs / "explanations.csv") == [
-        {**row, "cam_npy": row["cam_npy"].replace(str(without), str(with_pngs)),
-         "finer_npy": row["finer_npy"].replace(str(without), str(with_pngs))}
+        {
+            **row,
+            "cam_npy": row["cam_npy"].replace(str(without), str(with_pngs)),
+            "finer_npy": row["finer_npy"].replace(str(without), str(with_pngs)),
+        }
         for row in _rows(without / "explanations.csv")
     ]
     runs = tiny_model.trunk_calls
@@ -245,8 +321,17 @@ def test_an_image_whose_files_cannot_be_written_gets_no_row(
 ):
     out = tmp_path / "maps"
     (out / "class_3" / "d" / "gradcam_cam.png").mkdir(parents=True)  # a folder in the file's way
-    argv = ["explain", str(image_folder), "--model", MODEL, "--out", str(out), "--workers", "0",
-            "--no-progress"]
+    argv = [
+        "explain",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "could not write its files" in err and "d.png" in err
@@ -256,8 +341,17 @@ def test_an_image_whose_files_cannot_be_written_gets_no_row(
 
 def test_explain_never_picks_up_its_own_outputs(tiny_model, tmp_path):
     _image(tmp_path / "x.png", 7)
-    argv = ["explain", str(tmp_path), "--model", MODEL, "--out", str(tmp_path / "maps"),
-            "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(tmp_path),
+        "--model",
+        MODEL,
+        "--out",
+        str(tmp_path / "maps"),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0 and main(argv) == 0
     assert [r["image"] for r in _rows(tmp_path / "maps" / "explanations.csv")] == ["x.png"]
 
@@ -265,8 +359,19 @@ def test_explain_never_picks_up_its_own_outputs(tiny_model, tmp_path):
 def test_explain_takes_single_files_and_a_named_target(tiny_model, tmp_path):
     _image(tmp_path / "x.png", 7)
     out = tmp_path / "o"
-    argv = ["explain", str(tmp_path / "x.png"), "--model", MODEL, "--target", "Class 3",
-            "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(tmp_path / "x.png"),
+        "--model",
+        MODEL,
+        "--target",
+        "Class 3",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     row = _rows(out / "explanations.csv")[0]
     assert row["target"] == "Class 3" and (out / "x" / "gradcam_finer_g0.6.npy").is_file()
@@ -327,8 +432,17 @@ def test_a_folder_of_only_bad_files_exits_1_and_lists_them(tiny_model, tmp_path,
     root.mkdir(parents=True)
     (root / "zero.png").write_bytes(b"")
     (root / "text.jpg").write_text("hello")
-    argv = ["evaluate", str(tmp_path / "bad"), "--model", MODEL, "--out", str(tmp_path / "o"),
-            "--workers", "0", "--no-progress"]
+    argv = [
+        "evaluate",
+        str(tmp_path / "bad"),
+        "--model",
+        MODEL,
+        "--out",
+        str(tmp_path / "o"),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "2 file(s) could not be processed" in err
@@ -371,8 +485,11 @@ def test_unknown_labels_are_reported_and_skipped_or_scored_as_predicted(
 
 def test_cub_layout_gives_labels_split_and_box_localization(tiny_model, tmp_path):
     cub = tmp_path / "CUB_200_2011"
-    files = [("001.Black_footed_Albatross/a.jpg", 1, 0), ("001.Black_footed_Albatross/b.jpg", 1, 1),
-             ("002.Laysan_Albatross/c.jpg", 2, 0)]
+    files = [
+        ("001.Black_footed_Albatross/a.jpg", 1, 0),
+        ("001.Black_footed_Albatross/b.jpg", 1, 1),
+        ("002.Laysan_Albatross/c.jpg", 2, 0),
+    ]
     for i, (rel, _, _) in enumerate(files):
         _image(cub / "images" / rel, i, size=(60, 80))
     (cub / "images.txt").write_text(
@@ -389,13 +506,23 @@ def test_cub_layout_gives_labels_split_and_box_localization(tiny_model, tmp_path
     (cub / "parts").mkdir()
     (cub / "parts" / "part_locs.txt").write_text("1 1 20 20 1\n1 2 0 0 0\n3 1 30 30 1\n")
     out = tmp_path / "o"
-    base = ["evaluate", str(tmp_path), "--model", MODEL, "--steps", "2", "--workers", "0",
-            "--no-progress"]
+    base = [
+        "evaluate",
+        str(tmp_path),
+        "--model",
+        MODEL,
+        "--steps",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(base + ["--out", str(out)]) == 0
     rows = _rows(out / "per_image.csv")
     # split "test" = is_train 0: images 1 and 3
     assert {r["image"] for r in rows} == {
-        "images/001.Black_footed_Albatross/a.jpg", "images/002.Laysan_Albatross/c.jpg"
+        "images/001.Black_footed_Albatross/a.jpg",
+        "images/002.Laysan_Albatross/c.jpg",
     }
     assert {r["label"] for r in rows} == {"Black footed Albatross", "Laysan Albatross"}
     assert all(r["energy_inside"] != "" and r["pointing_game"] in ("0", "1") for r in rows)
@@ -408,9 +535,26 @@ def test_cub_layout_gives_labels_split_and_box_localization(tiny_model, tmp_path
 
 def test_synthbirds_are_scored_against_the_discriminative_part(tiny_model, tmp_path):
     out = tmp_path / "o"
-    argv = ["evaluate", "--dataset", "synthbirds", "--count", "3", "--model", MODEL,
-            "--target", "predicted", "--steps", "2", "--gamma", "0.6", "--out", str(out),
-            "--workers", "0", "--no-progress"]
+    argv = [
+        "evaluate",
+        "--dataset",
+        "synthbirds",
+        "--count",
+        "3",
+        "--model",
+        MODEL,
+        "--target",
+        "predicted",
+        "--steps",
+        "2",
+        "--gamma",
+        "0.6",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = _rows(out / "per_image.csv")
     assert len(rows) == 3 * 2
@@ -419,18 +563,44 @@ def test_synthbirds_are_scored_against_the_discriminative_part(tiny_model, tmp_p
 
 
 def test_python_dash_m_entry_point_prints_usage():
-    done = subprocess.run([sys.executable, "-m", "app.cli", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "explain" in done.stdout and "evaluate" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "app.cli", "evaluate", "--steps", "x"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "evaluate", "--steps", "x"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2 and "invalid int value" in done.stderr
 
 
 def test_demo_cnn_on_synthbirds_resolves_every_label(tmp_path):
     out = tmp_path / "o"
-    argv = ["evaluate", "--dataset", "synthbirds", "--count", "4", "--model", "demo-cnn",
-            "--device", "cpu", "--steps", "4", "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "evaluate",
+        "--dataset",
+        "synthbirds",
+        "--count",
+        "4",
+        "--model",
+        "demo-cnn",
+        "--device",
+        "cpu",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = _rows(out / "per_image.csv")
     assert len(rows) == 4 * 2 and all(r["label_index"] != "" for r in rows)
@@ -442,8 +612,22 @@ def test_explain_with_fgcam_writes_pixel_maps_under_their_own_names(tmp_path):
 
     render_sample(0, 3).image.save(tmp_path / "bird.png")
     out = tmp_path / "o"
-    argv = ["explain", str(tmp_path / "bird.png"), "--model", "demo-cnn", "--device", "cpu",
-            "--fgcam", "--gamma", "1", "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(tmp_path / "bird.png"),
+        "--model",
+        "demo-cnn",
+        "--device",
+        "cpu",
+        "--fgcam",
+        "--gamma",
+        "1",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     high = np.load(out / "bird" / "gradcam-fgcam_finer_g1.npy")
     assert high.shape == (128, 128) and high.max() == pytest.approx(1.0)
@@ -454,8 +638,24 @@ def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_res
     tmp_path, capsys
 ):
     out = tmp_path / "o"
-    argv = ["evaluate", "--dataset", "synthbirds", "--count", "2", "--model", "demo-cnn",
-            "--device", "cpu", "--steps", "4", "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "evaluate",
+        "--dataset",
+        "synthbirds",
+        "--count",
+        "2",
+        "--model",
+        "demo-cnn",
+        "--device",
+        "cpu",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main([*argv, "--fgcam"]) == 0
     assert len(_rows(out / "per_image.csv")) == 2 * 2
     assert json.loads((out / "run.json").read_text())["fgcam"] == {"layer": 0, "denoise": False}
@@ -468,8 +668,19 @@ def test_explain_gamma_auto_writes_the_chosen_gamma_per_image(tiny_model, image_
     from app.explain.service import ExplainSettings, ExplanationService
 
     out = tmp_path / "auto"
-    argv = ["explain", str(image_folder), "--model", MODEL, "--gamma", "auto,0.6", "--out",
-            str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(image_folder),
+        "--model",
+        MODEL,
+        "--gamma",
+        "auto,0.6",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = _rows(out / "explanations.csv")
     auto = [r for r in rows if "_finer_auto-g" in r["finer_npy"]]
@@ -494,8 +705,21 @@ def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(
     from app.explain.service import ExplainSettings, ExplanationService
 
     out = tmp_path / "scored"
-    argv = ["explain", str(image_folder / "class_3" / "d.png"), "--model", MODEL, "--gamma", "0.4",
-            "--faithfulness-k", "0.1", "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "explain",
+        str(image_folder / "class_3" / "d.png"),
+        "--model",
+        MODEL,
+        "--gamma",
+        "0.4",
+        "--faithfulness-k",
+        "0.1",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     (row,) = _rows(out / "explanations.csv")
     image = load_image(image_folder / "class_3" / "d.png")
@@ -504,13 +728,28 @@ def test_explain_writes_the_faithfulness_of_both_maps_as_the_app_scores_them(
     )
     assert row["faithfulness_k"] == "0.1"
     expected = {
-        "rd_cam": live.cam.relative_drop, "rd_finer": live.finer.relative_drop,
-        "drop_cam": live.cam.probability_drop, "drop_finer": live.finer.probability_drop,
+        "rd_cam": live.cam.relative_drop,
+        "rd_finer": live.finer.relative_drop,
+        "drop_cam": live.cam.probability_drop,
+        "drop_finer": live.finer.probability_drop,
     }
     for column, value in expected.items():
         assert float(row[column]) == pytest.approx(value, rel=1e-5, abs=1e-6)
     off = tmp_path / "off"
-    assert main([*argv[:-5], "--faithfulness-k", "0", "--out", str(off), "--workers", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *argv[:-5],
+                "--faithfulness-k",
+                "0",
+                "--out",
+                str(off),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert _rows(off / "explanations.csv")[0]["rd_cam"] == ""
     assert main([*argv[:-5], "--faithfulness-k", "2", "--out", str(off)]) == 2

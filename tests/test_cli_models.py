@@ -24,8 +24,19 @@ def _photos(tmp_path, count: int = 2):
 def test_explain_refuses_to_replace_a_model_that_cannot_load(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FINERCAM_CUB_HEAD", raising=False)
     out = tmp_path / "out"
-    code = main(["explain", str(_photos(tmp_path)), "--model", "cub200-linear", "--out", str(out),
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "explain",
+            str(_photos(tmp_path)),
+            "--model",
+            "cub200-linear",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "never uses another model in place of 'cub200-linear'" in err
     assert "FINERCAM_CUB_HEAD" in err
@@ -37,11 +48,23 @@ def test_explain_with_a_trained_head_by_path(tmp_path, capsys):
     classes = ["Fox Sparrow", "Song Sparrow", "House Finch"]
     torch.manual_seed(0)
     head = tmp_path / "my-head"
-    save_head(head, torch.randn(3, backbone.feature_dim), torch.zeros(3), classes, "demo-tinyclip",
-              64)
+    save_head(
+        head, torch.randn(3, backbone.feature_dim), torch.zeros(3), classes, "demo-tinyclip", 64
+    )
     out = tmp_path / "out"
-    code = main(["explain", str(_photos(tmp_path, 1)), "--head", str(head), "--out", str(out),
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "explain",
+            str(_photos(tmp_path, 1)),
+            "--head",
+            str(head),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     manifest = (out / "explanations.csv").read_text()
     assert any(name in manifest for name in classes)
@@ -61,12 +84,26 @@ def test_a_model_that_cannot_explain_is_reported_once(tmp_path, monkeypatch, cap
         monkeypatch.setattr(model, "to_grid", no_grid)
         return model
 
-    spec = ModelSpec("broken-model", "a model without a spatial map", "classifier", build,
-                     offline=True)
+    spec = ModelSpec(
+        "broken-model", "a model without a spatial map", "classifier", build, offline=True
+    )
     monkeypatch.setitem(registry_module._SPECS, "broken-model", spec)
     out = tmp_path / "out"
-    code = main(["explain", str(_photos(tmp_path, 3)), "--model", "broken-model", "--out",
-                 str(out), "--device", "cpu", "--no-progress", "--workers", "0"])
+    code = main(
+        [
+            "explain",
+            str(_photos(tmp_path, 3)),
+            "--model",
+            "broken-model",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--workers",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("gives no spatial map") == 1 and "cannot explain images" in err

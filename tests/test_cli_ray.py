@@ -42,8 +42,11 @@ def cluster():
     assert not ray.is_initialized()
     # Its workers (spawned by its raylet, for every job) import ``app`` from this checkout.
     # A loaded CI machine starts Ray's Python agents slowly: give the raylet time to wait.
-    extra = {"PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
-             "RAY_agent_register_timeout_ms": "120000"}
+    extra = {
+        "PYTHONPATH": str(REPO),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_agent_register_timeout_ms": "120000",
+    }
     saved = {k: os.environ.get(k) for k in extra}
     os.environ.update(extra)
     try:
@@ -66,9 +69,13 @@ def cluster():
 def _cli(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *argv], check=False, cwd=REPO, env=env,
+        [sys.executable, "-m", "app.cli", *argv],
+        check=False,
+        cwd=REPO,
+        env=env,
         capture_output=True,
-        text=True, timeout=300,
+        text=True,
+        timeout=300,
     )
 
 
@@ -96,8 +103,17 @@ def test_explain_on_ray_matches_local_and_resumes(tmp_path, cluster):
     assert main(["explain", str(folder), "--out", str(local), *common]) == 0
     # One image done by an earlier (interrupted) run, then the Ray run does the rest.
     assert main(["explain", str(folder), "--out", str(on_ray), "--limit", "1", *common]) == 0
-    run = _cli("explain", str(folder), "--out", str(on_ray), "--engine", "ray", "--ray-address",
-               cluster, *common)
+    run = _cli(
+        "explain",
+        str(folder),
+        "--out",
+        str(on_ray),
+        "--engine",
+        "ray",
+        "--ray-address",
+        cluster,
+        *common,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "1 of 3 image(s) already done" in run.stderr
     assert "explained 2 image(s)" in run.stderr
@@ -118,12 +134,30 @@ def test_explain_on_ray_matches_local_and_resumes(tmp_path, cluster):
 def test_evaluate_on_ray_matches_local(tmp_path, cluster):
     _images(tmp_path / "photos" / "some_species", count=2)
     folder = tmp_path / "photos"
-    common = ["--target", "predicted", "--steps", "4", "--gamma", "0.6", "--no-progress",
-              "--workers", "0"]
+    common = [
+        "--target",
+        "predicted",
+        "--steps",
+        "4",
+        "--gamma",
+        "0.6",
+        "--no-progress",
+        "--workers",
+        "0",
+    ]
     local, on_ray = tmp_path / "local", tmp_path / "ray"
     assert main(["evaluate", str(folder), "--out", str(local), *common]) == 0
-    run = _cli("evaluate", str(folder), "--out", str(on_ray), "--engine", "ray", "--ray-address",
-               cluster, *common)
+    run = _cli(
+        "evaluate",
+        str(folder),
+        "--out",
+        str(on_ray),
+        "--engine",
+        "ray",
+        "--ray-address",
+        cluster,
+        *common,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
 
     def rows(out: Path) -> list[dict[str, str]]:

@@ -29,8 +29,9 @@ def test_contrastive_cam_on_cuda_vit(tiny_vit, image_batch):
 
     model, layer, reshape = tiny_vit
     cpu = contrastive_cam(model, layer, image_batch, 3, [1, 2], 0.8, reshape_transform=reshape)
-    gpu = contrastive_cam(model.cuda(), layer, image_batch.cuda(), 3, [1, 2], 0.8,
-                          reshape_transform=reshape)
+    gpu = contrastive_cam(
+        model.cuda(), layer, image_batch.cuda(), 3, [1, 2], 0.8, reshape_transform=reshape
+    )
     np.testing.assert_allclose(gpu, cpu, atol=1e-4)
 
 
@@ -100,8 +101,17 @@ def test_cli_explain_on_cuda_matches_cpu(tmp_path):
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (80, 96, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     for device in ("cpu", "cuda"):
-        argv = ["explain", str(folder), "--out", str(tmp_path / device), "--device", device,
-                "--workers", "0", "--no-progress"]
+        argv = [
+            "explain",
+            str(folder),
+            "--out",
+            str(tmp_path / device),
+            "--device",
+            device,
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
         assert main(argv) == 0
     for file in sorted((tmp_path / "cpu").rglob("*.npy")):
         gpu = np.load(tmp_path / "cuda" / file.relative_to(tmp_path / "cpu"))

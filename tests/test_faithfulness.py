@@ -63,7 +63,8 @@ def test_live_numbers_are_the_metrics_of_the_maps_on_screen(tiny_adapter, rgb_im
     np.testing.assert_allclose(got, expected.relative_drop.numpy(), atol=1e-6)
     np.testing.assert_allclose(
         [live.cam.probability_drop, live.finer.probability_drop],
-        expected.probability_drop.numpy(), atol=1e-6,
+        expected.probability_drop.numpy(),
+        atol=1e-6,
     )
     assert live.target == shown.target.name and len(live.references) == 2
 

@@ -25,8 +25,9 @@ def _age(cache, repo: str, seconds_ago: float) -> None:
 def cache(tmp_path, monkeypatch):
     folder = tmp_path / "hub"
     files = tiny_timm_files()
-    for index, repo in enumerate(["finercam-test/old", "finercam-test/middle",
-                                  "finercam-test/recent"]):
+    for index, repo in enumerate(
+        ["finercam-test/old", "finercam-test/middle", "finercam-test/recent"]
+    ):
         write_repo(folder, repo, {**files, "README.md": repo.encode()})
         _age(folder, repo, 3000 - 1000 * index)
     with offline_hub(monkeypatch, folder):

@@ -39,8 +39,11 @@ CNN_REPO = "finercam-test/tiny-resnet"
 
 @pytest.fixture(scope="module")
 def repo_files():
-    return {TIMM_REPO: tiny_timm_files(), CLIP_REPO: tiny_open_clip_files(),
-            CNN_REPO: tiny_timm_cnn_files()}
+    return {
+        TIMM_REPO: tiny_timm_files(),
+        CLIP_REPO: tiny_open_clip_files(),
+        CNN_REPO: tiny_timm_cnn_files(),
+    }
 
 
 @pytest.fixture
@@ -61,8 +64,11 @@ def online(monkeypatch):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            url + "/{repo_id}/resolve/{revision}/{filename}",
+        )
         hub.reset_state()
 
     yield use
@@ -134,9 +140,13 @@ def test_allow_list_refusals(cache, monkeypatch):
 def test_size_cap_and_safetensors_refused_from_metadata_before_download(
     cache, online, repo_files, monkeypatch
 ):
-    fake = FakeHub({"finercam-test/big-vit": repo_files[TIMM_REPO],
-                    "finercam-test/pickle-vit": {"config.json": b"{}", "pytorch_model.bin": b"x"}},
-                   sizes={"model.safetensors": 3 * 2**30})
+    fake = FakeHub(
+        {
+            "finercam-test/big-vit": repo_files[TIMM_REPO],
+            "finercam-test/pickle-vit": {"config.json": b"{}", "pytorch_model.bin": b"x"},
+        },
+        sizes={"model.safetensors": 3 * 2**30},
+    )
     try:
         online(fake.url)
         monkeypatch.setenv("FINERCAM_HUB_MAX_MB", "100")
@@ -190,8 +200,9 @@ def test_cut_download_is_removed_and_downloaded_again(cache, online, repo_files,
         fake.close()
     assert list(model.labels) == TIMM_LABELS
     assert blob.read_bytes() == files["model.safetensors"]
-    assert any(m == "GET" and p.split("?")[0].endswith("/model.safetensors")
-               for m, p in fake.requests)
+    assert any(
+        m == "GET" and p.split("?")[0].endswith("/model.safetensors") for m, p in fake.requests
+    )
 
 
 def test_hanging_hub_stalls_no_one(cache, online, monkeypatch, rgb_image):
@@ -205,8 +216,11 @@ def test_hanging_hub_stalls_no_one(cache, online, monkeypatch, rgb_image):
         online(fake.url)
         assert hub.hub_online()  # the probe passed; then the network starts hanging
         monkeypatch.setattr(constants, "ENDPOINT", hanging)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                            hanging + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            hanging + "/{repo_id}/resolve/{revision}/{filename}",
+        )
         registry = _registry()
         service = ExplanationService(registry.get)
         result: dict[str, object] = {}
@@ -257,7 +271,8 @@ def test_ui_turns_typed_ids_into_registry_names():
     assert hub_model_name("resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"
     assert hub_model_name("timm:timm/resnet50.a1_in1k", "classifier") == "timm:resnet50.a1_in1k"
     assert hub_model_name("hf-hub:imageomics/bioclip", "classifier", "birds525") == (
-        "hf-hub:imageomics/bioclip@birds525")
+        "hf-hub:imageomics/bioclip@birds525"
+    )
     assert hub_model_name("imageomics/bioclip", "concepts") == "hf-hub:imageomics/bioclip"
     custom = hub_model_name("hf-hub:org/clip", "classifier", "custom", "Fox Sparrow\nSong Sparrow")
     assert custom.startswith("hf-hub:org/clip@list-")
@@ -284,4 +299,5 @@ def test_hanging_proxy_gives_up_fast(cache, online, monkeypatch):
     close_session()
     assert model.name == "demo-cnn" and seconds < 15.0, seconds
     assert registry.notice("birds525-dinov2") == (
-        "birds525-dinov2 unavailable (Hub unreachable, not in the local cache); serving demo-cnn.")
+        "birds525-dinov2 unavailable (Hub unreachable, not in the local cache); serving demo-cnn."
+    )

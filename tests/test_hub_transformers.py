@@ -112,7 +112,7 @@ def _anchor_layer_and_reshape(adapter):
         h, w = split.window
 
         def tokens_to_grid(t: torch.Tensor) -> torch.Tensor:
-            return t[:, split.prefix:].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
+            return t[:, split.prefix :].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
 
         return layer, tokens_to_grid
     if split.family.tokens:  # Swin: (N, L, C) tokens of a square window grid
@@ -197,10 +197,18 @@ def test_ui_turns_a_plain_transformers_id_into_its_name(cache):
 
 
 def test_importing_the_app_does_not_import_transformers():
-    code = ("import sys, app.ui.app, app.cli.main, app.models.hub.loading; "
-            "print('transformers' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    code = (
+        "import sys, app.ui.app, app.cli.main, app.models.hub.loading; "
+        "print('transformers' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+    )
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 

@@ -49,8 +49,9 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     return found
 
 
-def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool,
-             known: set[str]) -> set[str]:
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, known: set[str]
+) -> set[str]:
     """The app modules one import statement loads."""
     if isinstance(node, ast.Import):
         return {alias.name for alias in node.names if alias.name in known}
@@ -90,7 +91,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(module)
         for target in sorted(graph.get(module, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         path.pop()

@@ -191,10 +191,12 @@ def test_one_image_per_map_and_one_target_per_map():
     images, maps = torch.randn(3, 3, 6, 6), torch.rand(3, 6, 6)
     net = nn.Sequential(nn.Flatten(), nn.Linear(108, 5))
     together = deletion_auc(net, images, maps, [0, 3, 4], steps=5)
-    alone = torch.cat([
-        deletion_auc(net, images[i], maps[i].numpy(), target, steps=5)
-        for i, target in enumerate([0, 3, 4])
-    ])
+    alone = torch.cat(
+        [
+            deletion_auc(net, images[i], maps[i].numpy(), target, steps=5)
+            for i, target in enumerate([0, 3, 4])
+        ]
+    )
     assert torch.allclose(together, alone, atol=1e-6)
 
 
@@ -242,18 +244,21 @@ def test_relative_confidence_drop_can_be_negative_and_references_can_differ_per_
 def test_relative_confidence_drop_is_exact_when_probabilities_underflow():
     # p_c is e^-200-ish: a float32 division would give 0/0; log space gives the exact drop.
     model = RegionModel(gain=100.0, constants=(300.0,))
-    drop = relative_confidence_drop(model, ONES, peaked(REGION), 0, [1], top_fraction=0.25,
-                                    baseline=ZEROS)
+    drop = relative_confidence_drop(
+        model, ONES, peaked(REGION), 0, [1], top_fraction=0.25, baseline=ZEROS
+    )
     assert drop.probability_before.item() == 0.0
     assert drop.probability_drop.item() == pytest.approx(1 - math.exp(-100), abs=1e-6)
     assert torch.isfinite(drop.relative_drop).all()
 
 
-@pytest.mark.parametrize(("fraction", "pixels"), [(0.05, 1), (0.03125, 1), (0.25, 4), (0.4, 6),
-                                                  (1.0, 16)])
+@pytest.mark.parametrize(
+    ("fraction", "pixels"), [(0.05, 1), (0.03125, 1), (0.25, 4), (0.4, 6), (1.0, 16)]
+)
 def test_pixels_masked_rounds_half_up_and_is_at_least_one(fraction, pixels):
-    drop = relative_confidence_drop(RegionModel(), ONES, peaked(REGION), 0, [1],
-                                    top_fraction=fraction)
+    drop = relative_confidence_drop(
+        RegionModel(), ONES, peaked(REGION), 0, [1], top_fraction=fraction
+    )
     assert drop.pixels_masked == pixels
 
 
@@ -265,8 +270,9 @@ def test_confidence_change_matches_pytorch_grad_cam(tiny_cnn):
     torch.manual_seed(5)
     images, maps = torch.randn(2, 3, 16, 16), torch.rand(2, 16, 16)
     targets = [1, 4]
-    drop = relative_confidence_drop(tiny_cnn, images, maps, targets, [0], top_fraction=0.1,
-                                    baseline=torch.zeros(()))
+    drop = relative_confidence_drop(
+        tiny_cnn, images, maps, targets, [0], top_fraction=0.1, baseline=torch.zeros(())
+    )
     top = maps.flatten(1).topk(drop.pixels_masked, dim=1).indices
     keep = torch.ones(2, 256).scatter_(1, top, 0.0).view(2, 16, 16).numpy()
     theirs = CamMultImageConfidenceChange()(
@@ -280,18 +286,23 @@ def test_confidence_change_matches_pytorch_grad_cam(tiny_cnn):
 # Localization
 
 
-SALIENCY = torch.tensor([
-    [0.0, 1.0, 0.0, -5.0],
-    [0.0, 3.0, 2.0, 0.0],
-    [0.0, 0.0, 0.0, 0.0],
-    [4.0, 0.0, 0.0, 0.0],
-])
-MASK = np.array([
-    [0, 1, 1, 0],
-    [0, 1, 1, 0],
-    [0, 0, 0, 0],
-    [0, 0, 0, 0],
-], dtype=bool)
+SALIENCY = torch.tensor(
+    [
+        [0.0, 1.0, 0.0, -5.0],
+        [0.0, 3.0, 2.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+        [4.0, 0.0, 0.0, 0.0],
+    ]
+)
+MASK = np.array(
+    [
+        [0, 1, 1, 0],
+        [0, 1, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
 
 
 def test_energy_inside_exact():
@@ -348,43 +359,49 @@ def _call(**overrides):
     return perturbation_curve(**kwargs)
 
 
-@pytest.mark.parametrize(("overrides", "name"), [
-    (dict(saliency=torch.rand(1, 5, 4)), "saliency"),
-    (dict(saliency=torch.rand(4)), "saliency"),
-    (dict(saliency=torch.full((4, 4), float("nan"))), "saliency"),
-    (dict(saliency=[[1.0]]), "saliency"),
-    (dict(image=torch.ones(2, 3, H, W), saliency=peaked(REGION, 3)), "image"),
-    (dict(image=torch.ones(1, 3, H, W, dtype=torch.long)), "image"),
-    (dict(steps=0), "steps"),
-    (dict(steps=-1), "steps"),
-    (dict(steps=2.5), "steps"),
-    (dict(steps=True), "steps"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(baseline="zeros"), "baseline"),
-    (dict(baseline=torch.zeros(2, 3, H, W)), "baseline"),
-    (dict(mode="sideways"), "mode"),
-    (dict(target=3), "target"),
-    (dict(target=-1), "target"),
-    (dict(target=0.5), "target"),
-    (dict(target=[0, 1]), "target"),
-    (dict(logits_fn=lambda x: x.mean(dim=(1, 2, 3))), "logits_fn"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        (dict(saliency=torch.rand(1, 5, 4)), "saliency"),
+        (dict(saliency=torch.rand(4)), "saliency"),
+        (dict(saliency=torch.full((4, 4), float("nan"))), "saliency"),
+        (dict(saliency=[[1.0]]), "saliency"),
+        (dict(image=torch.ones(2, 3, H, W), saliency=peaked(REGION, 3)), "image"),
+        (dict(image=torch.ones(1, 3, H, W, dtype=torch.long)), "image"),
+        (dict(steps=0), "steps"),
+        (dict(steps=-1), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(steps=True), "steps"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(baseline="zeros"), "baseline"),
+        (dict(baseline=torch.zeros(2, 3, H, W)), "baseline"),
+        (dict(mode="sideways"), "mode"),
+        (dict(target=3), "target"),
+        (dict(target=-1), "target"),
+        (dict(target=0.5), "target"),
+        (dict(target=[0, 1]), "target"),
+        (dict(logits_fn=lambda x: x.mean(dim=(1, 2, 3))), "logits_fn"),
+    ],
+)
 def test_perturbation_rejects_bad_input(overrides, name):
     with pytest.raises(ValueError, match=name):
         _call(**overrides)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    (dict(top_fraction=0.0), "top_fraction"),
-    (dict(top_fraction=1.5), "top_fraction"),
-    (dict(top_fraction=-0.1), "top_fraction"),
-    (dict(top_fraction=True), "top_fraction"),
-    (dict(references=[]), "references"),
-    (dict(references=[0, 1]), "references"),
-    (dict(references=[1, 1]), "references"),
-    (dict(references=[7]), "references"),
-    (dict(references=[[1], [2]]), "references"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(top_fraction=0.0), "top_fraction"),
+        (dict(top_fraction=1.5), "top_fraction"),
+        (dict(top_fraction=-0.1), "top_fraction"),
+        (dict(top_fraction=True), "top_fraction"),
+        (dict(references=[]), "references"),
+        (dict(references=[0, 1]), "references"),
+        (dict(references=[1, 1]), "references"),
+        (dict(references=[7]), "references"),
+        (dict(references=[[1], [2]]), "references"),
+    ],
+)
 def test_relative_confidence_drop_rejects_bad_input(kwargs, name):
     arguments = dict(references=[1])
     arguments.update(kwargs)
@@ -392,17 +409,20 @@ def test_relative_confidence_drop_rejects_bad_input(kwargs, name):
         relative_confidence_drop(RegionModel(), ONES, peaked(REGION), 0, **arguments)
 
 
-@pytest.mark.parametrize(("call", "name"), [
-    (lambda: energy_inside(SALIENCY, np.ones((4, 5))), "mask"),
-    (lambda: energy_inside(SALIENCY.expand(2, 4, 4), np.ones((3, 4, 4))), "mask"),
-    (lambda: pointing_game(SALIENCY, MASK, tolerance_px=-1), "tolerance_px"),
-    (lambda: pointing_game(SALIENCY, MASK, tolerance_px=float("inf")), "tolerance_px"),
-    (lambda: box_to_mask((3, 0, 1, 2), 4, 4), "box"),
-    (lambda: box_to_mask((0, 0, 1), 4, 4), "box"),
-    (lambda: box_to_mask((0, 0, 1, float("nan")), 4, 4), "box"),
-    (lambda: box_to_mask((0, 0, 1, 1), 0, 4), "height"),
-    (lambda: baseline_image(ONES, "blur", blur_sigma=0), "blur_sigma"),
-])
+@pytest.mark.parametrize(
+    ("call", "name"),
+    [
+        (lambda: energy_inside(SALIENCY, np.ones((4, 5))), "mask"),
+        (lambda: energy_inside(SALIENCY.expand(2, 4, 4), np.ones((3, 4, 4))), "mask"),
+        (lambda: pointing_game(SALIENCY, MASK, tolerance_px=-1), "tolerance_px"),
+        (lambda: pointing_game(SALIENCY, MASK, tolerance_px=float("inf")), "tolerance_px"),
+        (lambda: box_to_mask((3, 0, 1, 2), 4, 4), "box"),
+        (lambda: box_to_mask((0, 0, 1), 4, 4), "box"),
+        (lambda: box_to_mask((0, 0, 1, float("nan")), 4, 4), "box"),
+        (lambda: box_to_mask((0, 0, 1, 1), 0, 4), "height"),
+        (lambda: baseline_image(ONES, "blur", blur_sigma=0), "blur_sigma"),
+    ],
+)
 def test_localization_rejects_bad_input(call, name):
     with pytest.raises(ValueError, match=name):
         call()
@@ -422,8 +442,9 @@ def test_runs_on_the_image_device():
     assert torch.allclose(gpu.relative_drop.cpu(), cpu.relative_drop, atol=1e-5)
     curve = perturbation_curve(model, ONES.cuda(), maps, 0, steps=4)
     assert curve.probabilities.is_cuda and curve.auc.is_cuda
-    assert torch.allclose(curve.auc.cpu(), perturbation_curve(model, ONES, maps, 0, steps=4).auc,
-                          atol=1e-5)
+    assert torch.allclose(
+        curve.auc.cpu(), perturbation_curve(model, ONES, maps, 0, steps=4).auc, atol=1e-5
+    )
     mask = box_to_mask((0, 0, 2, 2), H, W, device="cuda")
     energy, hits = energy_inside(maps.cuda(), mask), pointing_game(maps.cuda(), mask)
     assert energy.is_cuda and hits.is_cuda

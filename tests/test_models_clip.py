@@ -69,8 +69,12 @@ def test_tiny_split_logits_equal_unsplit_model(tiny_engine):
 
 @pytest.mark.parametrize(
     "vision, fast",
-    [({"ls_init_value": 0.5}, True), ({"pool_type": "avg"}, False),
-     ({"final_ln_after_pool": True}, True), ({"no_ln_pre": True}, True)],
+    [
+        ({"ls_init_value": 0.5}, True),
+        ({"pool_type": "avg"}, False),
+        ({"final_ln_after_pool": True}, True),
+        ({"no_ln_pre": True}, True),
+    ],
     ids=["layer-scale", "avg-pool", "ln-after-pool", "no-ln-pre"],
 )
 def test_split_exact_for_vision_variants(tmp_path, vision, fast):
@@ -122,8 +126,13 @@ def test_target_activation_and_gradient_match_hooks_on_the_unsplit_model(tiny_en
 
 
 def test_attentional_pooling_is_refused(tmp_path):
-    name = register_tiny_clip(tmp_path, "finercam-test-attnpool", attentional_pool=True,
-                              attn_pooler_queries=4, attn_pooler_heads=2)
+    name = register_tiny_clip(
+        tmp_path,
+        "finercam-test-attnpool",
+        attentional_pool=True,
+        attn_pooler_queries=4,
+        attn_pooler_heads=2,
+    )
     with pytest.raises(ValueError, match="attentional pooling"):
         load_open_clip(name, None, "cpu")
 
@@ -165,8 +174,9 @@ def test_gradients_flow_only_in_the_tail(tiny_engine):
     assert all(p.grad is None for p in tiny_engine.model.parameters())
     # batched class gradients (the engine's one backward for target + references)
     cotangents = torch.eye(3).unsqueeze(1)
-    (batched,) = torch.autograd.grad(logits, leaf, cotangents, retain_graph=True,
-                                     is_grads_batched=True)
+    (batched,) = torch.autograd.grad(
+        logits, leaf, cotangents, retain_graph=True, is_grads_batched=True
+    )
     assert torch.allclose(batched[1], grad, atol=1e-6)
 
 
@@ -179,8 +189,9 @@ def test_class_embeddings_line_up_with_prompts(tiny_engine):
     assert emb.shape == (3, 32)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
     with torch.no_grad():
-        single = tiny_engine.model.encode_text(tiny_engine.tokenizer(["a photo of a dog."]),
-                                               normalize=True)
+        single = tiny_engine.model.encode_text(
+            tiny_engine.tokenizer(["a photo of a dog."]), normalize=True
+        )
     assert torch.allclose(emb[2], single[0], atol=1e-6)
     assert view.class_index("Blue Bird") == 1
 
@@ -312,10 +323,20 @@ def test_timm_tower_split_is_exact(tmp_path, pool, proj):
     name = f"finercam-test-timm-{pool}-{proj or 'head'}"
     config = {
         "embed_dim": 192 if proj == "none" else 32,
-        "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False,
-                       "timm_pool": pool, "timm_proj": proj, "image_size": 224},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2,
-                     "layers": 1},
+        "vision_cfg": {
+            "timm_model_name": "vit_tiny_patch16_224",
+            "timm_model_pretrained": False,
+            "timm_pool": pool,
+            "timm_proj": proj,
+            "image_size": 224,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
     }
     (tmp_path / f"{name}.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / f"{name}.json")

@@ -74,8 +74,12 @@ def test_zero_shot_head_rows_are_the_class_name_embeddings(tiny_clip):
 
 @pytest.mark.parametrize(
     "kwargs, fast",
-    [({}, True), ({"reg_tokens": 4, "no_embed_class": True}, True), ({"qk_norm": True}, True),
-     ({"global_pool": "avg"}, False)],
+    [
+        ({}, True),
+        ({"reg_tokens": 4, "no_embed_class": True}, True),
+        ({"qk_norm": True}, True),
+        ({"global_pool": "avg"}, False),
+    ],
     ids=["dinov2-like", "registers", "qk-norm", "avg-pool"],
 )
 @pytest.mark.parametrize("target", ["norm1", "residual"])
@@ -235,9 +239,15 @@ def test_pickle_checkpoint_with_objects_is_refused(tmp_path):
 
 def test_backbone_specs():
     assert parse_spec("timm:vit_base_patch14_dinov2.lvd142m") == (
-        "timm", "vit_base_patch14_dinov2.lvd142m", None)
+        "timm",
+        "vit_base_patch14_dinov2.lvd142m",
+        None,
+    )
     assert parse_spec("open_clip:hf-hub:imageomics/bioclip") == (
-        "open_clip", "hf-hub:imageomics/bioclip", None)
+        "open_clip",
+        "hf-hub:imageomics/bioclip",
+        None,
+    )
     assert parse_spec("open_clip:ViT-B-16@openai") == ("open_clip", "ViT-B-16", "openai")
     assert parse_spec("demo-tinyclip") == ("demo-tinyclip", "demo-tinyclip", None)
     with pytest.raises(ValueError, match="unknown backbone"):

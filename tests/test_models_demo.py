@@ -18,8 +18,7 @@ def models() -> ModelRegistry:
 
 
 def test_offline_mode_offers_only_the_demo_models(models):
-    assert set(models.names()) == {"demo-cnn", "demo-vit", "demo-tinyclip",
-                                   "demo-tinyclip-species"}
+    assert set(models.names()) == {"demo-cnn", "demo-vit", "demo-tinyclip", "demo-tinyclip-species"}
     assert models.names("concepts") == ["demo-tinyclip"]
 
 
@@ -74,7 +73,8 @@ def test_demo_vit_is_a_timm_vit_split_at_its_last_block(models):
     leaf, logits = vit.split_forward(x)
     with torch.no_grad():
         head = vit.backbone.model.forward_features(x)
-        expected = torch.nn.functional.linear(vit.backbone.model.forward_head(
-            head, pre_logits=True), vit.weight, vit.bias)
+        expected = torch.nn.functional.linear(
+            vit.backbone.model.forward_head(head, pre_logits=True), vit.weight, vit.bias
+        )
     assert torch.allclose(logits.detach(), expected, atol=1e-4)
     assert vit.to_grid(leaf).shape[-2:] == vit.grid_size(128, 128) == (8, 8)

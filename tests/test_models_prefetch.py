@@ -8,8 +8,9 @@ from app.models import prefetch
 
 def test_default_models_are_the_downloading_ones():
     names = prefetch.default_models(Settings())
-    assert {"clip-vit-b16", "cub200-clip-zeroshot", "vgg16bn-imagenet",
-            "resnet50-imagenet"} <= set(names)
+    assert {"clip-vit-b16", "cub200-clip-zeroshot", "vgg16bn-imagenet", "resnet50-imagenet"} <= set(
+        names
+    )
     assert not {"demo-cnn", "demo-tinyclip", "cub200-linear"} & set(names)
     assert "cub200-linear" in prefetch.default_models(Settings(cub_head="org/repo"))
 

@@ -52,8 +52,9 @@ def _stand_in(name: str, task: str = "classifier"):
     def build(settings: Settings):
         torch.manual_seed(0)
         trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU())
-        tail = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                   torch.nn.Linear(4, 2))
+        tail = torch.nn.Sequential(
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+        )
         model = torch.nn.Sequential(trunk, tail)
         return TorchvisionCNN(name, model, trunk, tail, ["a", "b"], (0.5,) * 3, (0.5,) * 3)
 

@@ -46,8 +46,9 @@ def test_split_logits_equal_the_whole_network(which, request):
     assert adapter.to_grid(leaf).shape[-2:] == (2, 3) == adapter.grid_size(64, 96)
     assert logits.shape == (1, 1000) and adapter.num_classes == 1000
     rows = adapter.class_embeddings()
-    assert rows.shape[0] == 1000 and torch.equal(rows, adapter.model.state_dict()[
-        "classifier.6.weight" if which == "vgg" else "fc.weight"])
+    assert rows.shape[0] == 1000 and torch.equal(
+        rows, adapter.model.state_dict()["classifier.6.weight" if which == "vgg" else "fc.weight"]
+    )
 
 
 @pytest.mark.parametrize("which", ["vgg", "resnet"])
@@ -81,7 +82,12 @@ def test_vgg_fgcam_layers_are_the_plain_feature_stack(vgg, resnet):
 
     stack = resnet.fgcam_layers()  # stem + Bottleneck blocks, ending at the target layer
     assert [name for name, _ in named_stack(stack)][:5] == [
-        "conv1", "bn1", "relu", "maxpool", "layer1.0"]
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1.0",
+    ]
     with torch.no_grad():
         x = torch.randn(1, 3, 64, 64)
         assert torch.equal(stack(x), resnet.trunk(x))

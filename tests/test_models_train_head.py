@@ -41,10 +41,26 @@ def test_train_head_on_an_image_folder(tmp_path, timm_spec, capsys):
         for i in range(6):
             _image(colour, rng).save(data / name / f"{i}.png")
     out = tmp_path / "head"
-    report = train_head.main([
-        "--data", str(data), "--out", str(out), "--backbone", timm_spec, "--input-size", "32",
-        "--epochs", "40", "--lr", "0.05", "--val-fraction", "0.34", "--device", "cpu",
-    ])
+    report = train_head.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--backbone",
+            timm_spec,
+            "--input-size",
+            "32",
+            "--epochs",
+            "40",
+            "--lr",
+            "0.05",
+            "--val-fraction",
+            "0.34",
+            "--device",
+            "cpu",
+        ]
+    )
     assert "train top-1" in capsys.readouterr().out
     for name in ("head.safetensors", "classes.json", "report.json"):
         assert (out / name).is_file()
@@ -84,25 +100,54 @@ def test_train_head_on_a_cub_folder(tmp_path, timm_spec):
             lines["images"].append(f"{image_id} {folder}/img_{i}.jpg")
             lines["labels"].append(f"{image_id} {class_id}")
             lines["split"].append(f"{image_id} {int(i < 3)}")
-    for key, name in [("classes", "classes.txt"), ("images", "images.txt"),
-                      ("labels", "image_class_labels.txt"), ("split", "train_test_split.txt")]:
+    for key, name in [
+        ("classes", "classes.txt"),
+        ("images", "images.txt"),
+        ("labels", "image_class_labels.txt"),
+        ("split", "train_test_split.txt"),
+    ]:
         (root / name).write_text("\n".join(lines[key]) + "\n")
     out = tmp_path / "cub-head"
-    report = train_head.main([
-        "--data", str(tmp_path), "--out", str(out), "--backbone", timm_spec,
-        "--input-size", "32", "--epochs", "30", "--lr", "0.05", "--device", "cpu",
-    ])
+    report = train_head.main(
+        [
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--backbone",
+            timm_spec,
+            "--input-size",
+            "32",
+            "--epochs",
+            "30",
+            "--lr",
+            "0.05",
+            "--device",
+            "cpu",
+        ]
+    )
     assert report["dataset"] == "CUB_200_2011"
     assert report["train"]["images"] == 9 and report["test"]["images"] == 6
     assert json.loads((out / "classes.json").read_text()) == [
-        "Black-footed Albatross", "Brewer's Blackbird", "Arctic Tern"]
+        "Black-footed Albatross",
+        "Brewer's Blackbird",
+        "Arctic Tern",
+    ]
     assert report["test"]["top1"] >= 2 / 3
 
 
 def test_train_head_refuses_a_folder_without_classes(tmp_path):
     with pytest.raises(ValueError, match="no class folders"):
-        train_head.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"),
-                         "--backbone", "timm:vit_tiny_patch16_224@random"])
+        train_head.main(
+            [
+                "--data",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--backbone",
+                "timm:vit_tiny_patch16_224@random",
+            ]
+        )
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         train_head.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
 
@@ -131,10 +176,22 @@ def test_train_head_with_the_demo_tinyclip_backbone(tmp_path):
             split = "train" if i < 4 else "test"
             render_sample(s, 100 * s + i).image.save(data / split / SPECIES_NAMES[s] / f"{i}.png")
     out = tmp_path / "head"
-    report = train_head.main([
-        "--data", str(data), "--out", str(out), "--backbone", "demo-tinyclip",
-        "--epochs", "30", "--lr", "0.05", "--device", "cpu",
-    ])
+    report = train_head.main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--backbone",
+            "demo-tinyclip",
+            "--epochs",
+            "30",
+            "--lr",
+            "0.05",
+            "--device",
+            "cpu",
+        ]
+    )
     assert report["train"]["images"] == 12 and report["test"]["images"] == 6
     assert report["train"]["top1"] == 1.0
     model = load_linear_model(str(out), "cpu")

@@ -54,8 +54,12 @@ def _gamma_move(marked: float, gamma: float, image: object = "bird") -> dict[str
     names = EVENT_PARTS["gamma"]
 
     def render(request: dict, parts: tuple) -> dict:
-        return {"finer_title": "**Finer**", "finer": np.zeros((4, 4, 3), np.uint8),
-                "strip_mark": gr.Gallery(selected_index=None), "marked": request["gamma"]}
+        return {
+            "finer_title": "**Finer**",
+            "finer": np.zeros((4, 4, 3), np.uint8),
+            "strip_mark": gr.Gallery(selected_index=None),
+            "marked": request["gamma"],
+        }
 
     params, _ = panels.inputs_for(("image", "gamma"), ["image", "gamma"], names)
     handler = live_handler(render, params, names, panels)

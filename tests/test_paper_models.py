@@ -52,9 +52,18 @@ def _tiny_dino():
     import timm
 
     torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32,
-                             depth=2, num_heads=2, num_classes=0, dynamic_img_size=True,
-                             global_pool="avg", fc_norm=False)
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=0,
+        dynamic_img_size=True,
+        global_pool="avg",
+        fc_norm=False,
+    )
 
 
 def _write_head(folder, classes: int, features: int = 32) -> PaperHead:
@@ -105,8 +114,10 @@ def test_head_of_the_wrong_shape_is_refused(head_server):
 
 
 def test_registered_paper_models_and_bioclip():
-    for name, (count, fallback) in {"birds525-dinov2": (525, "demo-cnn"),
-                                    "cars196-dinov2": (196, "demo-cnn")}.items():
+    for name, (count, fallback) in {
+        "birds525-dinov2": (525, "demo-cnn"),
+        "cars196-dinov2": (196, "demo-cnn"),
+    }.items():
         spec = get_spec(name)
         assert (spec.task, spec.fallback) == ("classifier", fallback)
         assert len(class_list(HEADS[name].classes)[0]) == count

@@ -127,8 +127,13 @@ def test_ssim_is_one_for_equal_maps_and_low_for_an_inverted_one():
 
 
 def test_summary_table_has_a_column_per_step():
-    rows = summarise([SanityScore("gradcam", kind, step, layer, 0, 0.1 * step, 0.2)
-                      for kind in ("cam", "finer") for step, layer in ((1, "fc"), (2, "layer4"))])
+    rows = summarise(
+        [
+            SanityScore("gradcam", kind, step, layer, 0, 0.1 * step, 0.2)
+            for kind in ("cam", "finer")
+            for step, layer in ((1, "fc"), (2, "layer4"))
+        ]
+    )
     table = markdown_table(rows).splitlines()
     assert table[0] == "| method | map | + fc | + layer4 |"
     assert table[2] == "| gradcam | CAM | 0.10 / 0.20 | 0.20 / 0.20 |"
@@ -138,9 +143,26 @@ def test_cli_evaluate_sanity_writes_its_table(tmp_path):
     from app.cli.main import main
 
     out = tmp_path / "sanity"
-    code = main(["evaluate", "--sanity", "--dataset", "synthbirds", "--count", "4", "--limit",
-                 "2", "--sanity-depth", "2", "--method", "gradcam", "--out", str(out),
-                 "--threads", "2"])
+    code = main(
+        [
+            "evaluate",
+            "--sanity",
+            "--dataset",
+            "synthbirds",
+            "--count",
+            "4",
+            "--limit",
+            "2",
+            "--sanity-depth",
+            "2",
+            "--method",
+            "gradcam",
+            "--out",
+            str(out),
+            "--threads",
+            "2",
+        ]
+    )
     assert code == 0
     table = (out / "sanity.md").read_text()
     assert "| method | map | + fc | + layer4 |" in table and "| gradcam | Finer |" in table
@@ -153,15 +175,31 @@ def test_cli_evaluate_sanity_writes_its_table(tmp_path):
 def test_cli_evaluate_sanity_refuses_a_gamma_sweep(tmp_path):
     from app.cli.main import main
 
-    assert main(["evaluate", "--sanity", "--dataset", "synthbirds", "--count", "2", "--gamma",
-                 "0.3,0.6", "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--sanity",
+                "--dataset",
+                "synthbirds",
+                "--count",
+                "2",
+                "--gamma",
+                "0.3,0.6",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_trustworthiness_study_smoke_run(tmp_path):
     from bench import trustworthiness
 
-    text = trustworthiness.main(["--count", "3", "--methods", "gradcam,layercam", "--out",
-                                 str(tmp_path), "--threads", "2"])
+    text = trustworthiness.main(
+        ["--count", "3", "--methods", "gradcam,layercam", "--out", str(tmp_path), "--threads", "2"]
+    )
     with open(tmp_path / "per_image.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 3 * 2 * 2  # birds x methods x {CAM, Finer}

@@ -138,7 +138,9 @@ def test_fgcam_through_the_service_equals_cam_at_the_target_layer(service, rgb_i
     full = service.explain("tiny", rgb_image, ExplainSettings(gamma=0.8, fgcam=True))
     assert full.finer.shape == (48, 64) and not np.allclose(full.finer, plain.finer, atol=1e-2)
     assert [label for label, _ in service.fgcam_stops("tiny")][:2] == [
-        "input (full resolution)", "3 (MaxPool2d)"]
+        "input (full resolution)",
+        "3 (MaxPool2d)",
+    ]
 
 
 def test_fgcam_on_a_model_without_a_plain_stack_is_a_clear_error(service, rgb_image):

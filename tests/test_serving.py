@@ -43,7 +43,6 @@ pytestmark = pytest.mark.timeout(300)
 API = "/explain_classifier"
 
 
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The real app, with its Gradio cache in a folder of its own (the disk test measures it)."""
@@ -105,9 +104,7 @@ def test_past_capacity_a_request_is_refused_at_once_with_a_busy_message(
             assert time.monotonic() < deadline, "the two waiting requests never queued"
             time.sleep(0.05)
         refused_before = admission.refused
-        extra = client.submit(
-            image=handle_file(str(image)), model=server.classifier, api_name=API
-        )
+        extra = client.submit(image=handle_file(str(image)), model=server.classifier, api_name=API)
         with pytest.raises(AppError, match=r"busy: 4 requests ahead of yours.*try again"):
             extra.result(timeout=30)  # answered while every worker is still held
         assert admission.refused == refused_before + 1

@@ -35,8 +35,11 @@ def test_front_matter_is_a_gradio_space_card():
     data = card.data
     assert data.sdk == "gradio"
     assert data.sdk_version == gradio.__version__  # the version tested here
-    pinned = next(Requirement(line) for line in (REPO_ROOT / "requirements.txt").read_text()
-                  .splitlines() if line.startswith("gradio"))
+    pinned = next(
+        Requirement(line)
+        for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
+        if line.startswith("gradio")
+    )
     assert pinned.specifier.contains(data.sdk_version)
     assert (REPO_ROOT / data.app_file).is_file() and data.app_file == "app/__main__.py"
     assert data.suggested_hardware in {h.value for h in SpaceHardware}
@@ -75,18 +78,32 @@ def test_app_file_serves_an_honest_offline_start(tmp_path):
     url = f"http://127.0.0.1:{port}/"
     with hanging_server() as hanging:
         env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_HUB_CACHE")}
-        env.update(HF_ENDPOINT=hanging, HF_HOME=str(hf_home), FINERCAM_DEVICE="cpu",
-                   GRADIO_SERVER_PORT=str(port), FINERCAM_HUB_MODELS="finercam-test/*",
-                   TORCH_HOME=str(tmp_path / "torch"))
-        process = subprocess.Popen([sys.executable, "app/__main__.py"], cwd=REPO_ROOT, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        env.update(
+            HF_ENDPOINT=hanging,
+            HF_HOME=str(hf_home),
+            FINERCAM_DEVICE="cpu",
+            GRADIO_SERVER_PORT=str(port),
+            FINERCAM_HUB_MODELS="finercam-test/*",
+            TORCH_HOME=str(tmp_path / "torch"),
+        )
+        process = subprocess.Popen(
+            [sys.executable, "app/__main__.py"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             up = _wait_up(url, process)
             default = _dropdown_value(url, "clf-model")
             assert default == "demo-cnn"  # the model that serves, not the unreachable one
             client = Client(url, verbose=False)
-            result = client.predict(image=handle_file(str(write_image(tmp_path / "b.png"))),
-                                    model=default, api_name="/explain_classifier")
+            result = client.predict(
+                image=handle_file(str(write_image(tmp_path / "b.png"))),
+                model=default,
+                api_name="/explain_classifier",
+            )
             first = time.monotonic() - up
             print(f"first explanation {first:.2f} s after the server was up")
             status = result[-1]
@@ -94,12 +111,15 @@ def test_app_file_serves_an_honest_offline_start(tmp_path):
             assert len(status) <= 400 and status.count("\n") <= 1, status
             assert "Hub: unreachable" in status and "birds525-dinov2→demo-cnn" in status
             assert httpx.get(url + "health", timeout=5).json()["status"] == "ok"
-            name, _ = client.predict("timm:finercam-test/tiny-vit", "cub200", "",
-                                     api_name="/load_hub_classifier")
+            name, _ = client.predict(
+                "timm:finercam-test/tiny-vit", "cub200", "", api_name="/load_hub_classifier"
+            )
             assert name["value"] == "timm:finercam-test/tiny-vit"
-            hub_result = client.predict(image=handle_file(str(tmp_path / "b.png")),
-                                        model="timm:finercam-test/tiny-vit",
-                                        api_name="/explain_classifier")
+            hub_result = client.predict(
+                image=handle_file(str(tmp_path / "b.png")),
+                model="timm:finercam-test/tiny-vit",
+                api_name="/explain_classifier",
+            )
             assert hub_result[0]["label"] in TIMM_LABELS
         finally:
             process.terminate()

@@ -42,7 +42,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     h, w = mask.shape
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            out |= padded[dy:dy + h, dx:dx + w]
+            out |= padded[dy : dy + h, dx : dx + w]
     return out
 
 
@@ -150,8 +150,9 @@ def test_genera_differ_in_silhouette_or_part():
         for j in range(i + 1, NUM_GROUPS):
             same_plan = GROUPS[i].shape == GROUPS[j].shape
             same_part = GROUPS[i].part == GROUPS[j].part
-            masks_equal = np.array_equal(samples[i].discriminative_mask,
-                                         samples[j].discriminative_mask)
+            masks_equal = np.array_equal(
+                samples[i].discriminative_mask, samples[j].discriminative_mask
+            )
             assert masks_equal == (same_plan and same_part), (GROUPS[i].name, GROUPS[j].name)
             if same_plan:  # same silhouette: then the genus look (colours) tells them apart
                 assert GROUPS[i].body != GROUPS[j].body or GROUPS[i].wing != GROUPS[j].wing
@@ -164,11 +165,14 @@ def test_nuisance_varies_pose_scale_and_background():
     assert areas.max() > 1.5 * areas.min()  # scale
     columns = [np.nonzero(b.any(0))[0].mean() for b in birds]
     assert np.ptp(columns) > 20  # position
-    heads = [np.nonzero(s.part_masks["head"].any(0))[0].mean() - c
-             for s, c in zip(samples, columns, strict=True)]
+    heads = [
+        np.nonzero(s.part_masks["head"].any(0))[0].mean() - c
+        for s, c in zip(samples, columns, strict=True)
+    ]
     assert min(heads) < 0 < max(heads)  # facing left and right
-    backgrounds = np.stack([np.asarray(s.image, np.float32)[~b].mean(0)
-                            for s, b in zip(samples, birds, strict=True)])
+    backgrounds = np.stack(
+        [np.asarray(s.image, np.float32)[~b].mean(0) for s, b in zip(samples, birds, strict=True)]
+    )
     assert np.ptp(backgrounds, axis=0).max() > 0.25 * 255  # background kinds and colours
 
 
@@ -237,8 +241,21 @@ def test_classifier_training_runs_on_a_pool(tmp_path):
     from app.train.demo_cnn import main as train_cnn
     from app.train.demo_vit import main as train_vit
 
-    common = ["--steps", "2", "--batch-size", "8", "--pool", "16", "--test-size", "8",
-              "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    common = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--pool",
+        "16",
+        "--test-size",
+        "8",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     pool = tmp_path / "pools"
     cnn = train_cnn(common + ["--pool-cache", str(pool)])
     assert cnn["labels"] == list(SPECIES_NAMES) and 0 <= cnn["test_accuracy"] <= 1
@@ -329,19 +346,22 @@ def test_shipped_tiny_clip_loads_through_open_clip_and_knows_species(held_out):
     name = register_tinyclip_config()
     assert register_tinyclip_config() == name  # idempotent
     model, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=str(TINYCLIP_WEIGHTS))
+        name, pretrained=str(TINYCLIP_WEIGHTS)
+    )
     tokenizer = open_clip.get_tokenizer(name)
     model.eval()
     meta = json.loads(TINYCLIP_META.read_text())
     assert meta["labels"] == list(SPECIES_NAMES)
     with torch.no_grad():
         text = model.encode_text(
-            tokenizer([meta["species_template"].format(n) for n in SPECIES_NAMES]),
-            normalize=True)
-        images = model.encode_image(torch.stack([preprocess(s.image) for s in held_out]),
-                                    normalize=True)
-    accuracy = ((images @ text.T).argmax(1) == torch.tensor([s.species for s in held_out])
-                ).float().mean()
+            tokenizer([meta["species_template"].format(n) for n in SPECIES_NAMES]), normalize=True
+        )
+        images = model.encode_image(
+            torch.stack([preprocess(s.image) for s in held_out]), normalize=True
+        )
+    accuracy = (
+        ((images @ text.T).argmax(1) == torch.tensor([s.species for s in held_out])).float().mean()
+    )
     # the stated figure (960 held-out birds, see docs/models.md) within sampling noise, and the
     # stated figure meets the target
     assert accuracy >= meta["zero_shot_species_accuracy"] - 0.1, accuracy

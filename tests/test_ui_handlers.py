@@ -75,9 +75,7 @@ def _run(demo: gr.Blocks, fn: Any, payload: list[Any], warnings: list[str]) -> s
     return None
 
 
-def test_every_page_handler_answers_empty_and_invalid_inputs_without_an_error(
-    server, monkeypatch
-):
+def test_every_page_handler_answers_empty_and_invalid_inputs_without_an_error(server, monkeypatch):
     warnings: list[str] = []
     monkeypatch.setattr(gr, "Warning", lambda message, *a, **k: warnings.append(message))
     demo = server.demo

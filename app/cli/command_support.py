@@ -139,8 +139,10 @@ def open_session(
     )
     notice = registry.notice(model_name)
     if notice and not allow_fallback:
-        raise CliError(f"{notice} The batch CLI never uses another model in place of "
-                       f"{model_name!r}; details: {registry.details() or notice}")
+        raise CliError(
+            f"{notice} The batch CLI never uses another model in place of "
+            f"{model_name!r}; details: {registry.details() or notice}"
+        )
     if notice:
         say(f"warning: {notice}")
     return Session(settings, model_name, model, service, notice)

@@ -218,7 +218,8 @@ def discover_imagefolder(root: Path, exclude: str | os.PathLike | None = None) -
         raise CliError(f"{str(root)!r} is a file; evaluate needs a dataset folder")
     skip = Path(exclude).resolve() if exclude is not None else None
     classes = sorted(
-        d for d in root.iterdir()
+        d
+        for d in root.iterdir()
         if d.is_dir() and not _is_hidden(d) and not (skip is not None and d.resolve() == skip)
     )
     items: list[Item] = []
@@ -321,8 +322,10 @@ def discover_cub(root: Path, split: str = "test") -> Discovery:
     if not items:
         raise CliError(f"the CUB folder {str(cub)!r} has no images in the {split!r} split")
     found = [name for name, d in (("boxes", boxes), ("part locations", parts)) if d]
-    notes.append(f"CUB_200_2011, split {split}: {len(items)} images"
-                 + (f", with {' and '.join(found)}" if found else ", no boxes or parts"))
+    notes.append(
+        f"CUB_200_2011, split {split}: {len(items)} images"
+        + (f", with {' and '.join(found)}" if found else ", no boxes or parts")
+    )
     return Discovery(items, "CUB_200_2011", notes)
 
 

@@ -80,16 +80,45 @@ METRICS: tuple[tuple[str, str, bool], ...] = (
     ("pointing_game", "pointing game ↑", True),
 )
 CSV_COLUMNS = (
-    "image", "label", "label_index", "predicted", "predicted_index", "correct", "target",
-    "target_index", "references", "method", "variant", "gamma",
-    "deletion_auc", "insertion_auc", "rel_conf_drop", "prob_drop", "rc_before", "rc_after",
-    "p_before", "energy_inside", "pointing_game", "map_empty",
+    "image",
+    "label",
+    "label_index",
+    "predicted",
+    "predicted_index",
+    "correct",
+    "target",
+    "target_index",
+    "references",
+    "method",
+    "variant",
+    "gamma",
+    "deletion_auc",
+    "insertion_auc",
+    "rel_conf_drop",
+    "prob_drop",
+    "rc_before",
+    "rc_after",
+    "p_before",
+    "energy_inside",
+    "pointing_game",
+    "map_empty",
 )
 REQUIRED = ("image", "method", "variant", "gamma", "deletion_auc", "insertion_auc", "rel_conf_drop")
 # Settings that change the numbers: a resumed run must use the same ones.
 FINGERPRINT = (
-    "model", "dataset", "target", "reference_mode", "top_t", "weighting", "top_fraction", "steps",
-    "baseline", "region", "part_radius", "tolerance", "fgcam",
+    "model",
+    "dataset",
+    "target",
+    "reference_mode",
+    "top_t",
+    "weighting",
+    "top_fraction",
+    "steps",
+    "baseline",
+    "region",
+    "part_radius",
+    "tolerance",
+    "fgcam",
 )
 
 
@@ -209,10 +238,17 @@ def evaluate_image(
     first = None
     for method in dict.fromkeys(v.method for v in wanted):
         settings = ExplainSettings(
-            method=method, gamma=0.0, top_t=options.top_t, reference_mode=options.reference_mode,
-            weighting=options.weighting, target=target, fgcam=options.fgcam,
-            fgcam_stop=options.fgcam_layer, fgcam_denoise=options.fgcam_denoise,
-            pooling=options.pooling, attention_blocks=options.attention_blocks,
+            method=method,
+            gamma=0.0,
+            top_t=options.top_t,
+            reference_mode=options.reference_mode,
+            weighting=options.weighting,
+            target=target,
+            fgcam=options.fgcam,
+            fgcam_stop=options.fgcam_layer,
+            fgcam_denoise=options.fgcam_denoise,
+            pooling=options.pooling,
+            attention_blocks=options.attention_blocks,
         )
         plain = service.explain(session.model_name, loaded.image, settings)
         first = first or plain
@@ -222,7 +258,8 @@ def evaluate_image(
                 maps.append(plain.cam)
             else:
                 finer = service.explain(
-                    session.model_name, loaded.image,
+                    session.model_name,
+                    loaded.image,
                     replace(settings, gamma=variant.gamma),
                 )
                 maps.append(finer.finer)
@@ -230,9 +267,13 @@ def evaluate_image(
 
     x = model.preprocess(loaded.image)
     stack = torch.from_numpy(np.stack(maps).astype(np.float32)).to(x.device)
-    at_input = stack if stack.shape[-2:] == x.shape[-2:] else F.interpolate(
-        stack[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False
-    )[:, 0]
+    at_input = (
+        stack
+        if stack.shape[-2:] == x.shape[-2:]
+        else F.interpolate(
+            stack[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False
+        )[:, 0]
+    )
     common = dict(baseline=options.baseline, batch_size=options.batch_size)
     t = first.target.index
     deletion = metrics.deletion_auc(model.logits, x, at_input, t, steps=options.steps, **common)
@@ -295,8 +336,10 @@ def summarize(
     for variant in variants:
         group = groups.get(variant.key, [])
         entry: dict[str, object] = {
-            "method": variant.method, "variant": variant.variant,
-            "gamma": gamma_tag(variant.gamma), "n": len(group),
+            "method": variant.method,
+            "variant": variant.variant,
+            "gamma": gamma_tag(variant.gamma),
+            "n": len(group),
         }
         for column, _, _ in METRICS:
             values = [float(r[column]) for r in group if r.get(column) not in (None, "")]
@@ -346,8 +389,9 @@ def format_table(summary: Sequence[dict[str, object]], method_labels: dict[str, 
     return "\n".join(text)
 
 
-def plot_sweep(summary: Sequence[dict[str, object]], path: Path, title: str,
-               method_labels: dict[str, str]) -> None:
+def plot_sweep(
+    summary: Sequence[dict[str, object]], path: Path, title: str, method_labels: dict[str, str]
+) -> None:
     """Every metric (mean ± standard error) against γ, one line per method; γ = 0 is CAM."""
     import matplotlib
 
@@ -367,12 +411,18 @@ def plot_sweep(summary: Sequence[dict[str, object]], path: Path, title: str,
             )
             if points:
                 g, mean, sem = map(np.asarray, zip(*points, strict=True))
-                ax.errorbar(g, mean, yerr=sem, marker="o", capsize=3,
-                            label=method_labels.get(method, method))
+                ax.errorbar(
+                    g,
+                    mean,
+                    yerr=sem,
+                    marker="o",
+                    capsize=3,
+                    label=method_labels.get(method, method),
+                )
         ax.set_title(heading)
         ax.set_xlabel("γ (0 = plain CAM)")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.suptitle(textwrap.fill(title, 40 * cols), fontsize=9)
@@ -390,7 +440,11 @@ def run(args: argparse.Namespace) -> int:
     gammas = parse_gammas(args.gamma, default=0.6)
     _check_options(args)
     discovery = discover_dataset(
-        args.dataset, args.root, split=args.split, count=args.count, seed=args.synth_seed,
+        args.dataset,
+        args.root,
+        split=args.split,
+        count=args.count,
+        seed=args.synth_seed,
         exclude=args.out,
     )
     check_model(args.model)
@@ -409,8 +463,11 @@ def run(args: argparse.Namespace) -> int:
     labels, items = _known_labels(args, session, items)
     variants = variants_for(methods, gammas)
     out.mkdir(parents=True, exist_ok=True)
-    described = {**config, "model_description": session.model.description,
-                 "device": str(session.model.device)}
+    described = {
+        **config,
+        "model_description": session.model.description,
+        "device": str(session.model.device),
+    }
     (out / "run.json").write_text(json.dumps(described, indent=2) + "\n")
     rows = read_rows(per_image)
     todo = _todo(items, variants, rows)
@@ -424,9 +481,13 @@ def run(args: argparse.Namespace) -> int:
     if pending:
         job = Job(
             dataset=ItemDataset(pending, session.settings.max_side, region, args.part_radius),
-            process=partial(evaluate_item, labels=labels, todo=todo,
-                            options=_metric_options(args, session)),
-            model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
+            process=partial(
+                evaluate_item, labels=labels, todo=todo, options=_metric_options(args, session)
+            ),
+            model=args.model,
+            device=args.device,
+            threads=args.threads,
+            allow_fallback=False,
         )
         scored = _score(session, job, args, pending, per_image, rows, bad)
     bad.report(out)
@@ -462,8 +523,11 @@ def _check_options(args: argparse.Namespace) -> None:
     check_choice(args.baseline, ("blur", "mean"), "--baseline")
     if not 0 < args.top_fraction <= 1:
         raise CliError(f"--top-fraction must be in (0, 1], got {args.top_fraction}")
-    for flag, value, low in (("--steps", args.steps, 1), ("--batch-size", args.batch_size, 1),
-                             ("--limit", args.limit, 1)):
+    for flag, value, low in (
+        ("--steps", args.steps, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--limit", args.limit, 1),
+    ):
         if value is not None and value < low:
             raise CliError(f"{flag} must be at least {low}, got {value}")
     if args.dataset == "synthbirds" and args.root:
@@ -506,8 +570,11 @@ def _run_config(args: argparse.Namespace, discovery: Discovery, region: str) -> 
         "tolerance": args.tolerance,
         # absent (None) when off, so results from before this option resume unchanged
         "fgcam": {"layer": args.fgcam_layer, "denoise": args.fgcam_denoise} if args.fgcam else None,
-        **{name: getattr(args, name) for name in ("pooling", "attention_blocks")
-           if getattr(args, name) is not None},
+        **{
+            name: getattr(args, name)
+            for name in ("pooling", "attention_blocks")
+            if getattr(args, name) is not None
+        },
     }
 
 
@@ -557,11 +624,19 @@ def _todo(
 
 def _metric_options(args: argparse.Namespace, session: Session) -> MetricOptions:
     return MetricOptions(
-        target=args.target, top_t=args.top_t, reference_mode=args.reference_mode,
-        weighting=args.weighting, top_fraction=args.top_fraction, steps=args.steps,
-        baseline=args.baseline, tolerance=args.tolerance, fgcam=args.fgcam,
-        fgcam_layer=args.fgcam_layer, fgcam_denoise=args.fgcam_denoise,
-        pooling=args.pooling, attention_blocks=args.attention_blocks,
+        target=args.target,
+        top_t=args.top_t,
+        reference_mode=args.reference_mode,
+        weighting=args.weighting,
+        top_fraction=args.top_fraction,
+        steps=args.steps,
+        baseline=args.baseline,
+        tolerance=args.tolerance,
+        fgcam=args.fgcam,
+        fgcam_layer=args.fgcam_layer,
+        fgcam_denoise=args.fgcam_denoise,
+        pooling=args.pooling,
+        attention_blocks=args.attention_blocks,
         batch_size=args.batch_size or (16 if session.model.device.type == "cpu" else 64),
     )
 
@@ -582,8 +657,13 @@ def _score(
     scored = 0
     with open(per_image, "a", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        bar = tqdm(run_job(session, job, args), total=len(pending), desc="evaluate",
-                   unit="img", disable=args.no_progress)
+        bar = tqdm(
+            run_job(session, job, args),
+            total=len(pending),
+            desc="evaluate",
+            unit="img",
+            disable=args.no_progress,
+        )
         for outcome in bar:
             item = outcome.item
             stop_on_model_failure(outcome, args.model)
@@ -620,7 +700,7 @@ def _header(
         f"target = {args.target}, references: top-{args.top_t} by {args.reference_mode} "
         f"({args.weighting}); drops at top {args.top_fraction:g} of pixels; {args.steps} steps, "
         f"{args.baseline} baseline"
-        + (f"; region = {region}" if any(e['energy_inside_n'] for e in summary) else "")
+        + (f"; region = {region}" if any(e["energy_inside_n"] for e in summary) else "")
         + (f"; model accuracy {acc[0]:.1%} of {acc[1]}" if acc else "")
     )
 
@@ -629,8 +709,14 @@ def _check_resume(out: Path, config: dict, overwrite: bool) -> None:
     saved_path = out / "run.json"
     per_image = out / "per_image.csv"
     if overwrite:
-        for name in ("per_image.csv", "summary.csv", "summary.md", "gamma_sweep.png", "run.json",
-                     "bad_files.txt"):
+        for name in (
+            "per_image.csv",
+            "summary.csv",
+            "summary.md",
+            "gamma_sweep.png",
+            "run.json",
+            "bad_files.txt",
+        ):
             (out / name).unlink(missing_ok=True)
         return
     if not per_image.is_file() or not saved_path.is_file():

@@ -52,8 +52,20 @@ from .datasets import CliError, Item, ItemDataset, Loaded, discover_paths
 from .engines import Job, run_job, stop_on_model_failure
 
 MANIFEST_COLUMNS = (
-    "image", "method", "gamma", "target", "target_index", "target_probability", "references",
-    "cam_npy", "finer_npy", "notices", "faithfulness_k", "rd_cam", "rd_finer", "drop_cam",
+    "image",
+    "method",
+    "gamma",
+    "target",
+    "target_index",
+    "target_probability",
+    "references",
+    "cam_npy",
+    "finer_npy",
+    "notices",
+    "faithfulness_k",
+    "rd_cam",
+    "rd_finer",
+    "drop_cam",
     "drop_finer",
 )
 
@@ -142,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--out {str(out)!r} is a file, not a folder")
     dirs = output_dirs(discovery.items)
     pending = [
-        item for item in items
+        item
+        for item in items
         if not is_done(out / dirs[item.key], methods, gammas, args.fgcam, auto, overlays)
     ]
     skipped = len(items) - len(pending)
@@ -182,9 +195,21 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
-        process=partial(explain_item, methods=methods, gammas=gammas, base=base, out=out, dirs=dirs,
-                        auto=auto, overlays=overlays, faithfulness_k=args.faithfulness_k),
-        model=args.model, device=args.device, threads=args.threads, allow_fallback=False,
+        process=partial(
+            explain_item,
+            methods=methods,
+            gammas=gammas,
+            base=base,
+            out=out,
+            dirs=dirs,
+            auto=auto,
+            overlays=overlays,
+            faithfulness_k=args.faithfulness_k,
+        ),
+        model=args.model,
+        device=args.device,
+        threads=args.threads,
+        allow_fallback=False,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"

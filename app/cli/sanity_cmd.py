@@ -39,8 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--top-t must be at least 1, got {args.top_t}")
     if args.sanity_depth is not None and args.sanity_depth < 1:
         raise CliError(f"--sanity-depth must be at least 1, got {args.sanity_depth}")
-    discovery = discover_dataset(args.dataset, args.root, split=args.split, count=args.count,
-                                 seed=args.synth_seed, exclude=args.out)
+    discovery = discover_dataset(
+        args.dataset,
+        args.root,
+        split=args.split,
+        count=args.count,
+        seed=args.synth_seed,
+        exclude=args.out,
+    )
     check_model(args.model)
     session = open_session(args.model, args.device, args.threads, allow_fallback=False)
     items = discovery.items[: args.limit or DEFAULT_IMAGES]
@@ -52,14 +58,17 @@ def run(args: argparse.Namespace) -> int:
     if not images:
         raise CliError("no image could be read for the sanity check")
     try:
-        scores = sanity_check(session.model, images, methods, gammas[0], args.top_t,
-                              depth=args.sanity_depth)
+        scores = sanity_check(
+            session.model, images, methods, gammas[0], args.top_t, depth=args.sanity_depth
+        )
     except InvalidInputError as error:
         raise CliError(str(error)) from error
     summary = summarise(scores)
-    header = (f"Sanity check (cascading randomisation, output first) of {args.model} on "
-              f"{len(images)} {discovery.layout} image(s), γ {gammas[0]:g}, T {args.top_t}: "
-              "Spearman ρ / SSIM of each map with the trained model's map")
+    header = (
+        f"Sanity check (cascading randomisation, output first) of {args.model} on "
+        f"{len(images)} {discovery.layout} image(s), γ {gammas[0]:g}, T {args.top_t}: "
+        "Spearman ρ / SSIM of each map with the trained model's map"
+    )
     table = markdown_table(summary)
     out = Path(args.out)
     _write_csv(out / "sanity.csv", [asdict(score) for score in scores])

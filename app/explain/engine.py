@@ -156,8 +156,10 @@ def _objective_gradient_maps(
     activations = split.to_grid(leaf.detach()).float().cpu().numpy()
     combined = split.to_grid(grads).float().cpu().numpy()
     return np.concatenate(
-        [method.cam_from_gradient(activations[i : i + 1], combined[i : i + 1])
-         for i in range(len(combined))]
+        [
+            method.cam_from_gradient(activations[i : i + 1], combined[i : i + 1])
+            for i in range(len(combined))
+        ]
     )
 
 

@@ -163,8 +163,16 @@ def _leaf_problem(module: nn.Module) -> str | None:
 def _block_branches(block: nn.Module) -> tuple[list[nn.Module], list[tuple[str, nn.Module]]]:
     """Main branch modules (torchvision's forward order) and the named shortcut modules."""
     if isinstance(block, Bottleneck):
-        main = [block.conv1, block.bn1, block.relu, block.conv2, block.bn2, block.relu,
-                block.conv3, block.bn3]
+        main = [
+            block.conv1,
+            block.bn1,
+            block.relu,
+            block.conv2,
+            block.bn2,
+            block.relu,
+            block.conv3,
+            block.bn3,
+        ]
     else:
         main = [block.conv1, block.bn1, block.relu, block.conv2, block.bn2]
     skip = _flatten(block.downsample, "downsample") if block.downsample is not None else []
@@ -204,8 +212,11 @@ def _resolve(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The flat, validated (name, module) stack of a supported model."""
     if isinstance(model, VGG):
         named = _flatten(model.features, "features")
-    elif (isinstance(model, ResNet) and type(model).forward is ResNet.forward
-          and type(model)._forward_impl is ResNet._forward_impl):
+    elif (
+        isinstance(model, ResNet)
+        and type(model).forward is ResNet.forward
+        and type(model)._forward_impl is ResNet._forward_impl
+    ):
         named = [(n, getattr(model, n)) for n in ("conv1", "bn1", "relu", "maxpool")]
         for stage in ("layer1", "layer2", "layer3", "layer4"):
             named += _flatten(getattr(model, stage), stage)
@@ -274,7 +285,11 @@ class _Step:
 
 #: Layers whose output is >= 0 when their input is.
 _KEEP_SIGN: tuple[type[nn.Module], ...] = (
-    *_MAX_POOLS, *_AVG_POOLS, nn.Dropout, nn.Dropout2d, nn.Identity
+    *_MAX_POOLS,
+    *_AVG_POOLS,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
 )
 
 
@@ -318,8 +333,12 @@ def _ratio(r: Tensor, den: Tensor) -> Tensor:
 
 def _conv_rule(step: _Step, r: Tensor, bounds: tuple[Tensor, Tensor] | None) -> Tensor:
     conv, x = step.module, step.x
-    geometry = {"stride": conv.stride, "padding": _conv_padding(conv), "dilation": conv.dilation,
-                "groups": conv.groups}
+    geometry = {
+        "stride": conv.stride,
+        "padding": _conv_padding(conv),
+        "dilation": conv.dilation,
+        "groups": conv.groups,
+    }
     if bounds is not None:  # bounded (z^B) rule: x - l >= 0 pairs with W+, x - h <= 0 with W-
         terms = [(x - bounds[0], step.weight_part(True)), (x - bounds[1], step.weight_part(False))]
     else:  # positive/negative split; ReLU outputs have no negative part (and need no W-)
@@ -341,8 +360,15 @@ def _conv_rule(step: _Step, r: Tensor, bounds: tuple[Tensor, Tensor] | None) -> 
 def _max_pool_rule(step: _Step, r: Tensor) -> Tensor:
     pool, x, x_pos = step.module, step.x, step.positive_input()
     if isinstance(pool, nn.MaxPool2d):
-        y, index = F.max_pool2d(x_pos, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-                                ceil_mode=pool.ceil_mode, return_indices=True)
+        y, index = F.max_pool2d(
+            x_pos,
+            pool.kernel_size,
+            pool.stride,
+            pool.padding,
+            pool.dilation,
+            ceil_mode=pool.ceil_mode,
+            return_indices=True,
+        )
     else:
         y, index = F.adaptive_max_pool2d(x_pos, pool.output_size, return_indices=True)
     n, c = r.shape[:2]
@@ -517,8 +543,13 @@ class FGCAMTrace:
         tensor = self.activation if stop == len(self) else self._steps[stop].x
         return (tensor.shape[2], tensor.shape[3])
 
-    def propagate(self, relevance: Tensor, stop_at: int = 0, *,
-                  input_bounds: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def propagate(
+        self,
+        relevance: Tensor,
+        stop_at: int = 0,
+        *,
+        input_bounds: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Carry a batch of relevance tensors ``(N, C, h, w)`` at the target layer down to the
         input of ``layers[stop_at]``: ``(N, C', h', w')``, channels kept (no sum)."""
         stop = self._check_stop(stop_at)
@@ -529,9 +560,16 @@ class FGCAMTrace:
             bounds = _bounds(self.x, input_bounds)  # validated even where unused
             return _back(self._steps, relevance, stop, bounds)
 
-    def explain(self, weights: Tensor, *, stop_at: int = 0, denoise: bool = False,
-                denoise_rank: int | None = None, input_bounds: tuple[Tensor, Tensor] | None = None,
-                relu: bool = False) -> Tensor:
+    def explain(
+        self,
+        weights: Tensor,
+        *,
+        stop_at: int = 0,
+        denoise: bool = False,
+        denoise_rank: int | None = None,
+        input_bounds: tuple[Tensor, Tensor] | None = None,
+        relu: bool = False,
+    ) -> Tensor:
         """The FG-CAM map at the input resolution of ``layers[stop_at]``.
 
         ``weights`` ``(C,)`` or ``(C, h, w)`` gives one map ``(h', w')``; a batch ``(K, C)`` /
@@ -557,9 +595,17 @@ def record(layers: nn.Module, x: Tensor) -> FGCAMTrace:
     return FGCAMTrace(layers, x)
 
 
-def fgcam(layers: nn.Module, x: Tensor, weights: Tensor, *, stop_at: int = 0,
-          denoise: bool = False, denoise_rank: int | None = None,
-          input_bounds: tuple[Tensor, Tensor] | None = None, relu: bool = False) -> Tensor:
+def fgcam(
+    layers: nn.Module,
+    x: Tensor,
+    weights: Tensor,
+    *,
+    stop_at: int = 0,
+    denoise: bool = False,
+    denoise_rank: int | None = None,
+    input_bounds: tuple[Tensor, Tensor] | None = None,
+    relu: bool = False,
+) -> Tensor:
     """FG-CAM map of ``x`` for per-channel (or element-wise) CAM ``weights``.
 
     Args:
@@ -583,6 +629,11 @@ def fgcam(layers: nn.Module, x: Tensor, weights: Tensor, *, stop_at: int = 0,
         ``(h', w')`` map. Raises :class:`FGCAMUnsupported` for models it cannot walk and
         ValueError naming the bad argument otherwise.
     """
-    return record(layers, x).explain(weights, stop_at=stop_at, denoise=denoise,
-                                     denoise_rank=denoise_rank, input_bounds=input_bounds,
-                                     relu=relu)
+    return record(layers, x).explain(
+        weights,
+        stop_at=stop_at,
+        denoise=denoise,
+        denoise_rank=denoise_rank,
+        input_bounds=input_bounds,
+        relu=relu,
+    )

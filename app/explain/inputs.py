@@ -341,9 +341,7 @@ def validate_opacity(value: Any, *, name: str = "opacity") -> float:
     return _in_range(value, name, 0.0, 1.0)
 
 
-def validate_top_fraction(
-    value: Any, *, name: str = "k (share of top pixels removed)"
-) -> float:
+def validate_top_fraction(value: Any, *, name: str = "k (share of top pixels removed)") -> float:
     """The share k of a map's pixels removed to score it, in (0, 1] (0.05: the paper's 5 %)."""
     number = _in_range(value, name, 0.0, 1.0)
     if number == 0:

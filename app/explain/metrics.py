@@ -185,7 +185,12 @@ def perturbation_curve(
     pixels = maps.shape[1] * maps.shape[2]
     counts = torch.arange(steps + 1, device=image.device) * pixels // steps
     logits = _perturbed_logits(
-        logits_fn, image, base, _ranks(maps), counts, insert=mode == "insertion",
+        logits_fn,
+        image,
+        base,
+        _ranks(maps),
+        counts,
+        insert=mode == "insertion",
         batch_size=batch_size,
     )
     probabilities = _log_softmax_at(logits, targets).exp()
@@ -204,7 +209,13 @@ def deletion_auc(
 ) -> torch.Tensor:
     """``(N,)`` deletion AUC (lower is better); see :func:`perturbation_curve`."""
     return perturbation_curve(
-        logits_fn, image, saliency, target, mode="deletion", steps=steps, baseline=baseline,
+        logits_fn,
+        image,
+        saliency,
+        target,
+        mode="deletion",
+        steps=steps,
+        baseline=baseline,
         batch_size=batch_size,
     ).auc
 
@@ -221,7 +232,13 @@ def insertion_auc(
 ) -> torch.Tensor:
     """``(N,)`` insertion AUC (higher is better); see :func:`perturbation_curve`."""
     return perturbation_curve(
-        logits_fn, image, saliency, target, mode="insertion", steps=steps, baseline=baseline,
+        logits_fn,
+        image,
+        saliency,
+        target,
+        mode="insertion",
+        steps=steps,
+        baseline=baseline,
         batch_size=batch_size,
     ).auc
 
@@ -274,8 +291,13 @@ def relative_confidence_drop(
         before = _known_logits(logits_before, image)
     before = before.expand(maps.shape[0], -1) if image.shape[0] == 1 else before
     after = _perturbed_logits(
-        logits_fn, image, base, _ranks(maps), torch.tensor([masked], device=image.device),
-        insert=False, batch_size=batch_size,
+        logits_fn,
+        image,
+        base,
+        _ranks(maps),
+        torch.tensor([masked], device=image.device),
+        insert=False,
+        batch_size=batch_size,
     )[:, 0]
     _check_classes(torch.cat([targets[:, None], refs], dim=1), before.shape[-1])
 
@@ -375,8 +397,9 @@ def pointing_game(
     peak = torch.where(flat == flat.amax(dim=1, keepdim=True), index, height * width).amin(dim=1)
     rows = torch.arange(height, device=maps.device)
     cols = torch.arange(width, device=maps.device)
-    dist2 = ((rows[:, None] - (peak // width)[:, None, None]) ** 2
-             + (cols[None, :] - (peak % width)[:, None, None]) ** 2)
+    dist2 = (rows[:, None] - (peak // width)[:, None, None]) ** 2 + (
+        cols[None, :] - (peak % width)[:, None, None]
+    ) ** 2
     near = (dist2 <= float(tolerance_px) ** 2) & masks
     flat_map = flat.amax(dim=1) == flat.amin(dim=1)
     return near.flatten(1).any(dim=1) & ~flat_map
@@ -501,8 +524,10 @@ def _check_classes(classes: torch.Tensor, num_classes: int) -> None:
 
 
 def _maps_and_masks(saliency: ArrayLike, mask: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    device = saliency.device if isinstance(saliency, torch.Tensor) else (
-        mask.device if isinstance(mask, torch.Tensor) else None
+    device = (
+        saliency.device
+        if isinstance(saliency, torch.Tensor)
+        else (mask.device if isinstance(mask, torch.Tensor) else None)
     )
     maps = _as_saliency(saliency, device)
     masks = _as_maps(mask, "mask", maps.device)
@@ -533,8 +558,11 @@ def _batched_logits(
         for start in range(0, total, batch_size):
             batch = rows(torch.arange(start, min(start + batch_size, total)))
             logits = logits_fn(batch)
-            if not (isinstance(logits, torch.Tensor) and logits.dim() == 2
-                    and logits.shape[0] == batch.shape[0]):
+            if not (
+                isinstance(logits, torch.Tensor)
+                and logits.dim() == 2
+                and logits.shape[0] == batch.shape[0]
+            ):
                 got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
                 raise ValueError(
                     f"logits_fn must return logits of shape ({batch.shape[0]}, K) for a batch "

@@ -50,8 +50,10 @@ def select_references(
         count = available
     if mode == "manual":
         return _manual(target, manual, notice)
-    ranking = _closest_logits(target, logits) if mode == "logits" else _closest_weights(
-        target, embeddings
+    ranking = (
+        _closest_logits(target, logits)
+        if mode == "logits"
+        else _closest_weights(target, embeddings)
     )
     return ReferenceChoice(tuple(int(i) for i in ranking[:count]), notice)
 

@@ -93,12 +93,14 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
 def ssim(first: np.ndarray, second: np.ndarray) -> float:
     """Mean structural similarity of two ``(H, W)`` maps with values in [0, 1]."""
     if np.shape(first) != np.shape(second) or np.ndim(first) != 2:
-        raise ValueError(f"ssim needs two maps of one (H, W) shape, got {np.shape(first)} "
-                         f"and {np.shape(second)}")
+        raise ValueError(
+            f"ssim needs two maps of one (H, W) shape, got {np.shape(first)} and {np.shape(second)}"
+        )
     x = torch.as_tensor(np.stack([first, second]), dtype=torch.float64)[:, None]
     size = min(SSIM_WINDOW, *x.shape[-2:])
-    line = torch.exp(-((torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2)
-                     / (2 * SSIM_SIGMA**2))
+    line = torch.exp(
+        -((torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2) / (2 * SSIM_SIGMA**2)
+    )
     line = line / line.sum()
     window = (line[:, None] * line[None, :])[None, None]
 
@@ -151,8 +153,12 @@ def _fixed_contrast(settings: ExplainSettings, original: Explanation) -> Explain
     if not references:
         return ExplainSettings(method=settings.method, gamma=0.0, target=original.target.index)
     return ExplainSettings(
-        method=settings.method, gamma=settings.gamma, top_t=len(references),
-        target=original.target.index, reference_mode="manual", manual_references=references,
+        method=settings.method,
+        gamma=settings.gamma,
+        top_t=len(references),
+        target=original.target.index,
+        reference_mode="manual",
+        manual_references=references,
     )
 
 
@@ -179,7 +185,8 @@ def sanity_check(
     trained = ExplanationService(lambda _name: model, max_entries=len(images) + 1)
     originals = {
         (method, index): trained.explain(
-            model.name, image, ExplainSettings(method=method, gamma=gamma, top_t=top_t))
+            model.name, image, ExplainSettings(method=method, gamma=gamma, top_t=top_t)
+        )
         for method in methods
         for index, image in enumerate(images)
     }
@@ -191,8 +198,17 @@ def sanity_check(
             result = service.explain(model.name, images[index], settings)
             for kind in MAP_KINDS:
                 before, after = getattr(original, kind), getattr(result, kind)
-                scores.append(SanityScore(method, kind, step, layer, index,
-                                          rank_correlation(before, after), ssim(before, after)))
+                scores.append(
+                    SanityScore(
+                        method,
+                        kind,
+                        step,
+                        layer,
+                        index,
+                        rank_correlation(before, after),
+                        ssim(before, after),
+                    )
+                )
     return scores
 
 
@@ -202,11 +218,18 @@ def summarise(scores: Sequence[SanityScore]) -> list[dict[str, object]]:
     for score in scores:
         groups[(score.method, score.map, score.step, score.layer)].append(score)
     return [
-        {"method": method, "map": kind, "step": step, "layer": layer, "n": len(items),
-         "spearman": float(np.mean([s.spearman for s in items])),
-         "ssim": float(np.mean([s.ssim for s in items]))}
+        {
+            "method": method,
+            "map": kind,
+            "step": step,
+            "layer": layer,
+            "n": len(items),
+            "spearman": float(np.mean([s.spearman for s in items])),
+            "ssim": float(np.mean([s.ssim for s in items])),
+        }
         for (method, kind, step, layer), items in sorted(
-            groups.items(), key=lambda pair: (pair[0][0], pair[0][1], pair[0][2]))
+            groups.items(), key=lambda pair: (pair[0][0], pair[0][1], pair[0][2])
+        )
     ]
 
 
@@ -217,11 +240,13 @@ def markdown_table(summary: Sequence[dict[str, object]]) -> str:
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     for row in summary:
         cells[(str(row["method"]), str(row["map"]))][int(row["step"])] = (
-            f"{row['spearman']:.2f} / {row['ssim']:.2f}")
+            f"{row['spearman']:.2f} / {row['ssim']:.2f}"
+        )
     heading = " | ".join(f"+ {layers[s]}" for s in steps)
     lines = [f"| method | map | {heading} |", "|---|---|" + "---|" * len(steps)]
     for (method, kind), by_step in cells.items():
         label = "CAM" if kind == "cam" else "Finer"
-        lines.append(f"| {method} | {label} | "
-                     + " | ".join(by_step.get(s, "—") for s in steps) + " |")
+        lines.append(
+            f"| {method} | {label} | " + " | ".join(by_step.get(s, "—") for s in steps) + " |"
+        )
     return "\n".join(lines)

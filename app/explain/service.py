@@ -492,7 +492,13 @@ class ExplanationService:
             self.masking.put(key, pair)
         x, blurred = pair
         return score_maps(
-            model.logits, x, maps, prep.target, prep.references, top_fraction, prep.entry.logits,
+            model.logits,
+            x,
+            maps,
+            prep.target,
+            prep.references,
+            top_fraction,
+            prep.entry.logits,
             baseline=blurred,
         )
 
@@ -747,9 +753,7 @@ def _decode(source: Any, max_side: int) -> Image.Image:
     return inputs.load_image(source, max_side=max_side)
 
 
-def _guarded(
-    compute: Callable[[], Entry], model: ExplainableModel
-) -> Entry:
+def _guarded(compute: Callable[[], Entry], model: ExplainableModel) -> Entry:
     """Turn a GPU out-of-memory into a clear, user-facing error; the server keeps serving."""
     try:
         return compute()

@@ -56,8 +56,12 @@ def prefetch(names: list[str], settings: Settings) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.models.prefetch", description=__doc__)
-    parser.add_argument("--models", nargs="*", default=None,
-                        help="registry names (default: every model that downloads weights)")
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="registry names (default: every model that downloads weights)",
+    )
     parser.add_argument("--clip-model", default=None, help="FINERCAM_CLIP_MODEL")
     parser.add_argument("--clip-pretrained", default=None, help="FINERCAM_CLIP_PRETRAINED")
     parser.add_argument("--cub-head", default=None, help="FINERCAM_CUB_HEAD")
@@ -65,10 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = replace(Settings.from_env(), device="cpu", offline=False)
     overrides = {
-        key: value for key, value in (
-            ("clip_model", args.clip_model), ("clip_pretrained", args.clip_pretrained),
+        key: value
+        for key, value in (
+            ("clip_model", args.clip_model),
+            ("clip_pretrained", args.clip_pretrained),
             ("cub_head", args.cub_head),
-        ) if value is not None
+        )
+        if value is not None
     }
     settings = replace(settings, **overrides)
     names = args.models if args.models else default_models(settings)

@@ -40,8 +40,9 @@ def to_tensor(
     return ((x - mean_t) / std_t).unsqueeze(0).to(device)
 
 
-def aspect_size(width: int, height: int, short: int = 224, max_long: int = 448, multiple: int = 32
-                ) -> tuple[int, int]:
+def aspect_size(
+    width: int, height: int, short: int = 224, max_long: int = 448, multiple: int = 32
+) -> tuple[int, int]:
     """(width, height) with the shorter side ``short``, aspect kept (longer side at most
     ``max_long``), both rounded to a multiple of ``multiple`` so grid cells tile the input."""
     scale = short / min(width, height)

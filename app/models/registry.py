@@ -33,8 +33,12 @@ Task = Literal["classifier", "concepts"]
 
 # Modules whose import registers models; listed here so the registry is complete on first use.
 ADAPTER_MODULES = (
-    "app.models.zoo.clip_concepts", "app.models.zoo.cub", "app.models.zoo.imagenet",
-    "app.models.zoo.demo", "app.models.hub.loading", "app.models.zoo.bioclip",
+    "app.models.zoo.clip_concepts",
+    "app.models.zoo.cub",
+    "app.models.zoo.imagenet",
+    "app.models.zoo.demo",
+    "app.models.hub.loading",
+    "app.models.zoo.bioclip",
     "app.models.zoo.paper_models",
 )
 #: Per task, the models the dropdown lists first, in this order; the rest follow in registration
@@ -293,8 +297,11 @@ class ModelRegistry:
         with self._lock:
             loading = {name: round(now - t, 1) for name, t in self._loading.items()}
         stuck = any(seconds > STUCK_AFTER_S for seconds in loading.values())
-        return {"status": "degraded" if stuck else "ok", "loading": loading,
-                "loaded": list(self._loaded)}
+        return {
+            "status": "degraded" if stuck else "ok",
+            "loading": loading,
+            "loaded": list(self._loaded),
+        }
 
     def status(self) -> str:
         """One short line for the UI: the device, the models serving, fallbacks in brief."""

@@ -1,5 +1,4 @@
-"""Process-wide sharing of heavy objects: one engine under several registry names, bounded caches.
-"""
+"""Process-wide sharing of heavy objects: one engine under several names, bounded caches."""
 
 from __future__ import annotations
 

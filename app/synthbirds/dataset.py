@@ -89,8 +89,9 @@ def sample_species(index: int) -> int:
     return int(index) % NUM_SPECIES
 
 
-def iter_samples(n: int, seed: int = 0, split: str = "train", start: int = 0
-                 ) -> Iterator[BirdSample]:
+def iter_samples(
+    n: int, seed: int = 0, split: str = "train", start: int = 0
+) -> Iterator[BirdSample]:
     """Samples ``start .. start+n-1`` of a seeded split."""
     for index in range(start, start + n):
         yield render_sample(sample_species(index), sample_seed(seed, split, index))
@@ -129,8 +130,9 @@ def describe(claims: dict[str, str]) -> str:
     body = claims.get("body")
     noun = claims.get("genus", "bird")
     head = f"{_a(body)} {noun}" if body else f"a {noun}"
-    parts = [f"{_a(colour)} {part}" for part, colour in claims.items()
-             if part not in ("body", "genus")]
+    parts = [
+        f"{_a(colour)} {part}" for part, colour in claims.items() if part not in ("body", "genus")
+    ]
     if not parts:
         return head
     if len(parts) == 1:
@@ -179,5 +181,8 @@ def random_caption(species: int, rng: np.random.Generator) -> tuple[str, dict[st
 
 def caption_facts(species: int) -> dict[str, str]:
     """Everything true about a species, in the claims vocabulary of ``random_caption``."""
-    return {"species": SPECIES_NAMES[species], "genus": GROUP_NAMES[species_group(species)],
-            **SPECIES_ATTRIBUTES[species]}
+    return {
+        "species": SPECIES_NAMES[species],
+        "genus": GROUP_NAMES[species_group(species)],
+        **SPECIES_ATTRIBUTES[species],
+    }

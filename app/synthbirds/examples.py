@@ -29,8 +29,18 @@ from .species import MEMBERS_PER_GROUP, species_group
 #: framed, picked so both demo classifiers get it right with genus-mates as their three closest
 #: logits (``tests/test_synthbirds.py`` re-checks this).
 EXAMPLES: tuple[tuple[int, int], ...] = (
-    (0, 2), (5, 2), (11, 1), (15, 3), (16, 1), (21, 1), (26, 18), (31, 3), (35, 1), (39, 5),
-    (42, 1), (47, 3),
+    (0, 2),
+    (5, 2),
+    (11, 1),
+    (15, 3),
+    (16, 1),
+    (21, 1),
+    (26, 18),
+    (31, 3),
+    (35, 1),
+    (39, 5),
+    (42, 1),
+    (47, 3),
 )
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
@@ -49,13 +59,19 @@ def difference_caption(species: int) -> str:
     red-, white- and black-crowned Bluebirds"."""
     group = GROUPS[species_group(species)]
     colour = group.member_colours[species % MEMBERS_PER_GROUP]
-    others = [group.member_colours[m % MEMBERS_PER_GROUP] for m in group_members(
-        species_group(species)) if m != species]
+    others = [
+        group.member_colours[m % MEMBERS_PER_GROUP]
+        for m in group_members(species_group(species))
+        if m != species
+    ]
     part = PART_ATTRIBUTE[group.part]
     mates = _and([f"{c}-" for c in others[:-1]] + [f"{others[-1]}-{group.part_word}"])
     name = group.name
-    plural = (name[:-1] + "ies" if name.endswith("y") and name[-2] not in "aeiou" else
-              name + ("es" if name.endswith(("sh", "ch")) else "s"))
+    plural = (
+        name[:-1] + "ies"
+        if name.endswith("y") and name[-2] not in "aeiou"
+        else name + ("es" if name.endswith(("sh", "ch")) else "s")
+    )
     return f"The {colour} {part} tells it from the {mates} {plural}."
 
 
@@ -66,16 +82,18 @@ def write_examples(out: Path = EXAMPLES_DIR) -> list[dict]:
         sample = render_sample(species, seed)
         filename = f"{slug(SPECIES_NAMES[species])}.png"
         sample.image.save(out / filename, optimize=True)
-        listing.append({
-            "file": filename,
-            "species": species,
-            "label": SPECIES_NAMES[species],
-            "group": GROUP_NAMES[sample.group],
-            "discriminative_part": sample.discriminative_part,
-            "seed": seed,
-            "caption": difference_caption(species),
-            "description": sample.caption,
-        })
+        listing.append(
+            {
+                "file": filename,
+                "species": species,
+                "label": SPECIES_NAMES[species],
+                "group": GROUP_NAMES[sample.group],
+                "discriminative_part": sample.discriminative_part,
+                "seed": seed,
+                "caption": difference_caption(species),
+                "description": sample.caption,
+            }
+        )
     (out / "examples.json").write_text(json.dumps(listing, indent=2) + "\n")
     return listing
 

@@ -29,8 +29,19 @@ from .species import COLOURS, GROUPS, PLUMAGE, Shape, species_group, species_pal
 IMAGE_SIZE = 128
 
 #: Drawing order, back to front.
-LAYERS = ("tail", "tail_tip", "body", "breast", "wing", "wing_bar", "head", "crown", "beak",
-          "eye_ring", "eye")
+LAYERS = (
+    "tail",
+    "tail_tip",
+    "body",
+    "breast",
+    "wing",
+    "wing_bar",
+    "head",
+    "crown",
+    "beak",
+    "eye_ring",
+    "eye",
+)
 
 #: Composite masks reported besides the layers: a part with its sub-parts.
 COMPOSITES = {
@@ -96,8 +107,15 @@ def _part_distances(u, v, shape) -> dict[str, np.ndarray]:
     d = {}
     d["body"] = _ellipse(u, v, 0.0, 0.0, sh.body_a, sh.body_b, sh.body_tilt)
     # breast: a patch on the lower front of the body, below the head
-    patch = _ellipse(u, v, 0.55 * sh.body_a, -0.40 * sh.body_b, 0.34 * sh.body_a,
-                     0.42 * sh.body_b, sh.body_tilt + 20.0)
+    patch = _ellipse(
+        u,
+        v,
+        0.55 * sh.body_a,
+        -0.40 * sh.body_b,
+        0.34 * sh.body_a,
+        0.42 * sh.body_b,
+        sh.body_tilt + 20.0,
+    )
     d["breast"] = np.maximum(patch, d["body"] + 0.01)
     d["head"] = _circle(u, v, hx, hy, hr)
     # crown: the top of the head, a cap above a line slightly tilted forward
@@ -109,9 +127,14 @@ def _part_distances(u, v, shape) -> dict[str, np.ndarray]:
     tip = (hx + hr + sh.beak_len, hy - (0.05 + sh.beak_droop) * hr)
     tip_half = 0.03  # a blunt tip: no sub-pixel sliver outside the beak's mask
     d["beak"] = _convex_polygon(
-        u, v,
-        [(base_x, hy - sh.beak_half * hr), (tip[0], tip[1] - tip_half),
-         (tip[0], tip[1] + tip_half), (base_x, hy + sh.beak_half * hr)],
+        u,
+        v,
+        [
+            (base_x, hy - sh.beak_half * hr),
+            (tip[0], tip[1] - tip_half),
+            (tip[0], tip[1] + tip_half),
+            (base_x, hy + sh.beak_half * hr),
+        ],
     )
     ex, ey = hx + 0.38 * hr, hy + 0.12 * hr
     d["eye"] = _circle(u, v, ex, ey, 0.22 * hr)
@@ -131,9 +154,9 @@ def _part_distances(u, v, shape) -> dict[str, np.ndarray]:
     half0, half1 = 0.07, 0.07 + sh.tail_spread
     cy0, cy1 = 0.0, -sh.tail_droop
     d["tail"] = _convex_polygon(
-        u, v,
-        [(root_x, cy0 - half0), (root_x, cy0 + half0), (end_x, cy1 + half1),
-         (end_x, cy1 - half1)],
+        u,
+        v,
+        [(root_x, cy0 - half0), (root_x, cy0 + half0), (end_x, cy1 + half1), (end_x, cy1 - half1)],
     )
     d["tail_tip"] = np.maximum(d["tail"], u - (end_x + 0.14))
     return d
@@ -148,8 +171,12 @@ def _extent(shape) -> tuple[float, float, float, float]:
     for dist in _part_distances(u, v, shape).values():
         inside |= dist <= 0
     pad = 0.06  # room for the per-image jitter of the body plan
-    return (float(u[inside].min()) - pad, float(u[inside].max()) + pad,
-            float(v[inside].min()) - pad, float(v[inside].max()) + pad)
+    return (
+        float(u[inside].min()) - pad,
+        float(u[inside].max()) + pad,
+        float(v[inside].min()) - pad,
+        float(v[inside].max()) + pad,
+    )
 
 
 _EXTENTS = [_extent(g.shape) for g in GROUPS]
@@ -196,16 +223,24 @@ def _blobs(rng, img, count, colours, radii, squash=(0.35, 1.0)) -> np.ndarray:
     return img
 
 
-_FOLIAGE = [(0.30, 0.48, 0.20), (0.42, 0.58, 0.28), (0.22, 0.36, 0.18), (0.52, 0.62, 0.30),
-            (0.36, 0.44, 0.24)]
+_FOLIAGE = [
+    (0.30, 0.48, 0.20),
+    (0.42, 0.58, 0.28),
+    (0.22, 0.36, 0.18),
+    (0.52, 0.62, 0.30),
+    (0.36, 0.44, 0.24),
+]
 _BARK = [(0.42, 0.32, 0.22), (0.30, 0.24, 0.18), (0.52, 0.44, 0.34), (0.38, 0.36, 0.32)]
 #: Distractor colours of the clutter background: bird plumage and part colours.
 _BIRD_COLOURS = list(PLUMAGE.values()) + list(COLOURS.values())
 
 
 def _foliage(rng, size):
-    base = _blend(_FOLIAGE[rng.integers(5)], _FOLIAGE[rng.integers(5)],
-                  _smooth_noise(rng, size, int(rng.integers(2, 5))))
+    base = _blend(
+        _FOLIAGE[rng.integers(5)],
+        _FOLIAGE[rng.integers(5)],
+        _smooth_noise(rng, size, int(rng.integers(2, 5))),
+    )
     return _blobs(rng, base, int(rng.integers(10, 22)), _FOLIAGE, (4, 14))
 
 
@@ -222,8 +257,11 @@ def _sky(rng, size):
 
 def _bark(rng, size):
     xs, _ = _grid(size)
-    base = _blend(_BARK[rng.integers(4)], _BARK[rng.integers(4)],
-                  _smooth_noise(rng, size, int(rng.integers(2, 5))))
+    base = _blend(
+        _BARK[rng.integers(4)],
+        _BARK[rng.integers(4)],
+        _smooth_noise(rng, size, int(rng.integers(2, 5))),
+    )
     freq = rng.uniform(0.25, 0.6)
     wobble = 4 * (_smooth_noise(rng, size, 4) - 0.5)
     ridges = 0.5 + 0.5 * np.sin(freq * (xs + wobble * 6) + rng.uniform(0, 6.3))
@@ -231,8 +269,11 @@ def _bark(rng, size):
 
 
 def _clutter(rng, size):
-    base = _blend(_BARK[rng.integers(4)], _FOLIAGE[rng.integers(5)],
-                  _smooth_noise(rng, size, int(rng.integers(2, 6))))
+    base = _blend(
+        _BARK[rng.integers(4)],
+        _FOLIAGE[rng.integers(5)],
+        _smooth_noise(rng, size, int(rng.integers(2, 6))),
+    )
     base = _blobs(rng, base, int(rng.integers(4, 10)), _FOLIAGE + _BARK, (5, 16))
     # bird-coloured distractors: berries, flowers, leaves in plumage and part colours
     return _blobs(rng, base, int(rng.integers(5, 12)), _BIRD_COLOURS, (1.5, 6), (0.5, 1.0))
@@ -357,8 +398,9 @@ def _pattern(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.zeros_like(u)
 
 
-def render_arrays(species: int, rng: np.random.Generator, size: int = IMAGE_SIZE,
-                  camera: bool = True):
+def render_arrays(
+    species: int, rng: np.random.Generator, size: int = IMAGE_SIZE, camera: bool = True
+):
     """Render one bird.
 
     Returns ``(image, coverage)``: image uint8 (size, size, 3); coverage a dict layer part ->
@@ -376,8 +418,12 @@ def render_arrays(species: int, rng: np.random.Generator, size: int = IMAGE_SIZE
     jitter = rng.normal(0, 0.03, (len(LAYERS), 3)).astype(np.float32)
     shade_angle = rng.uniform(0, 2 * math.pi)
     occluder = rng.random() < 0.3
-    occ = (rng.uniform(-0.25, 0.25, 2), rng.uniform(0, math.pi), rng.uniform(1.0, 2.5),
-           _branch_colour(rng))
+    occ = (
+        rng.uniform(-0.25, 0.25, 2),
+        rng.uniform(0, math.pi),
+        rng.uniform(1.0, 2.5),
+        _branch_colour(rng),
+    )
     light = rng.uniform(0.7, 1.2)
     cast = rng.normal(1.0, 0.06, 3).astype(np.float32)
     noise_sigma = rng.uniform(0.005, 0.04)
@@ -399,8 +445,9 @@ def render_arrays(species: int, rng: np.random.Generator, size: int = IMAGE_SIZE
     transmit = np.ones(u.shape, np.float32)
     crop = np.zeros(u.shape + (3,), np.float32)
     if occluder:
-        branch = _branch_alpha(size, pose.ox + occ[0][0] * pose.scale,
-                               pose.oy + occ[0][1] * pose.scale, occ[1], occ[2])[y0:y1, x0:x1]
+        branch = _branch_alpha(
+            size, pose.ox + occ[0][0] * pose.scale, pose.oy + occ[0][1] * pose.scale, occ[1], occ[2]
+        )[y0:y1, x0:x1]
         crop += occ[3][None, None] * branch[..., None]
         transmit *= 1 - branch
     coverage: dict[str, np.ndarray] = {}

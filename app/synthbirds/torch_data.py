@@ -20,8 +20,9 @@ class SynthBirdsDataset(Dataset):
         with_masks: Also return the discriminative mask as a bool tensor (H, W).
     """
 
-    def __init__(self, n: int, seed: int = 0, split: str = "train", transform=None,
-                 with_masks: bool = False):
+    def __init__(
+        self, n: int, seed: int = 0, split: str = "train", transform=None, with_masks: bool = False
+    ):
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         self.n, self.seed, self.split = int(n), int(seed), split

@@ -51,8 +51,9 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, n: int, seed: int, mean, std, split: str = "test",
-             batch_size: int = 100) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, n: int, seed: int, mean, std, split: str = "test", batch_size: int = 100
+) -> dict[str, float]:
     """Accuracy and genus-mate rate of the 3 closest logits on the first ``n`` samples of a
     seeded split."""
     model.eval()
@@ -69,8 +70,9 @@ def evaluate(model: nn.Module, n: int, seed: int, mean, std, split: str = "test"
     }
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float,
-                         weight_decay: float) -> None:
+def add_common_arguments(
+    parser: argparse.ArgumentParser, steps: int, lr: float, weight_decay: float
+) -> None:
     """Arguments shared by the classifier trainers."""
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -79,8 +81,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float,
     parser.add_argument("--label-smoothing", type=float, default=0.05)
     parser.add_argument("--genus-smoothing", type=float, default=0.10)
     parser.add_argument("--pool", type=int, default=9600, help="rendered training images")
-    parser.add_argument("--pool-cache", type=Path, default=POOL_DIR,
-                        help="folder caching rendered pools (shared by the trainers)")
+    parser.add_argument(
+        "--pool-cache",
+        type=Path,
+        default=POOL_DIR,
+        help="folder caching rendered pools (shared by the trainers)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-seed", type=int, default=1234)
     parser.add_argument("--test-size", type=int, default=960)
@@ -89,20 +95,28 @@ def add_common_arguments(parser: argparse.ArgumentParser, steps: int, lr: float,
     parser.add_argument("--no-progress", action="store_true")
 
 
-def fit(model: nn.Module, args, name: str, optimizer=None, frozen: nn.Module | None = None
-        ) -> tuple[list, list, float]:
+def fit(
+    model: nn.Module, args, name: str, optimizer=None, frozen: nn.Module | None = None
+) -> tuple[list, list, float]:
     """Train ``model`` on the pool (``frozen``: a part kept in eval mode); returns (mean, std,
     seconds)."""
     started = time.time()
     images, labels = rendered_pool(args.pool, args.seed, "train", args.threads, args.pool_cache)
     mean, std = channel_stats(images[:2000])
-    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=args.lr,
-                                               weight_decay=args.weight_decay)
+    optimizer = optimizer or torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=args.weight_decay
+    )
     warmup = max(1, args.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, args.steps, warmup))
-    bar = tqdm(epoch_batches(len(labels), args.batch_size, args.steps, args.seed),
-               total=args.steps, desc=name, disable=args.no_progress, mininterval=10)
+        optimizer, lambda s: warmup_cosine(s, args.steps, warmup)
+    )
+    bar = tqdm(
+        epoch_batches(len(labels), args.batch_size, args.steps, args.seed),
+        total=args.steps,
+        desc=name,
+        disable=args.no_progress,
+        mininterval=10,
+    )
     running = None
     model.train()
     if frozen is not None:
@@ -112,24 +126,34 @@ def fit(model: nn.Module, args, name: str, optimizer=None, frozen: nn.Module | N
         y = torch.from_numpy(labels[index])
         logits = model(x)
         loss = soft_cross_entropy(
-            logits, genus_soft_targets(y, args.label_smoothing, args.genus_smoothing))
+            logits, genus_soft_targets(y, args.label_smoothing, args.genus_smoothing)
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         acc = (logits.argmax(1) == y).float().mean().item()
-        running = (loss.item(), acc) if running is None else (
-            0.95 * running[0] + 0.05 * loss.item(), 0.95 * running[1] + 0.05 * acc)
+        running = (
+            (loss.item(), acc)
+            if running is None
+            else (0.95 * running[0] + 0.05 * loss.item(), 0.95 * running[1] + 0.05 * acc)
+        )
         bar.set_postfix(loss=f"{running[0]:.3f}", acc=f"{running[1]:.3f}")
     return mean, std, time.time() - started
 
 
 def train_record(args, seconds: float, module: str, argv) -> dict:
     return {
-        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-        "genus_smoothing": args.genus_smoothing, "pool": args.pool, "seed": args.seed,
-        "threads": args.threads, "seconds": round(seconds),
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+        "genus_smoothing": args.genus_smoothing,
+        "pool": args.pool,
+        "seed": args.seed,
+        "threads": args.threads,
+        "seconds": round(seconds),
         "command": f"python -m {module} " + " ".join(argv or sys.argv[1:]),
     }
 
@@ -154,13 +178,24 @@ def main(argv: list[str] | None = None) -> dict:
     model = DemoResNet(NUM_SPECIES, DEFAULT_WIDTHS, DEFAULT_BLOCKS)
     mean, std, seconds = fit(model, args, "demo-cnn")
     metrics = evaluate(model, args.test_size, args.test_seed, mean, std)
-    print(f"{metrics} on {args.test_size} held-out images (split 'test', seed "
-          f"{args.test_seed}); training took {seconds:.0f} s", flush=True)
+    print(
+        f"{metrics} on {args.test_size} held-out images (split 'test', seed "
+        f"{args.test_seed}); training took {seconds:.0f} s",
+        flush=True,
+    )
     meta = {
-        "name": "demo-cnn", "labels": list(SPECIES_NAMES), "widths": list(DEFAULT_WIDTHS),
-        "blocks": list(DEFAULT_BLOCKS), "image_size": IMAGE_SIZE, "mean": mean, "std": std,
-        "target_layer": "layer4", **metrics, "test_size": args.test_size,
-        "test_split": "test", "test_seed": args.test_seed,
+        "name": "demo-cnn",
+        "labels": list(SPECIES_NAMES),
+        "widths": list(DEFAULT_WIDTHS),
+        "blocks": list(DEFAULT_BLOCKS),
+        "image_size": IMAGE_SIZE,
+        "mean": mean,
+        "std": std,
+        "target_layer": "layer4",
+        **metrics,
+        "test_size": args.test_size,
+        "test_split": "test",
+        "test_seed": args.test_seed,
         "train": train_record(args, seconds, "app.train.demo_cnn", argv),
     }
     save(model, args.out, "demo-cnn", meta)

@@ -50,8 +50,9 @@ def _render_chunk(args: tuple[int, int, int, str]) -> tuple[np.ndarray, np.ndarr
     return render_batch(range(start, stop), seed, split)
 
 
-def rendered_pool(n: int, seed: int, split: str = "train", workers: int = 2,
-                  cache: Path | None = POOL_DIR) -> tuple[np.ndarray, np.ndarray]:
+def rendered_pool(
+    n: int, seed: int, split: str = "train", workers: int = 2, cache: Path | None = POOL_DIR
+) -> tuple[np.ndarray, np.ndarray]:
     """Samples ``0 .. n-1`` of a seeded split as uint8 images (N, H, W, 3) and labels (N,).
 
     Rendered once in ``workers`` processes and cached as ``.npy`` under ``cache`` (the pixels

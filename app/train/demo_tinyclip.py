@@ -89,14 +89,23 @@ def batch_captions(labels: np.ndarray, rng: np.random.Generator):
         texts.setdefault(text, claims)
     facts = [caption_facts(int(s)) for s in labels]
     positives = torch.tensor(
-        [[all(f.get(k) == v for k, v in claims.items()) for claims in texts.values()]
-         for f in facts]
+        [
+            [all(f.get(k) == v for k, v in claims.items()) for claims in texts.values()]
+            for f in facts
+        ]
     )
     return list(texts), positives
 
 
-def train_step(model, tokenizer, optimizer, images: torch.Tensor, labels: np.ndarray,
-               rng: np.random.Generator, seen_tokens: set | None = None) -> float:
+def train_step(
+    model,
+    tokenizer,
+    optimizer,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    seen_tokens: set | None = None,
+) -> float:
     """One step on a normalised image batch."""
     model.train()
     texts, positives = batch_captions(labels, rng)
@@ -105,8 +114,7 @@ def train_step(model, tokenizer, optimizer, images: torch.Tensor, labels: np.nda
         seen_tokens.update(torch.unique(tokens).tolist())
     image_features = model.encode_image(images, normalize=True)
     text_features = model.encode_text(tokens, normalize=True)
-    loss = multi_positive_loss(image_features, text_features, positives,
-                               model.logit_scale.exp())
+    loss = multi_positive_loss(image_features, text_features, positives, model.logit_scale.exp())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -125,16 +133,19 @@ def concept_prompts() -> dict[str, dict[str, str]]:
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, n: int, seed: int, mean, std, split: str = "test",
-             batch_size: int = 100) -> dict[str, float]:
+def evaluate(
+    model, tokenizer, n: int, seed: int, mean, std, split: str = "test", batch_size: int = 100
+) -> dict[str, float]:
     """Zero-shot species and genus accuracy (prompts "a photo of a {name}.") and concept
     accuracy: for every attribute an image has, is its true value's prompt ("a bird with a red
     crown") the best among that attribute's values?"""
     model.eval()
     species_text = model.encode_text(
-        tokenizer([species_prompt(s) for s in range(NUM_SPECIES)]), normalize=True)
+        tokenizer([species_prompt(s) for s in range(NUM_SPECIES)]), normalize=True
+    )
     genus_text = model.encode_text(
-        tokenizer([f"a photo of a {g}." for g in GROUP_NAMES]), normalize=True)
+        tokenizer([f"a photo of a {g}." for g in GROUP_NAMES]), normalize=True
+    )
     concepts = concept_prompts()
     concept_text = {
         key: (list(values), model.encode_text(tokenizer(list(values.values())), normalize=True))
@@ -188,19 +199,31 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     model, tokenizer, mean, std = build_model()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and
-                                                               "embedding" not in n)]
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)
+    ]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.98),
+    )
     warmup = max(1, args.steps // 15)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, args.steps, warmup))
+        optimizer, lambda s: warmup_cosine(s, args.steps, warmup)
+    )
     images, labels = rendered_pool(args.pool, args.seed, "train", args.threads, args.pool_cache)
     rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
     seen_tokens: set[int] = set()
-    bar = tqdm(epoch_batches(len(labels), args.batch_size, args.steps, args.seed),
-               total=args.steps, desc="tiny-clip", disable=args.no_progress, mininterval=10)
+    bar = tqdm(
+        epoch_batches(len(labels), args.batch_size, args.steps, args.seed),
+        total=args.steps,
+        desc="tiny-clip",
+        disable=args.no_progress,
+        mininterval=10,
+    )
     running = None
     for index, flip_rng in bar:
         x = flip_half(to_tensor(images[index], mean, std), flip_rng)
@@ -211,9 +234,11 @@ def main(argv: list[str] | None = None) -> dict:
     train_seconds = time.time() - started
 
     metrics = evaluate(model, tokenizer, args.test_size, args.test_seed, mean, std)
-    print(f"zero-shot species accuracy: {metrics['zero_shot_species_accuracy']:.4f}, "
-          f"concept accuracy: {metrics['concept_accuracy']:.4f} on {args.test_size} held-out "
-          f"images (split 'test', seed {args.test_seed}); training took {train_seconds:.0f} s")
+    print(
+        f"zero-shot species accuracy: {metrics['zero_shot_species_accuracy']:.4f}, "
+        f"concept accuracy: {metrics['concept_accuracy']:.4f} on {args.test_size} held-out "
+        f"images (split 'test', seed {args.test_seed}); training took {train_seconds:.0f} s"
+    )
     for key, value in metrics.items():
         if key.startswith("concept_accuracy/"):
             print(f"  {key}: {value:.4f}")
@@ -221,8 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in
-             model.state_dict().items()}
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     embedding = state["token_embedding.weight"]
     unused = torch.ones(embedding.shape[0], dtype=torch.bool)
     unused[sorted(seen_tokens)] = False
@@ -243,14 +267,18 @@ def main(argv: list[str] | None = None) -> dict:
         "test_seed": args.test_seed,
         "tokens_trained": len(seen_tokens),
         "train": {
-            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-            "weight_decay": args.weight_decay, "pool": args.pool, "seed": args.seed,
-            "threads": args.threads, "seconds": round(train_seconds),
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "pool": args.pool,
+            "seed": args.seed,
+            "threads": args.threads,
+            "seconds": round(train_seconds),
             "command": "python -m app.train.demo_tinyclip " + " ".join(argv or sys.argv[1:]),
         },
     }
-    (args.out / (TINYCLIP_CONFIG.stem + ".meta.json")).write_text(json.dumps(meta, indent=2)
-                                                                  + "\n")
+    (args.out / (TINYCLIP_CONFIG.stem + ".meta.json")).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {args.out / TINYCLIP_CONFIG.stem}.safetensors and .meta.json")
     return meta
 

@@ -39,8 +39,12 @@ def load_stem(model: torch.nn.Module, cnn_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser, steps=500, lr=1e-3, weight_decay=0.05)
-    parser.add_argument("--cnn", type=Path, default=DEMO_DIR,
-                        help="folder of the trained demo-cnn.safetensors (stem weights)")
+    parser.add_argument(
+        "--cnn",
+        type=Path,
+        default=DEMO_DIR,
+        help="folder of the trained demo-cnn.safetensors (stem weights)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -51,15 +55,27 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     mean, std, seconds = fit(model, args, "demo-vit", optimizer, frozen=model.patch_embed.stem)
     metrics = evaluate(model, args.test_size, args.test_seed, mean, std)
-    print(f"{metrics} on {args.test_size} held-out images (split 'test', seed "
-          f"{args.test_seed}); training took {seconds:.0f} s", flush=True)
+    print(
+        f"{metrics} on {args.test_size} held-out images (split 'test', seed "
+        f"{args.test_seed}); training took {seconds:.0f} s",
+        flush=True,
+    )
     meta = {
-        "name": "demo-vit", "labels": list(SPECIES_NAMES), "vit": DEFAULT_VIT,
-        "image_size": IMAGE_SIZE, "mean": mean, "std": std, "target_layer": "blocks[-1].norm1",
-        **metrics, "test_size": args.test_size, "test_split": "test",
+        "name": "demo-vit",
+        "labels": list(SPECIES_NAMES),
+        "vit": DEFAULT_VIT,
+        "image_size": IMAGE_SIZE,
+        "mean": mean,
+        "std": std,
+        "target_layer": "blocks[-1].norm1",
+        **metrics,
+        "test_size": args.test_size,
+        "test_split": "test",
         "test_seed": args.test_seed,
-        "train": {**train_record(args, seconds, "app.train.demo_vit", argv),
-                  "stem_from": str(args.cnn / "demo-cnn.safetensors")},
+        "train": {
+            **train_record(args, seconds, "app.train.demo_vit", argv),
+            "stem_from": str(args.cnn / "demo-cnn.safetensors"),
+        },
     }
     save(model, args.out, "demo-vit", meta)
     return meta

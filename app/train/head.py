@@ -64,8 +64,10 @@ class Dataset:
 
 def _find_cub_root(data: Path) -> Path | None:
     for candidate in (data, data / "CUB_200_2011"):
-        if all((candidate / f).is_file() for f in
-               ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")):
+        if all(
+            (candidate / f).is_file()
+            for f in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
+        ):
             return candidate
     return None
 
@@ -86,7 +88,9 @@ def load_cub(root: Path, limit_per_class: int | None = None) -> Dataset:
     classes = [clean_cub_name(classes_raw[c]) for c in class_ids]
     index_of = {c: i for i, c in enumerate(class_ids)}
     images, labels, is_train = (
-        table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+        table("images.txt"),
+        table("image_class_labels.txt"),
+        table("train_test_split.txt"),
     )
     train, test = Split([], []), Split([], [])
     counts: dict[tuple[bool, int], int] = {}
@@ -268,26 +272,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m app.train.head", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--data", type=Path, required=True,
-                        help="CUB_200_2011 folder or an ImageFolder")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="CUB_200_2011 folder or an ImageFolder"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                        help="clip | demo-tinyclip | open_clip:NAME[@PRETRAINED] | "
-                        "timm:NAME[@WEIGHTS] (default: %(default)s)")
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="input side for timm backbones (default 224)")
+    parser.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help="clip | demo-tinyclip | open_clip:NAME[@PRETRAINED] | "
+        "timm:NAME[@WEIGHTS] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--input-size", type=int, default=None, help="input side for timm backbones (default 224)"
+    )
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32, help="feature extraction batch")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="held out per class when the ImageFolder has no val/test split")
-    parser.add_argument("--limit-per-class", type=int, default=None,
-                        help="use at most N images per class and split (quick runs)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="held out per class when the ImageFolder has no val/test split",
+    )
+    parser.add_argument(
+        "--limit-per-class",
+        type=int,
+        default=None,
+        help="use at most N images per class and split (quick runs)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)"
+    )
     return parser.parse_args(argv)
 
 
@@ -299,8 +317,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     started = time.time()
     dataset = load_dataset(args.data, args.val_fraction, args.seed, args.limit_per_class)
-    log.info("%s: %d classes, %d train / %d test images", dataset.kind, len(dataset.classes),
-             len(dataset.train.paths), len(dataset.test.paths))
+    log.info(
+        "%s: %d classes, %d train / %d test images",
+        dataset.kind,
+        len(dataset.classes),
+        len(dataset.train.paths),
+        len(dataset.test.paths),
+    )
     device = resolve_device(args.device)
     backbone = build_backbone(args.backbone, device, Settings.from_env(), args.input_size)
     log.info("backbone: %s (input %dx%d)", backbone.description, *backbone.input_size)
@@ -309,13 +332,23 @@ def main(argv: list[str] | None = None) -> dict:
     train_y = torch.tensor(dataset.train.labels, dtype=torch.long)
     test_y = torch.tensor(dataset.test.labels, dtype=torch.long)
     weight, bias = fit_linear(
-        train_x, train_y, len(dataset.classes), args.epochs, args.lr, args.weight_decay,
+        train_x,
+        train_y,
+        len(dataset.classes),
+        args.epochs,
+        args.lr,
+        args.weight_decay,
         seed=args.seed,
     )
     train = accuracy_report(train_x @ weight.T + bias, train_y, dataset.classes)
     test = accuracy_report(test_x @ weight.T + bias, test_y, dataset.classes)
     head = save_head(
-        args.out, weight, bias, dataset.classes, args.backbone, backbone.input_size,
+        args.out,
+        weight,
+        bias,
+        dataset.classes,
+        args.backbone,
+        backbone.input_size,
         extra={"train_top1": str(train["top1"]), "test_top1": str(test["top1"])},
     )
     report = {
@@ -332,9 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
         "weight_decay": args.weight_decay,
         "seed": args.seed,
         "seconds": round(time.time() - started, 1),
-        "command": "python -m app.train.head " + " ".join(
-            sys.argv[1:] if argv is None else argv
-        ),
+        "command": "python -m app.train.head " + " ".join(sys.argv[1:] if argv is None else argv),
         "head": str(head),
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

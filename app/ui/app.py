@@ -46,11 +46,14 @@ DELETE_CACHE = (300, 1800)
 EVENT_RECORDS = 500  # Gradio's monitoring records kept (its default: 10,000)
 # Small inputs (the demo birds are 128 px) are shown scaled up to the panel width. Cosmetic:
 # if Gradio renames these classes the images simply keep their natural size.
-CSS = """
+CSS = (
+    """
 .finercam-panel .image-frame { width: 100% !important; height: auto !important; }
 .finercam-panel img { width: 100% !important; height: auto !important; max-height: 520px;
                       object-fit: contain; }
-""" + TRUST_CSS
+"""
+    + TRUST_CSS
+)
 
 INTRO = """# Finer-CAM Studio
 See why a fine-grained classifier chose one class over its look-alikes. **CAM** explains the
@@ -113,8 +116,9 @@ def build_app(
                 classifier = build_classifier_tab(
                     service, registry, downloads, status, examples, landing
                 )
-                build_hub_loader(registry, "classifier", classifier.model, status,
-                                 then=classifier.on_load)
+                build_hub_loader(
+                    registry, "classifier", classifier.model, status, then=classifier.on_load
+                )
             with gr.Tab("CLIP concepts", id="concepts"):
                 concepts = build_concepts_tab(
                     service, registry, downloads, status, examples, landing

@@ -29,8 +29,9 @@ PLACEHOLDER = {
 }
 
 
-def hub_model_name(model_id: str, task: str, class_list: str = "cub200",
-                   custom_classes: str = "") -> str:
+def hub_model_name(
+    model_id: str, task: str, class_list: str = "cub200", custom_classes: str = ""
+) -> str:
     """The registry name for a Hub id typed in ``task``'s tab.
 
     In the classifier tab an open_clip id becomes a zero-shot classifier over ``class_list``
@@ -38,8 +39,9 @@ def hub_model_name(model_id: str, task: str, class_list: str = "cub200",
     """
     text = (model_id or "").strip()
     if not text:
-        raise ValueError("type a Hub model id, e.g. org/name, timm:resnet50.a1_in1k or "
-                         "hf-hub:org/repo")
+        raise ValueError(
+            "type a Hub model id, e.g. org/name, timm:resnet50.a1_in1k or hf-hub:org/repo"
+        )
     plain = task == "classifier" and hub.plain_repo_id(text.partition("@")[0]) is not None
     if not plain and not text.startswith(("hf-hub:", "timm:")):
         text = f"timm:{text}" if task == "classifier" else f"hf-hub:{text}"
@@ -57,34 +59,53 @@ def hub_model_name(model_id: str, task: str, class_list: str = "cub200",
     return f"{hub_id.name}@{class_list or 'cub200'}"
 
 
-def build_hub_loader(registry: ModelRegistry, task: str, model: gr.Dropdown,
-                     status: gr.Markdown, then: tuple[Any, list[Any], list[Any]] | None = None
-                     ) -> None:
+def build_hub_loader(
+    registry: ModelRegistry,
+    task: str,
+    model: gr.Dropdown,
+    status: gr.Markdown,
+    then: tuple[Any, list[Any], list[Any]] | None = None,
+) -> None:
     """An accordion that loads a Hub model by id and selects it in ``model``.
 
     ``then`` = ``(fn, inputs, outputs)`` runs after a successful load (the tab's own
     model-loaded handler, which fills its class lists).
     """
     with gr.Accordion("Load a model from the Hugging Face Hub", open=False):
-        model_id = gr.Textbox(label="Hub model id", placeholder=PLACEHOLDER[task], max_lines=1,
-                              elem_id=f"{task[:3]}-hub-id")
-        classes = gr.Dropdown(LIST_CHOICES, value="cub200", visible=task == "classifier",
-                              label="Classes for an open_clip (hf-hub:) model (zero-shot)",
-                              elem_id=f"{task[:3]}-hub-classes")
-        custom = gr.Textbox(lines=3, visible=task == "classifier",
-                            label="My own class names (one per line)",
-                            elem_id=f"{task[:3]}-hub-custom")
+        model_id = gr.Textbox(
+            label="Hub model id",
+            placeholder=PLACEHOLDER[task],
+            max_lines=1,
+            elem_id=f"{task[:3]}-hub-id",
+        )
+        classes = gr.Dropdown(
+            LIST_CHOICES,
+            value="cub200",
+            visible=task == "classifier",
+            label="Classes for an open_clip (hf-hub:) model (zero-shot)",
+            elem_id=f"{task[:3]}-hub-classes",
+        )
+        custom = gr.Textbox(
+            lines=3,
+            visible=task == "classifier",
+            label="My own class names (one per line)",
+            elem_id=f"{task[:3]}-hub-custom",
+        )
         load = gr.Button("Load from the Hub", elem_id=f"{task[:3]}-hub-load")
         gr.Markdown(
-            "Allowed here: " + (", ".join(f"`{p}`" for p in hub.allowed_patterns()) or "none")
+            "Allowed here: "
+            + (", ".join(f"`{p}`" for p in hub.allowed_patterns()) or "none")
             + f" (up to {hub.max_bytes() // 2**20} MB, safetensors). Downloads are cached and "
             "shared by every visitor."
         )
 
     @user_errors
-    def load_hub_model(model_id: str, class_list: str = "cub200", custom_classes: str = "",
-                       progress: gr.Progress = gr.Progress()  # noqa: B008 - the Gradio idiom
-                       ) -> tuple[Any, str]:
+    def load_hub_model(
+        model_id: str,
+        class_list: str = "cub200",
+        custom_classes: str = "",
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - the Gradio idiom
+    ) -> tuple[Any, str]:
         """Load a Hub model by id (allow-list, size cap); returns its registry name."""
         name = hub_model_name(model_id, task, class_list, custom_classes)
         progress(0.0, desc=f"Loading {name} (first use downloads it)…")
@@ -116,8 +137,9 @@ def build_status_details(registry: ModelRegistry) -> tuple[Any, gr.Markdown]:
     with gr.Accordion("Details", open=False):
         details = gr.Markdown(details_text(registry), elem_id="status-details")
         refresh = gr.Button("Refresh", size="sm")
-    refresh.click(lambda: details_text(registry), None, details, api_visibility="private",
-                  queue=False)
+    refresh.click(
+        lambda: details_text(registry), None, details, api_visibility="private", queue=False
+    )
 
     def on_page_load() -> str:
         hub_notice(registry)

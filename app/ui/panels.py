@@ -146,7 +146,10 @@ def model_and_method(
     set to ``preferred_method`` when the default model offers it (else Grad-CAM)."""
     selected = default_model(registry, task)
     model = gr.Dropdown(
-        model_choices(registry, task), value=selected, label=label, elem_id=f"{prefix}-model",
+        model_choices(registry, task),
+        value=selected,
+        label=label,
+        elem_id=f"{prefix}-model",
         allow_custom_value=True,  # Hub ids (API, Hub loader)
     )
     choices = method_choices(service, selected)

@@ -42,9 +42,7 @@ from app.allocator import release_free_memory
 
 log = logging.getLogger(__name__)
 
-BUSY = (
-    "The server is busy: {ahead} request{s} ahead of yours. Please try again in about {wait} s."
-)
+BUSY = "The server is busy: {ahead} request{s} ahead of yours. Please try again in about {wait} s."
 STOPPING = "The server is restarting; please try again in a minute."
 FORGET_EVERY = 256  # events between two sweeps of Gradio's finished sessions
 MAX_CPU_SHARE = 0.02  # of one core, for the disk cap's sweeps

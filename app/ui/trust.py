@@ -153,8 +153,10 @@ def comparison_gallery(
 ) -> list[tuple[Any, str]]:
     """``(overlay, caption)`` per map, best first: ``1. Finer Layer-CAM: 31 %``."""
     return [
-        (overlay(comparison.image, cam, opacity, colormap),
-         f"{rank}. {score.label}: {_percent(score)}")
+        (
+            overlay(comparison.image, cam, opacity, colormap),
+            f"{rank}. {score.label}: {_percent(score)}",
+        )
         for rank, (score, cam) in enumerate(zip(comparison.scores, comparison.maps, strict=True), 1)
     ]
 
@@ -185,7 +187,9 @@ def curves_figure(
     for axis, curve in zip(axes, curves, strict=True):
         fractions = curve.fractions.cpu().numpy()
         for score, values, auc in zip(
-            comparison.scores, curve.probabilities.cpu().numpy(), curve.auc.cpu().numpy(),
+            comparison.scores,
+            curve.probabilities.cpu().numpy(),
+            curve.auc.cpu().numpy(),
             strict=True,
         ):
             axis.plot(fractions, values, label=f"{score.label} ({auc:.3f})")

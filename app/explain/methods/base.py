@@ -115,9 +115,7 @@ class CamMethod(ABC):
         return False
 
     @abstractmethod
-    def raw_map(
-        self, entry: Any, contrast: Contrast, given: ModelInput = NO_INPUT
-    ) -> np.ndarray:
+    def raw_map(self, entry: Any, contrast: Contrast, given: ModelInput = NO_INPUT) -> np.ndarray:
         """Pre-ReLU map ``(1, h, w)`` of ``contrast`` from a cached entry."""
 
     def channel_weights(

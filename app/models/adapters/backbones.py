@@ -99,8 +99,9 @@ class TimmBackbone:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         height, width = self.input_size
-        return to_tensor(image, (width, height), self.mean, self.std, self.device,
-                         self.interpolation)
+        return to_tensor(
+            image, (width, height), self.mean, self.std, self.device, self.interpolation
+        )
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.split.trunk(x)
@@ -122,8 +123,14 @@ class TimmBackbone:
     def cascade_layers(self) -> list[tuple[str, nn.Module]]:
         """Final norms, then each block from the last, then the patch embedding."""
         model = self.model
-        stack = [model.patch_embed, model.norm_pre, *model.blocks, model.norm,
-                 getattr(model, "attn_pool", None), model.fc_norm]
+        stack = [
+            model.patch_embed,
+            model.norm_pre,
+            *model.blocks,
+            model.norm,
+            getattr(model, "attn_pool", None),
+            model.fc_norm,
+        ]
         return layers_with_parameters(model, [m for m in stack if m is not None])
 
 
@@ -148,11 +155,13 @@ def load_timm(
     except (RuntimeError, OSError, ValueError) as error:
         if random or local:
             raise
-        raise hub_error(f"timm model {name}", f"the Hugging Face Hub (timm/{name})",
-                        hf_cache_dir(), error) from error
+        raise hub_error(
+            f"timm model {name}", f"the Hugging Face Hub (timm/{name})", hf_cache_dir(), error
+        ) from error
     except Exception as error:  # noqa: BLE001 - hub errors come in many types
-        raise hub_error(f"timm model {name}", f"the Hugging Face Hub (timm/{name})",
-                        hf_cache_dir(), error) from error
+        raise hub_error(
+            f"timm model {name}", f"the Hugging Face Hub (timm/{name})", hf_cache_dir(), error
+        ) from error
     if local:
         state = {k: v for k, v in load_tensor_file(weights).items() if not k.startswith("head.")}
         try:
@@ -167,7 +176,10 @@ def load_timm(
     tag = "random" if random else (weights if local else "hub")
     device = torch.device(device)
     return TimmBackbone(
-        model, f"timm:{name}@{tag}", device, input_size,
+        model,
+        f"timm:{name}@{tag}",
+        device,
+        input_size,
         description=f"timm {name} ({'random weights' if random else tag}, {device})",
     )
 

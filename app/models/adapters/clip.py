@@ -111,8 +111,13 @@ class ClipEngine:
             return self
         if pooling not in self._poolings:
             sibling = ClipEngine(
-                self.model, self.tokenizer, self.base_key, self.device, self.description,
-                self.split.target, pooling,
+                self.model,
+                self.tokenizer,
+                self.base_key,
+                self.device,
+                self.description,
+                self.split.target,
+                pooling,
             )
             sibling._texts = self._texts
             sibling._poolings = self._poolings
@@ -130,8 +135,9 @@ class ClipEngine:
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         height, width = self.input_size
-        return to_tensor(image, (width, height), self.mean, self.std, self.device,
-                         self.interpolation)
+        return to_tensor(
+            image, (width, height), self.mean, self.std, self.device, self.interpolation
+        )
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid of an input of ``height x width`` pixels."""
@@ -268,7 +274,10 @@ class ClipPromptView(ExplainableModel):
         if not prompts:
             raise ValueError("give at least one prompt")
         return ClipPromptView(
-            self.engine, self.name, prompts, self.template if template is None else template,
+            self.engine,
+            self.name,
+            prompts,
+            self.template if template is None else template,
             self.description,
         )
 
@@ -360,8 +369,10 @@ def load_open_clip(
     if is_file:
         if not Path(tag).is_file():
             raise WeightsFileError(f"CLIP checkpoint file {tag} does not exist")
-    elif tag is not None and not is_hub and tag not in open_clip.list_pretrained_tags_by_model(
-        model_name
+    elif (
+        tag is not None
+        and not is_hub
+        and tag not in open_clip.list_pretrained_tags_by_model(model_name)
     ):
         raise ValueError(
             f"unknown pretrained tag {tag!r} for {model_name}; known tags: "

@@ -51,8 +51,13 @@ class Preprocessing:
         mean = tuple(config.get("image_mean") or (0.5, 0.5, 0.5)) if normalize else (0.0,) * 3
         std = tuple(config.get("image_std") or (0.5, 0.5, 0.5)) if normalize else (1.0,) * 3
         resample = _PIL_RESAMPLE.get(int(config.get("resample", 2)), "bilinear")
-        return cls((height, width), mean, std, resample,  # type: ignore[arg-type]
-                   bool(config.get("do_flip_channel_order", False)))
+        return cls(
+            (height, width),
+            mean,
+            std,
+            resample,  # type: ignore[arg-type]
+            bool(config.get("do_flip_channel_order", False)),
+        )
 
 
 def _height_width(size: object, default: int) -> tuple[int, int]:
@@ -144,13 +149,16 @@ class TransformersViTSplit(ViTSplit):
 
     def _position_bias(self, block: nn.Module, length: int) -> torch.Tensor | None:
         """BEiT's relative position bias (the layer's own plus the model's shared one)."""
-        biases = [getattr(block, "relative_position_bias", None),
-                  getattr(self.base, "shared_position_bias", None)]
+        biases = [
+            getattr(block, "relative_position_bias", None),
+            getattr(self.base, "shared_position_bias", None),
+        ]
         terms = [bias(self.window, False, dim_size=length) for bias in biases if bias is not None]
         return sum(terms) if terms else None  # type: ignore[return-value]
 
-    def _probabilities(self, block: nn.Module, normed: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _probabilities(
+        self, block: nn.Module, normed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         attention = block.attention
         n, length = normed.shape[0], normed.shape[1]
 
@@ -176,13 +184,15 @@ class TransformersViTSplit(ViTSplit):
         hidden = raw + _layer_scale(block, 1, attended)
         return hidden + _layer_scale(block, 2, block.mlp(_norm_after(block)(hidden)))
 
-    def _attention_parts(self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _attention_parts(
+        self, block: nn.Module, tokens: torch.Tensor, rows: slice = slice(None)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         attention, values = self._probabilities(block, _norm_before(block)(tokens))
         return attention[:, :, rows], values
 
-    def _attention_output(self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor,
-                          values: torch.Tensor) -> torch.Tensor:
+    def _attention_output(
+        self, block: nn.Module, tokens: torch.Tensor, attention: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
         attended = block.attention.o_proj(_merge_heads(attention, values))
         return self._finish_block(block, tokens, attended)
 
@@ -192,7 +202,7 @@ class TransformersViTSplit(ViTSplit):
         if self.family == "beit" and getattr(self.base, "pooler", None) is not None:
             return self.base.pooler(tokens)
         if self.family.startswith("dinov2"):
-            return torch.cat([tokens[:, 0], tokens[:, self.prefix:].mean(dim=1)], dim=1)
+            return torch.cat([tokens[:, 0], tokens[:, self.prefix :].mean(dim=1)], dim=1)
         if self.teacher:
             return torch.cat([tokens[:, 0], tokens[:, 1]], dim=1)
         return tokens[:, 0]
@@ -235,8 +245,7 @@ FEATURE_MAP_FAMILIES: dict[str, FeatureMapFamily] = {
     "convnext": FeatureMapFamily("convnext.encoder.stages.-1", _convnext_pool),
     "convnextv2": FeatureMapFamily("convnextv2.encoder.stages.-1", _convnext_pool),
     "efficientnet": FeatureMapFamily("efficientnet.encoder.top_activation", _global_pool),
-    "mobilevit": FeatureMapFamily("mobilevit.conv_1x1_exp",
-                                  lambda base, fmap: fmap.mean([-2, -1])),
+    "mobilevit": FeatureMapFamily("mobilevit.conv_1x1_exp", lambda base, fmap: fmap.mean([-2, -1])),
     "swin": FeatureMapFamily("swin.layernorm", _swin_pool, tokens=True),
     "swinv2": FeatureMapFamily("swinv2.layernorm", _swin_pool, tokens=True),
 }
@@ -277,8 +286,15 @@ class FeatureMapSplit:
 class TransformersClassifier(ExplainableModel):
     """An ``AutoModelForImageClassification`` model as an explainable classifier."""
 
-    def __init__(self, model: nn.Module, name: str, preprocessing: Preprocessing,
-                 device: torch.device, key: str, description: str) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str,
+        preprocessing: Preprocessing,
+        device: torch.device,
+        key: str,
+        description: str,
+    ) -> None:
         family = str(model.config.model_type)
         if family not in FAMILIES:
             raise ValueError(
@@ -292,7 +308,8 @@ class TransformersClassifier(ExplainableModel):
         self.trunk_key, self.description = key, description
         if family in VIT_FAMILIES:
             self.split: TransformersViTSplit | FeatureMapSplit = TransformersViTSplit(
-                self.model, preprocessing.size)
+                self.model, preprocessing.size
+            )
         else:
             self.split = FeatureMapSplit(self.model, FEATURE_MAP_FAMILIES[family])
         self.target_layer = self.split.target_path  # the module the CAM weights, e.g. for hooks

@@ -108,8 +108,9 @@ class LinearHeadModel(ExplainableModel):
     def cascade_layers(self) -> list[tuple[str, nn.Module]]:
         """The head (an ``nn.Linear`` sharing the head's tensors, so re-initialising it
         re-initialises the head), then the backbone's layers where it declares them."""
-        head = nn.Linear(self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None,
-                         device="meta")
+        head = nn.Linear(
+            self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None, device="meta"
+        )
         head.weight = nn.Parameter(self.weight, requires_grad=False)
         if self.bias is not None:
             head.bias = nn.Parameter(self.bias, requires_grad=False)
@@ -176,8 +177,10 @@ def resolve_head_files(source: str) -> tuple[Path, Path | None]:
     path = Path(source).expanduser()
     if path.is_dir():
         path = path / HEAD_FILE
-    local = path.exists() or source.endswith((".safetensors", ".pt", ".pth", ".bin")) or (
-        source.startswith((".", "/", "~"))
+    local = (
+        path.exists()
+        or source.endswith((".safetensors", ".pt", ".pth", ".bin"))
+        or (source.startswith((".", "/", "~")))
     )
     if local:
         if not path.is_file():
@@ -257,7 +260,11 @@ def load_linear_model(
     spec = backbone or metadata.get("backbone") or DEFAULT_LINEAR_BACKBONE
     model = build_backbone(spec, device, settings, _input_size(metadata))
     return LinearHeadModel(
-        model, weight, bias, classes, name,
+        model,
+        weight,
+        bias,
+        classes,
+        name,
         description=f"{name}: {len(classes)}-class head {Path(source).name} on {model.description}",
     )
 
@@ -270,7 +277,8 @@ def head_spec(name: str) -> ModelSpec | None:
     if head.suffix != ".safetensors" or not head.is_file():
         return None
     return ModelSpec(
-        name, f"linear head {head.parent.name if path.is_dir() else head.stem} (trained)",
+        name,
+        f"linear head {head.parent.name if path.is_dir() else head.stem} (trained)",
         "classifier",
         lambda settings: load_linear_model(str(path), settings.torch_device, "", settings, name),
     )

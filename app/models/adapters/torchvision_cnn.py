@@ -127,8 +127,17 @@ def vgg16bn(model: nn.Module, labels: Sequence[str], device, key: str, descripti
     tail = nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)
     mean, std = _mean_std(VGG16_BN_Weights.IMAGENET1K_V1)
     return TorchvisionCNN(
-        "vgg16bn-imagenet", model, model.features, tail, labels, mean, std, device,
-        fgcam=model.features, key=key, description=description,
+        "vgg16bn-imagenet",
+        model,
+        model.features,
+        tail,
+        labels,
+        mean,
+        std,
+        device,
+        fgcam=model.features,
+        key=key,
+        description=description,
     )
 
 
@@ -147,8 +156,17 @@ def resnet50(model: nn.Module, labels: Sequence[str], device, key: str, descript
     trunk, tail = resnet_split(model)
     mean, std = _mean_std(ResNet50_Weights.IMAGENET1K_V2)
     return TorchvisionCNN(
-        "resnet50-imagenet", model, trunk, tail, labels, mean, std, device,
-        fgcam=trunk, key=key, description=description,
+        "resnet50-imagenet",
+        model,
+        trunk,
+        tail,
+        labels,
+        mean,
+        std,
+        device,
+        fgcam=trunk,
+        key=key,
+        description=description,
     )
 
 

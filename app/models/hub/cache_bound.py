@@ -71,6 +71,9 @@ def trim_cache(keep: Iterable[str] = ()) -> list[str]:
         total -= repo.size_on_disk
         removed.append(repo.repo_id)
     if removed:
-        log.warning("Hub cache over FINERCAM_HUB_CACHE_MB=%.0f: deleted %s (least recently used)",
-                    limit / 2**20, ", ".join(removed))
+        log.warning(
+            "Hub cache over FINERCAM_HUB_CACHE_MB=%.0f: deleted %s (least recently used)",
+            limit / 2**20,
+            ", ".join(removed),
+        )
     return removed

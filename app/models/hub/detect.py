@@ -42,13 +42,16 @@ def repo_files(repo: str) -> set[str]:
             info = HfApi().model_info(repo, timeout=policy.METADATA_TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - unknown repo, network: one clear message
             first = str(error).splitlines()[0] if str(error) else ""
-            raise ValueError(f"could not list the files of {repo} on the Hub: "
-                             f"{type(error).__name__}: {first}") from error
+            raise ValueError(
+                f"could not list the files of {repo} on the Hub: {type(error).__name__}: {first}"
+            ) from error
         return {sibling.rfilename for sibling in info.siblings or []}
     files = cached_files(repo)
     if not files:
-        raise ValueError(f"{repo} is not in the Hub cache ({hf_cache_dir()}) and the Hub cannot "
-                         f"be reached ({policy.unreachable_reason()})")
+        raise ValueError(
+            f"{repo} is not in the Hub cache ({hf_cache_dir()}) and the Hub cannot "
+            f"be reached ({policy.unreachable_reason()})"
+        )
     return files
 
 

@@ -102,8 +102,15 @@ class TimmClassifier(ExplainableModel):
     models at the output of ``forward_features`` (the last stage; the final tokens of EVA-02 and
     LeViT, folded into their grid), with ``forward_head`` as the tail."""
 
-    def __init__(self, model: torch.nn.Module, name: str, labels: Sequence[str],
-                 device: torch.device, key: str, description: str) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        name: str,
+        labels: Sequence[str],
+        device: torch.device,
+        key: str,
+        description: str,
+    ) -> None:
         from timm.data import resolve_data_config
 
         self.name, self.labels, self.device = name, tuple(labels), device
@@ -121,8 +128,9 @@ class TimmClassifier(ExplainableModel):
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         height, width = self.input_size
-        return to_tensor(image, (width, height), self.mean, self.std, self.device,
-                         self.interpolation)
+        return to_tensor(
+            image, (width, height), self.mean, self.std, self.device, self.interpolation
+        )
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         return self.split.trunk(x) if self.split else self.model.forward_features(x)
@@ -136,8 +144,9 @@ class TimmClassifier(ExplainableModel):
         if self.split:
             return self.split.to_grid(activation)
         if activation.ndim == 3 and str(getattr(self.model, "global_pool", "avg")) != "token":
-            return fold_tokens(activation, self.input_size,
-                               int(getattr(self.model, "num_prefix_tokens", 0) or 0))
+            return fold_tokens(
+                activation, self.input_size, int(getattr(self.model, "num_prefix_tokens", 0) or 0)
+            )
         if activation.ndim != 4:
             raise ValueError(f"{self.name}: the last stage gives no spatial map to explain")
         channels = int(self.model.num_features)
@@ -194,8 +203,14 @@ def load_timm_classifier(hub_id: hub.HubId, device: torch.device) -> TimmClassif
     if int(getattr(model, "num_classes", 0) or 0) == 0:
         raise ValueError(f"{hub_id.name} has no classifier head (num_classes=0)")
     labels = timm_labels(model)
-    return TimmClassifier(model, hub_id.name, labels, device, f"timm-hub:{hub_id.repo}",
-                          f"timm {hub_id.repo} ({len(labels)} classes, {device})")
+    return TimmClassifier(
+        model,
+        hub_id.name,
+        labels,
+        device,
+        f"timm-hub:{hub_id.repo}",
+        f"timm {hub_id.repo} ({len(labels)} classes, {device})",
+    )
 
 
 # --------------------------------------------------------------------------- transformers
@@ -213,12 +228,14 @@ def load_transformers_classifier(hub_id: hub.HubId, device: torch.device) -> Exp
         if config.get("auto_map"):
             raise hub.HubPolicyError(
                 f"{hub_id.name} needs its own code (auto_map in config.json); remote code is "
-                "never run")
+                "never run"
+            )
         processor = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
         from transformers import AutoModelForImageClassification
 
         model = AutoModelForImageClassification.from_pretrained(
-            folder, use_safetensors=True, trust_remote_code=False)
+            folder, use_safetensors=True, trust_remote_code=False
+        )
     except hub.HubPolicyError:
         raise
     except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
@@ -228,9 +245,14 @@ def load_transformers_classifier(hub_id: hub.HubId, device: torch.device) -> Exp
     native = int(getattr(model.config, "image_size", 224))
     preprocessing = Preprocessing.from_config(processor, native)
     return TransformersClassifier(
-        model, hub_id.name, preprocessing, device, f"transformers-hub:{hub_id.repo}",
+        model,
+        hub_id.name,
+        preprocessing,
+        device,
+        f"transformers-hub:{hub_id.repo}",
         f"transformers {hub_id.repo} ({model.config.model_type}, {model.config.num_labels} "
-        f"classes, {device})")
+        f"classes, {device})",
+    )
 
 
 # --------------------------------------------------------------------------- open_clip
@@ -279,8 +301,13 @@ def load_open_clip_hub(
         tokenizer = open_clip.get_tokenizer(f"local-dir:{snapshot}")
     except Exception as error:  # noqa: BLE001 - every failure becomes one clear message
         raise load_error(hub_id, error) from error
-    engine = ClipEngine(model, tokenizer, f"open_clip-hub:{hub_id.repo}", device,
-                        f"open_clip {hub_id.name} ({device})")
+    engine = ClipEngine(
+        model,
+        tokenizer,
+        f"open_clip-hub:{hub_id.repo}",
+        device,
+        f"open_clip {hub_id.name} ({device})",
+    )
     _ENGINES[key] = engine
     return engine
 
@@ -291,16 +318,26 @@ def release_engine(repo: str) -> None:
         del _ENGINES[key]
 
 
-def clip_view(hub_id: hub.HubId, list_name: str | None, device: torch.device,
-              settings: Settings, name: str, template: str | None = None,
-              allow_list: bool = True) -> ClipPromptView:
+def clip_view(
+    hub_id: hub.HubId,
+    list_name: str | None,
+    device: torch.device,
+    settings: Settings,
+    name: str,
+    template: str | None = None,
+    allow_list: bool = True,
+) -> ClipPromptView:
     """A concept view (``list_name`` None) or a zero-shot classifier over a class list."""
     engine = load_open_clip_hub(hub_id, device, allow_list)
     if list_name is None:
         return engine.view(name, (), settings.clip_template if template is None else template)
     classes, list_template = class_list(list_name)
-    view = engine.view(name, classes, template or list_template,
-                       description=f"{len(classes)}-class zero-shot on {engine.description}")
+    view = engine.view(
+        name,
+        classes,
+        template or list_template,
+        description=f"{len(classes)}-class zero-shot on {engine.description}",
+    )
     view.text_embeddings()  # encode the class names now, not on the first request
     return view
 
@@ -325,8 +362,10 @@ def prepare(hub_id: hub.HubId, allow_list: bool = True) -> None:
 
 
 def _incomplete(hub_id: hub.HubId, removed: list[str]) -> str:
-    return (f"the cached download of {hub_id.name} was incomplete ({', '.join(removed)}); it "
-            "was removed and is downloaded again on the next try")
+    return (
+        f"the cached download of {hub_id.name} was incomplete ({', '.join(removed)}); it "
+        "was removed and is downloaded again on the next try"
+    )
 
 
 def load_error(hub_id: hub.HubId, error: BaseException) -> OSError:
@@ -384,12 +423,14 @@ def hub_spec(name: str) -> ModelSpec | None:
     else:
         task, summary = "classifier", f"open_clip {hub_id.repo}: zero-shot over {list_name}"
         build = lambda s: clip_view(hub_id, list_name, s.torch_device, s, canonical)  # noqa: E731
-    return ModelSpec(canonical, summary, task, _bounded(hub_id.repo, build),
-                     release=lambda: _unload(hub_id.repo))
+    return ModelSpec(
+        canonical, summary, task, _bounded(hub_id.repo, build), release=lambda: _unload(hub_id.repo)
+    )
 
 
-def _bounded(repo: str, build: Callable[[Settings], ExplainableModel]
-             ) -> Callable[[Settings], ExplainableModel]:
+def _bounded(
+    repo: str, build: Callable[[Settings], ExplainableModel]
+) -> Callable[[Settings], ExplainableModel]:
     """``build``, with ``repo`` kept from the cache bound while it loads and stays loaded, and
     the cache trimmed to ``FINERCAM_HUB_CACHE_MB`` once it has loaded."""
 

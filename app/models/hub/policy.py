@@ -136,8 +136,10 @@ def check_allowed(hub_id: HubId) -> None:
     """HubPolicyError unless the repo matches ``FINERCAM_HUB_MODELS``."""
     patterns = allowed_patterns()
     repo = hub_id.repo.lower()
-    if any(fnmatch.fnmatchcase(repo, p.lower().removeprefix("hf-hub:").removeprefix("timm:"))
-           for p in patterns):
+    if any(
+        fnmatch.fnmatchcase(repo, p.lower().removeprefix("hf-hub:").removeprefix("timm:"))
+        for p in patterns
+    ):
         return
     shown = ", ".join(patterns) if patterns else "none"
     raise HubPolicyError(
@@ -156,9 +158,10 @@ def check_metadata(hub_id: HubId) -> None:
     try:
         info = HfApi().model_info(hub_id.repo, files_metadata=True, timeout=METADATA_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - unreachable/unknown repo: a clear message
-        raise OSError(f"could not read the Hub metadata of {hub_id.name}: "
-                      f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                      ) from error
+        raise OSError(
+            f"could not read the Hub metadata of {hub_id.name}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
     files = {s.rfilename: int(s.size or 0) for s in (info.siblings or [])}
     weights = {f: size for f, size in files.items() if f.endswith(WEIGHT_SUFFIXES)}
     safe = {f: size for f, size in weights.items() if f.endswith(".safetensors")}
@@ -230,8 +233,11 @@ def mark_unreachable(error: BaseException | str) -> None:
         _last_error = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         _constants().HF_HUB_OFFLINE = True
     if first:
-        log.warning("Hugging Face Hub unreachable (%s); using the local cache for %.0f s",
-                    _last_error, RETRY_ONLINE_S)
+        log.warning(
+            "Hugging Face Hub unreachable (%s); using the local cache for %.0f s",
+            _last_error,
+            RETRY_ONLINE_S,
+        )
 
 
 def hub_online() -> bool:
@@ -296,9 +302,11 @@ def install_fail_fast() -> None:
                 raise
 
     timeout = httpx2.Timeout(DOWNLOAD_TIMEOUT_S, connect=PROBE_TIMEOUT_S)
-    set_client_factory(lambda: FailFastClient(
-        event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=timeout
-    ))
+    set_client_factory(
+        lambda: FailFastClient(
+            event_hooks={"request": [hf_request_event_hook]}, follow_redirects=True, timeout=timeout
+        )
+    )
     constants = _constants()
     constants.HF_HUB_ETAG_TIMEOUT = min(constants.HF_HUB_ETAG_TIMEOUT, ETAG_TIMEOUT_S)
     constants.HF_HUB_DOWNLOAD_TIMEOUT = min(constants.HF_HUB_DOWNLOAD_TIMEOUT, DOWNLOAD_TIMEOUT_S)

@@ -22,21 +22,36 @@ BIOCLIP_TEMPLATE = "a photo of a {}."
 
 
 def build_species(settings: Settings) -> ClipPromptView:
-    return clip_view(BIOCLIP, "cub200", settings.torch_device, settings, "bioclip-cub200",
-                     template=BIOCLIP_TEMPLATE, allow_list=False)
+    return clip_view(
+        BIOCLIP,
+        "cub200",
+        settings.torch_device,
+        settings,
+        "bioclip-cub200",
+        template=BIOCLIP_TEMPLATE,
+        allow_list=False,
+    )
 
 
 def build_concepts(settings: Settings) -> ClipPromptView:
     return clip_view(BIOCLIP, None, settings.torch_device, settings, "bioclip", allow_list=False)
 
 
-register_model(ModelSpec(
-    name="bioclip-cub200",
-    summary="CUB-200 birds: BioCLIP (Tree-of-Life CLIP) zero-shot over the 200 species",
-    task="classifier", build=build_species, fallback="demo-cnn",
-))
-register_model(ModelSpec(
-    name="bioclip",
-    summary="BioCLIP (imageomics/bioclip) concepts: explain free-text prompts",
-    task="concepts", build=build_concepts, fallback="demo-tinyclip",
-))
+register_model(
+    ModelSpec(
+        name="bioclip-cub200",
+        summary="CUB-200 birds: BioCLIP (Tree-of-Life CLIP) zero-shot over the 200 species",
+        task="classifier",
+        build=build_species,
+        fallback="demo-cnn",
+    )
+)
+register_model(
+    ModelSpec(
+        name="bioclip",
+        summary="BioCLIP (imageomics/bioclip) concepts: explain free-text prompts",
+        task="concepts",
+        build=build_concepts,
+        fallback="demo-tinyclip",
+    )
+)

@@ -27,8 +27,21 @@ CUB_CLASSES_FILE = ASSETS / "cub200_classes.txt"
 CUB_TEMPLATE = "a photo of a {}, a type of bird."
 
 _POSSESSIVE = {
-    "Brewer", "Brandt", "Heermann", "Anna", "Clark", "Scott", "Baird", "Harris", "Henslow",
-    "Conte", "Lincoln", "Nelson", "Swainson", "Wilson", "Bewick",
+    "Brewer",
+    "Brandt",
+    "Heermann",
+    "Anna",
+    "Clark",
+    "Scott",
+    "Baird",
+    "Harris",
+    "Henslow",
+    "Conte",
+    "Lincoln",
+    "Nelson",
+    "Swainson",
+    "Wilson",
+    "Bewick",
 }
 _SPECIAL = {
     "Chuck_will_Widow": "Chuck-will's-widow",

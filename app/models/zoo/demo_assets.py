@@ -57,4 +57,5 @@ def require_files(paths, trainer: str) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(
-                f"demo model file {path} is missing; train it with `python -m {trainer}`")
+                f"demo model file {path} is missing; train it with `python -m {trainer}`"
+            )

@@ -37,8 +37,12 @@ STRIDE = 8
 class DemoResNet(ResNet):
     """A torchvision ``ResNet`` (BasicBlock) with small widths and a stride-8 trunk."""
 
-    def __init__(self, num_classes: int, widths: Sequence[int] = DEFAULT_WIDTHS,
-                 blocks: Sequence[int] = DEFAULT_BLOCKS):
+    def __init__(
+        self,
+        num_classes: int,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        blocks: Sequence[int] = DEFAULT_BLOCKS,
+    ):
         super().__init__(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
         self.widths, self.blocks = [int(w) for w in widths], [int(b) for b in blocks]
         self.inplanes = self.widths[0]
@@ -59,20 +63,39 @@ class DemoResNet(ResNet):
                 nn.init.zeros_(module.bn2.weight)
 
 
-def demo_cnn_adapter(model: DemoResNet, labels: Sequence[str], mean: Sequence[float],
-                     std: Sequence[float], device: torch.device | str = "cpu",
-                     description: str = "") -> TorchvisionCNN:
+def demo_cnn_adapter(
+    model: DemoResNet,
+    labels: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str = "cpu",
+    description: str = "",
+) -> TorchvisionCNN:
     """``DemoResNet`` behind the ImageNet ResNet's adapter: any image is resized to 128 px."""
     trunk, tail = resnet_split(model)
     return TorchvisionCNN(
-        DEMO_CNN_NAME, model, trunk, tail, labels, mean, std, device, fgcam=trunk,
-        key=DEMO_CNN_NAME, description=description, short_side=IMAGE_SIZE,
-        max_long_side=IMAGE_SIZE, stride=STRIDE,
+        DEMO_CNN_NAME,
+        model,
+        trunk,
+        tail,
+        labels,
+        mean,
+        std,
+        device,
+        fgcam=trunk,
+        key=DEMO_CNN_NAME,
+        description=description,
+        short_side=IMAGE_SIZE,
+        max_long_side=IMAGE_SIZE,
+        stride=STRIDE,
     )
 
 
-def load_demo_cnn(device: torch.device | str = "cpu", weights: str | Path = DEMO_CNN_WEIGHTS,
-                  meta: str | Path = DEMO_CNN_META) -> TorchvisionCNN:
+def load_demo_cnn(
+    device: torch.device | str = "cpu",
+    weights: str | Path = DEMO_CNN_WEIGHTS,
+    meta: str | Path = DEMO_CNN_META,
+) -> TorchvisionCNN:
     """The shipped demo CNN (safetensors + JSON of labels, widths and normalisation)."""
     from safetensors.torch import load_file
 
@@ -84,6 +107,10 @@ def load_demo_cnn(device: torch.device | str = "cpu", weights: str | Path = DEMO
     accuracy = info.get("test_accuracy")
     note = f", test acc {accuracy:.1%}" if accuracy is not None else ""
     return demo_cnn_adapter(
-        model, info["labels"], info["mean"], info["std"], device,
+        model,
+        info["labels"],
+        info["mean"],
+        info["std"],
+        device,
         f"demo-cnn: small ResNet on synthetic birds{note} ({torch.device(device)})",
     )

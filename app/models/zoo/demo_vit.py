@@ -46,9 +46,17 @@ class ConvStemEmbed(nn.Module):
     stride.
     """
 
-    def __init__(self, img_size=IMAGE_SIZE, patch_size=16, in_chans=3, embed_dim=128,
-                 bias=True, widths: Sequence[int] = DEFAULT_WIDTHS,
-                 blocks: Sequence[int] = DEFAULT_BLOCKS, **_unused):
+    def __init__(
+        self,
+        img_size=IMAGE_SIZE,
+        patch_size=16,
+        in_chans=3,
+        embed_dim=128,
+        bias=True,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        blocks: Sequence[int] = DEFAULT_BLOCKS,
+        **_unused,
+    ):
         super().__init__()
         resnet = DemoResNet(1, widths, blocks)
         names = ("conv1", "bn1", "relu", "layer1", "layer2", "layer3")
@@ -73,13 +81,21 @@ def build_demo_vit(num_classes: int, config: dict | None = None) -> nn.Module:
 
     config = {**DEFAULT_VIT, **(config or {})}
     return VisionTransformer(
-        img_size=IMAGE_SIZE, patch_size=16, num_classes=num_classes, global_pool="token",
-        class_token=True, embed_layer=partial(ConvStemEmbed), **config,
+        img_size=IMAGE_SIZE,
+        patch_size=16,
+        num_classes=num_classes,
+        global_pool="token",
+        class_token=True,
+        embed_layer=partial(ConvStemEmbed),
+        **config,
     )
 
 
-def load_demo_vit(device: torch.device | str = "cpu", weights: str | Path = DEMO_VIT_WEIGHTS,
-                  meta: str | Path = DEMO_VIT_META) -> LinearHeadModel:
+def load_demo_vit(
+    device: torch.device | str = "cpu",
+    weights: str | Path = DEMO_VIT_WEIGHTS,
+    meta: str | Path = DEMO_VIT_META,
+) -> LinearHeadModel:
     """The shipped demo ViT (safetensors + JSON of labels, shape and normalisation)."""
     from safetensors.torch import load_file
 
@@ -94,6 +110,14 @@ def load_demo_vit(device: torch.device | str = "cpu", weights: str | Path = DEMO
     note = f", test acc {accuracy:.1%}" if accuracy is not None else ""
     device = torch.device(device)
     description = f"demo-vit: hybrid ViT on synthetic birds{note} ({device})"
-    backbone = TimmBackbone(model, DEMO_VIT_NAME, device, (IMAGE_SIZE, IMAGE_SIZE), info["mean"],
-                            info["std"], "bilinear", description)
+    backbone = TimmBackbone(
+        model,
+        DEMO_VIT_NAME,
+        device,
+        (IMAGE_SIZE, IMAGE_SIZE),
+        info["mean"],
+        info["std"],
+        "bilinear",
+        description,
+    )
     return LinearHeadModel(backbone, weight, bias, info["labels"], DEMO_VIT_NAME, description)

@@ -23,7 +23,10 @@ def build_vgg16bn(settings: Settings) -> TorchvisionCNN:
     device = settings.torch_device
     model = load_torchvision(vgg16_bn, weights)
     return vgg16bn(
-        model, imagenet_class_names(), device, f"torchvision:vgg16_bn@{weights.name}",
+        model,
+        imagenet_class_names(),
+        device,
+        f"torchvision:vgg16_bn@{weights.name}",
         f"vgg16bn-imagenet: torchvision VGG16-BN {weights.name} ({device})",
     )
 
@@ -36,7 +39,10 @@ def build_resnet50(settings: Settings) -> TorchvisionCNN:
     device = settings.torch_device
     model = load_torchvision(tv_resnet50, weights)
     return resnet50(
-        model, imagenet_class_names(), device, f"torchvision:resnet50@{weights.name}",
+        model,
+        imagenet_class_names(),
+        device,
+        f"torchvision:resnet50@{weights.name}",
         f"resnet50-imagenet: torchvision ResNet-50 {weights.name} ({device})",
     )
 

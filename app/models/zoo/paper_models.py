@@ -38,7 +38,9 @@ from app.models.weights import WeightsFileError, freeze
 log = logging.getLogger(__name__)
 
 HEADS_COMMIT = "564ad2c3e66e32304076bf3124acea596ff44f48"
-HEADS_URL = f"https://raw.githubusercontent.com/Imageomics/Finer-CAM/{HEADS_COMMIT}/classifier_weight/"
+HEADS_URL = (
+    f"https://raw.githubusercontent.com/Imageomics/Finer-CAM/{HEADS_COMMIT}/classifier_weight/"
+)
 DINO = "vit_base_patch14_dinov2.lvd142m"
 INPUT_SIZE = (224, 224)
 DOWNLOAD_TIMEOUT_S = 10
@@ -56,10 +58,14 @@ class PaperHead:
 HEADS = {
     "birds525-dinov2": PaperHead(
         "classifier_birds_DINO.pth",
-        "4497f2266b3d8879d467b7a4f10f9ba2f87004dc9a28644f6f786e50beb75353", "birds525"),
+        "4497f2266b3d8879d467b7a4f10f9ba2f87004dc9a28644f6f786e50beb75353",
+        "birds525",
+    ),
     "cars196-dinov2": PaperHead(
         "classifier_cars_DINO.pth",
-        "df8c621864b3824f962a09bdcb4814847f2015d5c7f2cb2e4d9d4a0f91c841d1", "cars196"),
+        "df8c621864b3824f962a09bdcb4814847f2015d5c7f2cb2e4d9d4a0f91c841d1",
+        "cars196",
+    ),
 }
 
 
@@ -94,8 +100,9 @@ def fetch_head(head: PaperHead) -> Path:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
     except OSError as error:
-        raise OSError(f"could not download the Finer-CAM head {head.file} from {url}: "
-                      f"{error}") from error
+        raise OSError(
+            f"could not download the Finer-CAM head {head.file} from {url}: {error}"
+        ) from error
     digest = hashlib.sha256(data).hexdigest()
     if digest != head.sha256:
         raise WeightsFileError(
@@ -108,8 +115,9 @@ def fetch_head(head: PaperHead) -> Path:
     return path
 
 
-def load_paper_head(path: Path, classes: int, features: int = 768
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def load_paper_head(
+    path: Path, classes: int, features: int = 768
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight, bias) of an ``nn.Linear`` state dict saved with ``torch.save`` (weights only)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -119,23 +127,27 @@ def load_paper_head(path: Path, classes: int, features: int = 768
         raise WeightsFileError(f"{path} holds a {type(state).__name__}, not a state dict")
     weight, bias = state.get("weight"), state.get("bias")
     if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != (classes, features):
-        raise WeightsFileError(f"{path}: expected weight of shape ({classes}, {features}), got "
-                               f"{None if weight is None else tuple(weight.shape)}")
+        raise WeightsFileError(
+            f"{path}: expected weight of shape ({classes}, {features}), got "
+            f"{None if weight is None else tuple(weight.shape)}"
+        )
     if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (classes,):
         raise WeightsFileError(f"{path}: expected bias of shape ({classes},)")
     return weight.float(), bias.float()
 
 
-def mean_patch_backbone(model: torch.nn.Module, key: str, device: torch.device,
-                        description: str) -> TimmBackbone:
+def mean_patch_backbone(
+    model: torch.nn.Module, key: str, device: torch.device, description: str
+) -> TimmBackbone:
     """A timm ViT created with ``global_pool="avg", fc_norm=False`` as the authors' backbone:
     features = mean of the patch tokens after the final norm, 224 px, CLIP mean/std."""
     if getattr(model, "global_pool", None) != "avg" or not isinstance(
         getattr(model, "fc_norm", None), torch.nn.Identity
     ):
         raise ValueError("the paper's backbone needs global_pool='avg' and fc_norm=False")
-    return TimmBackbone(freeze(model), key, device, INPUT_SIZE, OPENAI_MEAN, OPENAI_STD,
-                        "bicubic", description)
+    return TimmBackbone(
+        freeze(model), key, device, INPUT_SIZE, OPENAI_MEAN, OPENAI_STD, "bicubic", description
+    )
 
 
 def dinov2_backbone(device: torch.device) -> TimmBackbone:
@@ -147,12 +159,22 @@ def dinov2_backbone(device: torch.device) -> TimmBackbone:
         import timm  # slow to import: only once the weights are known to be reachable
 
         try:
-            model = timm.create_model(DINO, pretrained=True, num_classes=0, dynamic_img_size=True,
-                                      global_pool="avg", fc_norm=False)
+            model = timm.create_model(
+                DINO,
+                pretrained=True,
+                num_classes=0,
+                dynamic_img_size=True,
+                global_pool="avg",
+                fc_norm=False,
+            )
         except Exception as error:  # noqa: BLE001 - one clear message
             raise load_error(hub_id, error) from error
-        return mean_patch_backbone(model, f"timm:{DINO}@hub-avgpatch", device,
-                                   f"DINOv2 ViT-B/14 (mean of patch tokens, {device})")
+        return mean_patch_backbone(
+            model,
+            f"timm:{DINO}@hub-avgpatch",
+            device,
+            f"DINOv2 ViT-B/14 (mean of patch tokens, {device})",
+        )
 
     return shared_instance(("paper-dinov2", str(device)), build)
 
@@ -161,8 +183,14 @@ def paper_model(name: str, head: PaperHead, backbone: TimmBackbone) -> LinearHea
     """The paper's classifier ``name``: the verified head on ``backbone``."""
     labels, _ = class_list(head.classes)
     weight, bias = load_paper_head(fetch_head(head), len(labels), backbone.feature_dim)
-    return LinearHeadModel(backbone, weight, bias, labels, name,
-                           description=f"{name}: Finer-CAM authors' head on {backbone.description}")
+    return LinearHeadModel(
+        backbone,
+        weight,
+        bias,
+        labels,
+        name,
+        description=f"{name}: Finer-CAM authors' head on {backbone.description}",
+    )
 
 
 def _builder(name: str):
@@ -173,13 +201,21 @@ def _builder(name: str):
 
 
 # The classifier tab offers these first: see DEFAULT_MODELS in app.models.registry.
-register_model(ModelSpec(
-    name="cars196-dinov2",
-    summary="Stanford Cars (196): the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
-    task="classifier", build=_builder("cars196-dinov2"), fallback="demo-cnn",
-))
-register_model(ModelSpec(
-    name="birds525-dinov2",
-    summary="Birds-525: the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
-    task="classifier", build=_builder("birds525-dinov2"), fallback="demo-cnn",
-))
+register_model(
+    ModelSpec(
+        name="cars196-dinov2",
+        summary="Stanford Cars (196): the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
+        task="classifier",
+        build=_builder("cars196-dinov2"),
+        fallback="demo-cnn",
+    )
+)
+register_model(
+    ModelSpec(
+        name="birds525-dinov2",
+        summary="Birds-525: the Finer-CAM paper's DINOv2 ViT-B/14 + linear head",
+        task="classifier",
+        build=_builder("birds525-dinov2"),
+        fallback="demo-cnn",
+    )
+)
