@@ -18,7 +18,6 @@ from app.explain.inputs import InvalidInputError
 from app.explain.sanity import markdown_table, sanity_check, summarise
 
 from .command_support import (
-    atomic_write,
     check_model,
     open_session,
     parse_gammas,
@@ -26,6 +25,7 @@ from .command_support import (
     say,
 )
 from .datasets import CliError, ItemDataset, discover_dataset
+from .output_files import atomic_write
 
 DEFAULT_IMAGES = 8
 
