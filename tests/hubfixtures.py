@@ -264,6 +264,14 @@ _VIT_ARGS = {
     "num_attention_heads": 2,
     "intermediate_size": 64,
 }
+_SWIN_ARGS = {
+    "image_size": 32,
+    "patch_size": 4,
+    "embed_dim": 16,
+    "depths": [1, 1],
+    "num_heads": [2, 2],
+    "window_size": 4,
+}
 TRANSFORMERS_FAMILIES: dict[str, tuple[str, dict, str | None]] = {
     "vit": ("ViTConfig", _VIT_ARGS, None),
     "deit": ("DeiTConfig", _VIT_ARGS, "DeiTForImageClassificationWithTeacher"),
@@ -286,26 +294,12 @@ TRANSFORMERS_FAMILIES: dict[str, tuple[str, dict, str | None]] = {
     ),
     "swin": (
         "SwinConfig",
-        {
-            "image_size": 32,
-            "patch_size": 4,
-            "embed_dim": 16,
-            "depths": [1, 1],
-            "num_heads": [2, 2],
-            "window_size": 4,
-        },
+        _SWIN_ARGS,
         None,
     ),
     "swinv2": (
         "Swinv2Config",
-        {
-            "image_size": 32,
-            "patch_size": 4,
-            "embed_dim": 16,
-            "depths": [1, 1],
-            "num_heads": [2, 2],
-            "window_size": 4,
-        },
+        _SWIN_ARGS,
         None,
     ),
     "convnextv2": (

@@ -19,6 +19,7 @@ Layouts:
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -485,3 +486,15 @@ def _disc_mask(
 def first(batch: list[Loaded]) -> Loaded:
     """``collate_fn`` for ``batch_size=1`` loaders of :class:`Loaded` (picklable)."""
     return batch[0]
+
+
+def discover_from_args(args: argparse.Namespace) -> Discovery:
+    """The dataset named by ``evaluate``'s options (shared by the scoring and the sanity check)."""
+    return discover_dataset(
+        args.dataset,
+        args.root,
+        split=args.split,
+        count=args.count,
+        seed=args.synth_seed,
+        exclude=args.out,
+    )

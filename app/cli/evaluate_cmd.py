@@ -65,7 +65,7 @@ from .datasets import (
     ItemDataset,
     LabelResolver,
     Loaded,
-    discover_dataset,
+    discover_from_args,
 )
 from .engines import Job, run_job, stop_on_model_failure
 from .output_files import atomic_write
@@ -439,14 +439,7 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
     gammas = parse_gammas(args.gamma, default=0.6)
     _check_options(args)
-    discovery = discover_dataset(
-        args.dataset,
-        args.root,
-        split=args.split,
-        count=args.count,
-        seed=args.synth_seed,
-        exclude=args.out,
-    )
+    discovery = discover_from_args(args)
     check_model(args.model)
     for note in discovery.notes:
         say(note)

@@ -24,7 +24,7 @@ from .command_support import (
     parse_methods,
     say,
 )
-from .datasets import CliError, ItemDataset, discover_dataset
+from .datasets import CliError, ItemDataset, discover_from_args
 from .output_files import atomic_write
 
 DEFAULT_IMAGES = 8
@@ -39,14 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--top-t must be at least 1, got {args.top_t}")
     if args.sanity_depth is not None and args.sanity_depth < 1:
         raise CliError(f"--sanity-depth must be at least 1, got {args.sanity_depth}")
-    discovery = discover_dataset(
-        args.dataset,
-        args.root,
-        split=args.split,
-        count=args.count,
-        seed=args.synth_seed,
-        exclude=args.out,
-    )
+    discovery = discover_from_args(args)
     check_model(args.model)
     session = open_session(args.model, args.device, args.threads, allow_fallback=False)
     items = discovery.items[: args.limit or DEFAULT_IMAGES]
