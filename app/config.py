@@ -69,6 +69,7 @@ class Settings:
     max_loaded: int = 4
     sessions: int = 128
     heap_trim_s: float = 10.0
+    heap_report_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -92,6 +93,7 @@ class Settings:
             max_loaded=int(env.get("FINERCAM_MAX_LOADED", "4")),
             sessions=int(env.get("FINERCAM_SESSIONS", "128")),
             heap_trim_s=float(env.get("FINERCAM_HEAP_TRIM_S", "10")),
+            heap_report_s=float(env.get("FINERCAM_HEAP_REPORT_S", "0")),
         )
 
     @property

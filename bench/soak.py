@@ -137,6 +137,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakReport:
     kinds = tuple(k for k in KINDS if args.concept_model or k.name not in CONCEPT_KINDS)
     models = list(args.models) + ([args.concept_model] if args.concept_model else [])
     env = {"FINERCAM_TRACEMALLOC": str(args.tracemalloc)} if args.tracemalloc else {}
+    env["FINERCAM_HEAP_REPORT_S"] = "60"  # one "heap:" line a minute in the server's log
     if args.cache_entries:
         env["FINERCAM_CACHE_ENTRIES"] = str(args.cache_entries)
     loadavg_before = _loadavg()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from appserver import REPO_ROOT
 
+from app.allocator import heap_statistics
 from app.ui.serving import HeapTrim, Periodic
 
 glibc = pytest.mark.skipif(
@@ -106,3 +108,24 @@ def test_the_heap_trim_runs_until_stopped():
     trim.stop()
     trim.join(5)
     assert not trim.is_alive()
+
+
+def test_the_heap_report_logs_where_memory_is(caplog):
+    big = bytearray(64 * 2**20)  # 64 MB held while the report is taken: RSS and glibc see it
+    trim = HeapTrim(SimpleNamespace(has_launched=False), period=0.01, report_s=0.01)
+    with caplog.at_level(logging.INFO, logger="app.ui.serving"):
+        trim.start()
+        deadline = time.monotonic() + 10
+        while not any(r.message.startswith("heap: ") for r in caplog.records):
+            assert time.monotonic() < deadline, "no heap report was logged"
+            time.sleep(0.01)
+        trim.stop()
+        trim.join(5)
+    line = next(r.message for r in caplog.records if r.message.startswith("heap: "))
+    parts = line.removeprefix("heap: ").split(" ")
+    fields = dict(part.split("=", 1) for part in parts if "=" in part)
+    assert float(fields["rss"]) > 64
+    assert int(fields["python_blocks"]) > 0 and int(fields["threads"]) >= 2
+    if heap_statistics():  # glibc >= 2.33
+        assert float(fields["mmapped"]) + float(fields["in_use"]) >= 64
+    del big

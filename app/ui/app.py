@@ -223,7 +223,7 @@ def launch(
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)
         state.disk.start()
     if state.heap is None and state.settings.heap_trim_s > 0:
-        state.heap = HeapTrim(demo, state.settings.heap_trim_s)
+        state.heap = HeapTrim(demo, state.settings.heap_trim_s, state.settings.heap_report_s)
         state.heap.start()
     blocking = not kwargs.pop("prevent_thread_lock", False)
     launched = demo.launch(

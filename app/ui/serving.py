@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +39,7 @@ from gradio.server_messages import ProcessCompletedMessage
 from gradio.utils import error_payload
 from PIL import Image
 
-from app.allocator import release_free_memory
+from app.allocator import heap_statistics, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,11 @@ class HeapTrim(Periodic):
     stayed flat: image and tensor buffers freed below still-live objects stay resident.
     """
 
-    def __init__(self, demo: gr.Blocks, period: float) -> None:
+    def __init__(self, demo: gr.Blocks, period: float, report_s: float = 0.0) -> None:
         super().__init__("heap-trim", demo, period)
         self.trims = 0
+        self.report_s = report_s  # 0: no heap report in the log
+        self._last_report = time.monotonic()
 
     def tick(self) -> None:
         start = time.perf_counter()
@@ -192,6 +195,28 @@ class HeapTrim(Periodic):
         self.trims += 1
         elapsed_ms = 1e3 * (time.perf_counter() - start)
         log.debug("heap trim: released=%s in %.1f ms", released, elapsed_ms)
+        if self.report_s > 0 and time.monotonic() - self._last_report >= self.report_s:
+            self._last_report = time.monotonic()
+            log.info("heap: %s", heap_report())
+
+
+def heap_report() -> str:
+    """One log line of where the process's memory is, right after a trim: RSS, glibc's heaps
+    (in use / kept free / mapped on their own), Python's allocated blocks and live threads —
+    enough to tell live objects from fragmentation when RSS creeps over hours."""
+    heap = {name: value / 2**20 for name, value in heap_statistics().items()}
+    parts = [f"rss={_rss_bytes() / 2**20:.1f} MB"]
+    parts += [f"{name}={value:.1f} MB" for name, value in heap.items()]
+    parts += [f"python_blocks={sys.getallocatedblocks()}", f"threads={threading.active_count()}"]
+    return " ".join(parts)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class DiskCap(Periodic):
