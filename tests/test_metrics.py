@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from app.explain.metrics import (
+    _ranks,
+    _top_mask,
     baseline_image,
     box_to_mask,
     deletion_auc,
@@ -21,7 +23,6 @@ from app.explain.metrics import (
     pointing_game,
     relative_confidence_drop,
 )
-from app.explain.metrics import _ranks, _top_mask
 
 H = W = 4
 REGION = (slice(0, 2), slice(0, 2))  # top-left 2x2 block: 4 of the 16 pixels
