@@ -9,6 +9,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from app.explain.inputs import InvalidInputError
 from app.explain.sanity import (
@@ -22,7 +23,7 @@ from app.explain.sanity import (
     summarise,
 )
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.base import CascadeLayers
+from app.models.base import CascadeLayers, layers_with_parameters
 from app.synthbirds.dataset import iter_samples
 
 #: Mean Spearman ρ of Grad-CAM maps (trained vs random head) over 8 held-out birds measured
@@ -161,6 +162,20 @@ def test_model_without_declared_layers_is_refused(tiny_adapter):
         next(cascade(tiny_adapter))
 
 
+def test_score_cam_checks_only_the_first_slow_images(tiny_adapter, rgb_image):
+    class Declared(type(tiny_adapter)):
+        def cascade_layers(self):
+            return layers_with_parameters(self.net, list(self.net))
+
+    tiny_adapter.__class__ = Declared
+    images = [rgb_image, rgb_image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), rgb_image.rotate(90)]
+    scores = sanity_check(tiny_adapter, images, ["gradcam", "scorecam"], depth=1, slow_images=1)
+    checked = {m: {s.image for s in scores if s.method == m} for m in ("gradcam", "scorecam")}
+    assert checked == {"gradcam": {0, 1, 2}, "scorecam": {0}}
+    table = markdown_table(summarise(scores))
+    assert "| gradcam | CAM | " in table and "| scorecam (1 image) | Finer | " in table
+
+
 def test_rank_correlation_matches_scipy_with_ties():
     stats = pytest.importorskip("scipy.stats")
     rng = np.random.default_rng(0)
@@ -223,6 +238,14 @@ def test_cli_evaluate_sanity_writes_its_table(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 2 * 2  # images x maps x steps
     assert all(-1 <= float(r["spearman"]) <= 1 and float(r["ssim"]) <= 1 for r in rows)
+
+
+@pytest.mark.parametrize("flag", ["--sanity-slow-limit", "--sanity-depth"])
+def test_cli_evaluate_sanity_refuses_a_count_below_one(tmp_path, flag):
+    from app.cli.main import main
+
+    args = ["evaluate", "--sanity", "--dataset", "synthbirds", "--count", "2", flag, "0"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 2
 
 
 def test_cli_evaluate_sanity_refuses_a_gamma_sweep(tmp_path):
