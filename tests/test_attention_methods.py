@@ -227,12 +227,13 @@ def test_class_token_legrad_keeps_only_the_rows_that_matter(clip_engine):
     """With class-token pooling only the class token's query row reaches each read-out."""
     view = clip_view(clip_engine, "token").attention_view()
     entry = compute_attention_entry(view, random_input(40, 64), "legrad", blocks=3)
-    grads = entry.gradients([0])[0]
+    class_zero = ((0, 1.0),)
+    grads = entry.gradients([class_zero])[class_zero]
     assert all(g.shape[1] == 1 for g in grads)
     avg_entry = compute_attention_entry(
         clip_view(clip_engine, "avg").attention_view(), random_input(40, 64), "legrad", blocks=3
     )
-    assert all(g.shape[1] == g.shape[2] for g in avg_entry.gradients([0])[0])
+    assert all(g.shape[1] == g.shape[2] for g in avg_entry.gradients([class_zero])[class_zero])
 
 
 class Counting:

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 
+from app.explain.combine import Direction
+
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -57,11 +60,11 @@ class GradientEntry:
 
     def gradients(self, classes: Iterable[int]) -> dict[int, np.ndarray]:
         """``{class: (1, C, h, w) gradient}``; computes the missing ones in one batched call."""
-        return fill_missing(self._grads, self._lock, classes, self._backward)
+        return fill_missing(self._grads, self._lock, map(int, classes), self._backward)
 
     def has_gradients(self, classes: Iterable[int]) -> bool:
         """Whether :meth:`gradients` of ``classes`` would run no backward pass."""
-        return all_cached(self._grads, self._lock, classes)
+        return all_cached(self._grads, self._lock, map(int, classes))
 
     def _backward(self, classes: list[int]) -> dict[int, np.ndarray]:
         grads = class_gradients(self._graph_logits, self._leaf, classes)
@@ -147,37 +150,48 @@ def gradients_per_class(
     output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
 ) -> list[torch.Tensor]:
     """∂output[0, k]/∂input for each k and each input (a batch of one): one
-    ``(len(classes), *input.shape[1:])`` tensor per input.
+    ``(len(classes), *input.shape[1:])`` tensor per input."""
+    return gradients_along(output, inputs, [((int(k), 1.0),) for k in classes])
+
+
+def gradients_along(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], directions: Sequence[Direction]
+) -> list[torch.Tensor]:
+    """∂(Σ w·output[0, k])/∂input for each direction ``((k, w), ...)`` and each input (a batch
+    of one): one ``(len(directions), *input.shape[1:])`` tensor per input.
 
     One vectorised backward (``is_grads_batched``) when the graph supports it, else a loop of
-    backward passes over the (small) graph. The graph is retained for later classes.
+    backward passes over the (small) graph. The graph is retained for later directions.
     """
     cotangents = torch.zeros(
-        (len(classes), *output.shape), dtype=output.dtype, device=output.device
+        (len(directions), *output.shape), dtype=output.dtype, device=output.device
     )
-    cotangents[torch.arange(len(classes)), 0, torch.tensor(classes)] = 1.0
+    for row, direction in enumerate(directions):
+        for k, weight in direction:
+            cotangents[row, 0, k] += weight
     try:
         grads = torch.autograd.grad(
             output, list(inputs), grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
         )
         return [g[:, 0] for g in grads]
     except RuntimeError as error:
-        log.debug("batched gradients unavailable (%s); looping over classes", error)
-    per_class = [
+        log.debug("batched gradients unavailable (%s); looping over directions", error)
+    per_row = [
         torch.autograd.grad(output, list(inputs), grad_outputs=cotangent, retain_graph=True)
         for cotangent in cotangents
     ]
-    return [torch.cat([grads[i] for grads in per_class]) for i in range(len(inputs))]
+    return [torch.cat([grads[i] for grads in per_row]) for i in range(len(inputs))]
 
 
 def fill_missing(
-    cache: dict[int, T],
+    cache: dict[K, T],
     lock: threading.Lock,
-    classes: Iterable[int],
-    compute: Callable[[list[int]], dict[int, T]],
-) -> dict[int, T]:
-    """``{class: cache[class]}`` for ``classes``, computing the missing ones in one call."""
-    wanted = list(dict.fromkeys(int(k) for k in classes))
+    keys: Iterable[K],
+    compute: Callable[[list[K]], dict[K, T]],
+) -> dict[K, T]:
+    """``{key: cache[key]}`` for ``keys`` (classes, directions), computing the missing ones in
+    one call."""
+    wanted = list(dict.fromkeys(keys))
     with lock:
         missing = [k for k in wanted if k not in cache]
         if missing:
@@ -185,11 +199,11 @@ def fill_missing(
         return {k: cache[k] for k in wanted}
 
 
-def all_cached(cache: dict[int, T], lock: threading.Lock, classes: Iterable[int]) -> bool:
-    """Whether every class of ``classes`` is in ``cache`` (:func:`fill_missing` would compute
+def all_cached(cache: dict[K, T], lock: threading.Lock, keys: Iterable[K]) -> bool:
+    """Whether every key of ``keys`` is in ``cache`` (:func:`fill_missing` would compute
     nothing)."""
     with lock:
-        return all(int(k) in cache for k in classes)
+        return all(k in cache for k in keys)
 
 
 def masked_input_logits(

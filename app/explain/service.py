@@ -552,7 +552,8 @@ class ExplanationService:
             return False
         target = _target_index(model, entry, settings.target)
         references, _ = self._references(model, entry, target, settings)
-        return method.is_ready(entry, [target, *references])
+        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        return method.is_ready(entry, contrast_for(target, references, weights, settings.gamma))
 
     def _prepare(self, request: _Request) -> _Prepared:
         """What every rendering of a request starts from: the cache entry, the target, its
@@ -565,7 +566,7 @@ class ExplanationService:
         target = _target_index(model, entry, settings.target)
         references, notices = self._references(model, entry, target, settings)
         weights = reference_weights(references, entry.probabilities, settings.weighting)
-        method.prepare(entry, [target, *references])
+        method.prepare(entry, contrast_for(target, references, weights, settings.gamma))
         x = model.preprocess(image) if method.needs_input(entry) else None
         return _Prepared(method, source, entry, cached, target, references, weights, notices, x)
 

@@ -10,7 +10,6 @@ orchestrates through this protocol only: it never asks which method or family it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +101,14 @@ class CamMethod(ABC):
         """The entry this method needs for ``model`` under ``settings``; InvalidInputError
         naming the setting when the method cannot run there."""
 
-    def is_ready(self, entry: Any, classes: Iterable[int]) -> bool:
-        """Whether maps of ``classes`` need no model call (everything is cached)."""
-        return entry.has_gradients(classes)
+    def is_ready(self, entry: Any, contrast: Contrast) -> bool:
+        """Whether maps of ``contrast`` at any γ need no model call (everything is cached)."""
+        return entry.has_gradients(contrast.classes())
 
-    def prepare(self, entry: Any, classes: Iterable[int]) -> None:
-        """Compute what maps of ``classes`` need, in one batched call (their gradients)."""
-        entry.gradients(list(classes))
+    def prepare(self, entry: Any, contrast: Contrast) -> None:
+        """Compute what maps of ``contrast`` at any γ need, in one batched call (the gradients
+        of its classes)."""
+        entry.gradients(list(contrast.classes()))
 
     def needs_input(self, entry: Any) -> bool:
         """Whether :meth:`raw_map` needs a :class:`ModelInput` (Score-CAM's first use)."""
