@@ -10,7 +10,7 @@ orchestrates through this protocol only: it never asks which method or family it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,11 @@ class EntrySource(ABC):
     @abstractmethod
     def compute(self, x: torch.Tensor, trunk: Any | None) -> Any:
         """The entry of input ``x``; ``trunk`` is a cached trunk output to start from, or None."""
+
+    def compute_batch(self, x: torch.Tensor) -> list[Any]:
+        """The entries of the images of the batch ``x`` ``(N, 3, H, W)``: one by one, unless
+        the source can run them in one pass."""
+        return [self.compute(x[row : row + 1], None) for row in range(len(x))]
 
 
 class CamMethod(ABC):
@@ -109,6 +114,12 @@ class CamMethod(ABC):
     def prepare(self, entry: Any, classes: Iterable[int]) -> None:
         """Compute what maps of ``classes`` need, in one batched call (their gradients)."""
         entry.gradients(list(classes))
+
+    def prepare_batch(self, requests: Sequence[tuple[Any, Iterable[int]]]) -> None:
+        """:meth:`prepare` for several (entry, classes): one by one, unless the method's
+        entries of one batch can share the call."""
+        for entry, classes in requests:
+            self.prepare(entry, classes)
 
     def needs_input(self, entry: Any) -> bool:
         """Whether :meth:`raw_map` needs a :class:`ModelInput` (Score-CAM's first use)."""
