@@ -126,11 +126,15 @@ def test_throughput_compares_the_cli_with_the_anchor_loop(capsys, monkeypatch):
     monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))
     from bench.throughput import main
 
-    main(["--images", "1", "--size", "64", "--model", "demo-cnn", "--workers", "0"])
+    argv = ["--images", "2", "--size", "64", "--model", "demo-cnn", "--workers", "0"]
+    main([*argv, "--batch-sizes", "1,2"])
     out = capsys.readouterr().out
-    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 3, out  # + .npy only
-    gaps = re.search(r"CAM (\S+), Finer (\S+)", out)
+    # per batch size: the run, without its load, .npy only
+    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 6, out
+    gaps = re.search(r"vs anchor: CAM (\S+), Finer (\S+)", out)
     assert gaps and float(gaps[1]) < 1.0 and float(gaps[2]) < 1.0  # maps in [0, 1] agree
+    batched = re.search(r"batch 2 vs batch 1: CAM (\S+), Finer (\S+)", out)
+    assert batched and float(batched[1]) < 1e-5 and float(batched[2]) < 1e-5, out
 
 
 def test_load_serves_and_refuses_a_short_mix(shared_server, capsys):

@@ -10,6 +10,7 @@ orchestrates through this protocol only: it never asks which method or family it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,11 @@ class EntrySource(ABC):
     @abstractmethod
     def compute(self, x: torch.Tensor, trunk: Any | None) -> Any:
         """The entry of input ``x``; ``trunk`` is a cached trunk output to start from, or None."""
+
+    def compute_batch(self, x: torch.Tensor) -> list[Any]:
+        """The entries of the images of the batch ``x`` ``(N, 3, H, W)``: one by one, unless
+        the source can run them in one pass."""
+        return [self.compute(x[row : row + 1], None) for row in range(len(x))]
 
 
 class CamMethod(ABC):
@@ -109,6 +115,12 @@ class CamMethod(ABC):
         """Compute what maps of ``contrast`` at any γ need, in one batched call (the gradients
         of its classes)."""
         entry.gradients(list(contrast.classes()))
+
+    def prepare_batch(self, requests: Sequence[tuple[Any, Contrast]]) -> None:
+        """:meth:`prepare` for several (entry, contrast): one by one, unless the method's
+        entries of one batch can share the call."""
+        for entry, contrast in requests:
+            self.prepare(entry, contrast)
 
     def needs_input(self, entry: Any) -> bool:
         """Whether :meth:`raw_map` needs a :class:`ModelInput` (Score-CAM's first use)."""
