@@ -100,11 +100,12 @@ def test_groundtruth_writes_its_table_and_files(capsys, tmp_path):
 def test_latency_prints_every_ratio(capsys):
     from bench.latency import main
 
-    main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--size", "32"])
+    main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--size", "32",
+          "--upload", "64x48"])  # fmt: skip
     out = capsys.readouterr().out
-    for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
+    for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g) CPU-side work of a 64x48 upload"):
         assert part in out
-    assert len(re.findall(RATIO, out)) == 10, out
+    assert len(re.findall(RATIO, out)) == 15, out
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
 
 

@@ -550,8 +550,10 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap),
-            finer_overlay=overlay(pixels, finer_map, settings.opacity, settings.colormap),
+            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap, model.device),
+            finer_overlay=overlay(
+                pixels, finer_map, settings.opacity, settings.colormap, model.device
+            ),
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight)
@@ -651,7 +653,7 @@ class ExplanationService:
         # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
         # counts those bytes against the cache bound now rather than at the next image.
         self.entries.put(prep.source.entry_key(request.decoded.digest), prep.entry)
-        return finish_maps(raws, request.decoded.image.size)
+        return finish_maps(raws, request.decoded.image.size, request.model.device)
 
     def fgcam_stops(self, model_name: str) -> list[tuple[str, int]]:
         """FG-CAM output layers of a model as (label, stop index); empty when unsupported.
