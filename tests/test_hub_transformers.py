@@ -214,8 +214,9 @@ def test_importing_the_app_does_not_import_transformers():
 
 @pytest.mark.parametrize("kind", ["eva02", "levit"])
 def test_timm_eva02_and_levit_are_explained(cache, kind, rgb_image):
-    """Their last stage gives tokens (rotary-position EVA-02, attention-downsampled LeViT):
-    folded into the patch grid, they are explained, and the logits are timm's own."""
+    """Their last stage gives tokens (rotary-position EVA-02, attention-downsampled LeViT): they
+    are explained on a 4 x 4 grid, the logits are timm's own, and both offer LeGrad and
+    attention-gradient (EVA-02 through every block, LeViT through its last stage)."""
     repo = f"finercam-test/tiny-{kind}"
     write_repo(cache, repo, tiny_timm_token_files(kind))
     registry = _registry()
@@ -224,6 +225,12 @@ def test_timm_eva02_and_levit_are_explained(cache, kind, rgb_image):
     x = model.preprocess(rgb_image)
     assert torch.allclose(model.logits(x), model.model(x), atol=1e-5)
     assert tuple(model.to_grid(model.trunk(x)).shape[-2:]) == (4, 4)  # 56/14, 256/64
-    explanation = ExplanationService(registry.get).explain(repo, rgb_image, ExplainSettings())
-    assert explanation.cam_overlay.shape[:2] == (rgb_image.height, rgb_image.width)
-    assert explanation.target.name in TIMM_LABELS
+    available = {m.name: m.label for m in available_methods(model)}
+    assert {"legrad", "attention-gradient"} <= set(available)
+    service = ExplanationService(registry.get)
+    for method in ("gradcam", "legrad", "attention-gradient"):
+        settings = ExplainSettings(method=method, gamma=0.6, top_t=2)
+        explanation = service.explain(repo, rgb_image, settings)
+        assert explanation.cam_overlay.shape[:2] == (rgb_image.height, rgb_image.width)
+        assert explanation.target.name in TIMM_LABELS
+        assert explanation.method == available[method]

@@ -94,7 +94,9 @@ class LinearHeadModel(ExplainableModel):
         split = getattr(self.backbone, "split", None)
         if not isinstance(split, ViTSplit):
             return None
-        return AttentionView(split, self._head, f"{self.backbone.key}#attention")
+        return AttentionView(
+            split, lambda tokens: self._head(split.pool(tokens)), f"{self.backbone.key}#attention"
+        )
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         return self.backbone.to_grid(activation)

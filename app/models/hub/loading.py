@@ -34,6 +34,8 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
+from app.models.adapters.eva import EvaSplit
+from app.models.adapters.levit import LevitSplit
 from app.models.adapters.vit import AttentionView, TimmVitSplit, fold_tokens
 from app.models.base import ExplainableModel
 from app.models.hub import cache_bound
@@ -97,10 +99,29 @@ def register_class_list(names: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- timm
 
 
+def timm_splits(
+    model: torch.nn.Module,
+) -> tuple[TimmVitSplit | None, TimmVitSplit | LevitSplit | None]:
+    """(CAM split, attention split) of a timm classifier: ViTs and EVA / EVA-02 (rotary
+    positions) split at their last block, which is also what LeGrad and attention-gradient read;
+    LeViT's last stage offers only the attention path; other models (CNNs, Swin ...) neither."""
+    from timm.models.eva import Eva
+
+    try:
+        split = EvaSplit(model) if isinstance(model, Eva) else TimmVitSplit(model)
+        return split, split
+    except ValueError:
+        pass
+    try:
+        return None, LevitSplit(model)
+    except ValueError:
+        return None, None
+
+
 class TimmClassifier(ExplainableModel):
-    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), other
-    models at the output of ``forward_features`` (the last stage; the final tokens of EVA-02 and
-    LeViT, folded into their grid), with ``forward_head`` as the tail."""
+    """A timm classifier split for CAM: ViTs and EVA-02 at the last block (:func:`timm_splits`),
+    other models at the output of ``forward_features`` (the last stage; LeViT's final tokens
+    folded into their grid), with ``forward_head`` as the tail."""
 
     def __init__(
         self,
@@ -119,10 +140,7 @@ class TimmClassifier(ExplainableModel):
         self.input_size = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
-        try:
-            self.split: TimmVitSplit | None = TimmVitSplit(self.model)
-        except ValueError:
-            self.split = None  # a CNN: target = the last stage's output
+        self.split, self.attention_split = timm_splits(self.model)
         self.trunk_key = key
         self.description = description
 
@@ -155,9 +173,10 @@ class TimmClassifier(ExplainableModel):
         return activation
 
     def attention_view(self) -> AttentionView | None:
-        if self.split is None:
+        split = self.attention_split
+        if split is None:
             return None
-        return AttentionView(self.split, self.model.get_classifier(), f"{self.trunk_key}#attention")
+        return AttentionView(split, split.logits, f"{self.trunk_key}#attention")
 
     def class_embeddings(self) -> torch.Tensor | None:
         head = self.model.get_classifier()
