@@ -34,14 +34,14 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
-from app.models.adapters.eva import EvaSplit
-from app.models.adapters.levit import LevitSplit
-from app.models.adapters.vit import AttentionView, TimmVitSplit, fold_tokens
+from app.models.adapters.timm_splits import timm_splits
+from app.models.adapters.vit import AttentionView, fold_tokens
 from app.models.base import ExplainableModel
 from app.models.hub import cache_bound
 from app.models.hub import policy as hub
 from app.models.hub.detect import detect_library
 from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.hub.hints import attention_hint
 from app.models.preprocess import to_tensor
 from app.models.registry import ModelSpec, register_resolver
 from app.models.weights import freeze
@@ -97,25 +97,6 @@ def register_class_list(names: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- timm
-
-
-def timm_splits(
-    model: torch.nn.Module,
-) -> tuple[TimmVitSplit | None, TimmVitSplit | LevitSplit | None]:
-    """(CAM split, attention split) of a timm classifier: ViTs and EVA / EVA-02 (rotary
-    positions) split at their last block, which is also what LeGrad and attention-gradient read;
-    LeViT's last stage offers only the attention path; other models (CNNs, Swin ...) neither."""
-    from timm.models.eva import Eva
-
-    try:
-        split = EvaSplit(model) if isinstance(model, Eva) else TimmVitSplit(model)
-        return split, split
-    except ValueError:
-        pass
-    try:
-        return None, LevitSplit(model)
-    except ValueError:
-        return None, None
 
 
 class TimmClassifier(ExplainableModel):
@@ -443,7 +424,12 @@ def hub_spec(name: str) -> ModelSpec | None:
         task, summary = "classifier", f"open_clip {hub_id.repo}: zero-shot over {list_name}"
         build = lambda s: clip_view(hub_id, list_name, s.torch_device, s, canonical)  # noqa: E731
     return ModelSpec(
-        canonical, summary, task, _bounded(hub_id.repo, build), release=lambda: _unload(hub_id.repo)
+        canonical,
+        summary,
+        task,
+        _bounded(hub_id.repo, build),
+        attention=attention_hint(hub_id),
+        release=lambda: _unload(hub_id.repo),
     )
 
 
