@@ -65,8 +65,7 @@ def cached_files(repo: str) -> set[str]:
     return {p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*") if p.is_file()}
 
 
-def read_config(repo: str) -> dict:
-    """The repo's config.json (a few KB; from the cache when it is there)."""
+def _read_config(repo: str) -> dict:
     from huggingface_hub import hf_hub_download
 
     try:
@@ -79,7 +78,7 @@ def _library_of(repo: str, files: set[str]) -> policy.Kind:
     if "open_clip_config.json" in files:
         return "open_clip"
     if "config.json" in files:
-        config = read_config(repo)
+        config = _read_config(repo)
         if "architecture" in config or "pretrained_cfg" in config:
             return "timm"
         if ("model_type" in config or "architectures" in config) and (

@@ -1,7 +1,8 @@
 """Whether a Hub model offers LeGrad and attention-gradient, told from its config before it loads.
 
 The page's method dropdown reads :attr:`app.models.registry.ModelSpec.attention`; for a Hub id
-it comes from here, from the small config files library detection reads anyway:
+it comes from here, from the repo's small config files (read once the Hub's metadata passes
+the size and safetensors rules):
 
 * `transformers`: ``model_type`` is a ViT family the adapter reads attention from;
 * timm: the architecture (with the repo's ``model_args``) is built on the ``meta`` device — no
@@ -18,7 +19,6 @@ import json
 import logging
 from pathlib import Path
 
-from app.models.hub import detect
 from app.models.hub import policy as hub
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ def forget() -> None:
 
 def _hint(hub_id: hub.HubId) -> bool:
     if hub_id.kind == "open_clip":
-        return _open_clip_hint(_json(hub_id.repo, "open_clip_config.json"))
-    config = detect.read_config(hub_id.repo)
+        return _open_clip_hint(_json(hub_id, "open_clip_config.json"))
+    config = _json(hub_id, "config.json")
     if hub_id.kind == "transformers":
         from app.models.adapters.hf_transformers import VIT_FAMILIES
 
@@ -75,7 +75,12 @@ def _open_clip_hint(config: dict) -> bool:
     )
 
 
-def _json(repo: str, filename: str) -> dict:
+def _json(hub_id: hub.HubId, filename: str) -> dict:
+    """A config file of the repo: from the cache, or downloaded once the Hub's metadata passes
+    the size and safetensors rules (nothing downloads for a repo they refuse)."""
     from huggingface_hub import hf_hub_download
 
-    return json.loads(Path(hf_hub_download(repo, filename)).read_text(encoding="utf-8"))
+    if hub.hub_online():
+        hub.check_metadata(hub_id)
+    path = Path(hf_hub_download(hub_id.repo, filename))
+    return json.loads(path.read_text(encoding="utf-8"))
