@@ -116,16 +116,23 @@ def naive_open_clip(view, x: torch.Tensor, pooling: str):
     return scores, attentions
 
 
-def naive_timm(model: LinearHeadModel, x: torch.Tensor):
-    vit = model.backbone.model
-    attentions, outputs = [], []
+def record_timm_blocks(blocks, attentions: list, outputs: list) -> list:
+    """Hooks that record each timm block's attention probabilities (non-fused attention, at its
+    dropout) and output, in order."""
     hooks = []
-    for block in vit.blocks:
+    for block in blocks:
         block.attn.fused_attn = False
         hooks.append(
             block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o))
         )
         hooks.append(block.register_forward_hook(lambda m, i, o: outputs.append(o)))
+    return hooks
+
+
+def naive_timm(model: LinearHeadModel, x: torch.Tensor):
+    vit = model.backbone.model
+    attentions, outputs = [], []
+    hooks = record_timm_blocks(vit.blocks, attentions, outputs)
     try:
         with torch.enable_grad():
             features = vit.forward_head(
@@ -259,13 +266,8 @@ def _timm_classifier(model: torch.nn.Module, name: str) -> TimmClassifier:
 def naive_eva(model: TimmClassifier, x: torch.Tensor):
     """(per-block logits, per-block attention) through timm's own (non-fused) EvaAttention."""
     eva = model.model
-    attentions, outputs, hooks = [], [], []
-    for block in eva.blocks:
-        block.attn.fused_attn = False
-        hooks.append(
-            block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o))
-        )
-        hooks.append(block.register_forward_hook(lambda m, i, o: outputs.append(o)))
+    attentions, outputs = [], []
+    hooks = record_timm_blocks(eva.blocks, attentions, outputs)
     try:
         with torch.enable_grad():
             final = eva(x.clone().requires_grad_(True))

@@ -56,11 +56,7 @@ class EvaSplit(TimmVitSplit):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         model = self.model
-        patches = model.patch_embed(x)
-        if patches.ndim == 4:  # dynamic image size: (N, h, w, C)
-            grid = (int(patches.shape[1]), int(patches.shape[2]))
-        else:
-            grid = tuple(int(g) for g in model.patch_embed.grid_size)
+        patches, grid = self._patches(x)
         tokens, rope = model._pos_embed(patches)
         self._ropes[grid[0] * grid[1]] = rope  # the same for every input of that grid
         return model.norm_pre(tokens), grid

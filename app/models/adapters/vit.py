@@ -480,13 +480,16 @@ class TimmVitSplit(ViTSplit):
     def _blocks(self) -> nn.Sequential:
         return self.model.blocks
 
+    def _patches(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch embeddings and their grid."""
+        patches = self.model.patch_embed(x)
+        if patches.ndim == 4:  # dynamic image size: (N, h, w, C)
+            return patches, (int(patches.shape[1]), int(patches.shape[2]))
+        return patches, tuple(int(g) for g in self.model.patch_embed.grid_size)
+
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         model = self.model
-        patches = model.patch_embed(x)
-        if patches.ndim == 4:  # dynamic image size: (N, h, w, C)
-            grid = (int(patches.shape[1]), int(patches.shape[2]))
-        else:
-            grid = tuple(int(g) for g in model.patch_embed.grid_size)
+        patches, grid = self._patches(x)
         return model.norm_pre(model.patch_drop(model._pos_embed(patches))), grid
 
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
