@@ -177,9 +177,8 @@ def first_block(view: AttentionView, blocks: int) -> int:
 
 
 def grid_of(view: AttentionView, x: torch.Tensor) -> tuple[int, int]:
-    """Patch grid of an input (the patch size divides it, remainders dropped like the conv)."""
-    ph, pw = view.split.patch_size
-    return int(x.shape[-2]) // int(ph), int(x.shape[-1]) // int(pw)
+    """Grid of the explained blocks' patch tokens for the input ``x``."""
+    return view.split.input_grid(int(x.shape[-2]), int(x.shape[-1]))
 
 
 def combine_blocks(
