@@ -1,7 +1,7 @@
 """Latency of CAM + Finer-CAM side by side: our engine vs pytorch-grad-cam, in one run.
 
     python -m bench.latency [--repeats 5] [--threads 2] [--model ViT-B-16] [--classes 200]
-                            [--size 224] [--device cpu|cuda]
+                            [--size 224] [--device cpu|cuda] [--upload 1024x768]
 
 Prints (a) ours / anchor for CAM + Finer-CAM (T=3) side by side, (b) ours / one plain
 no-grad forward pass, (c) the re-render time of a cached entry for a new γ, (d) one FG-CAM map on
@@ -9,9 +9,11 @@ VGG16-BN at ``--size`` px and its ratio to one forward pass, (e) the library ent
 ``contrastive_cam`` on an arbitrary hooked model (torchvision ViT-B/16 at ``--size`` px): one
 Finer map (T=3) against pytorch-grad-cam's FinerCAM and against one forward, (f) LeGrad and
 attention-gradient CAM + Finer side by side against one forward pass and torchcam's LeGrad, and
-their re-render time. Random weights: timing does not depend on them. Numbers are medians over
-``--repeats`` interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4
---repeats 1 --size 32``.
+their re-render time, (g) the CPU-side work of one ``--upload`` (resize + normalise, finishing
+and colouring the maps) with PIL/numpy and with the tensor paths on the device, alone and end to
+end. Random weights: timing does not depend on them. Numbers are medians over ``--repeats``
+interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4 --repeats 1
+--size 32 --upload 64x48``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -29,8 +32,10 @@ from PIL import Image
 from pytorch_grad_cam import FinerCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+from app.explain.render import finish_maps, overlay
 from app.explain.service import ExplainSettings, ExplanationService
-from app.models.adapters.clip import ClipEngine, load_open_clip
+from app.models.adapters.clip import ClipEngine, ClipPromptView, load_open_clip
+from app.models.preprocess import TENSOR_PATH_ENV
 
 log = logging.getLogger("bench.latency")
 
@@ -106,15 +111,7 @@ def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     target = int(classifier(x).argmax())
     settings = ExplainSettings(gamma=0.6, top_t=3, target=target)
 
-    layer = classifier.clip.visual.transformer.resblocks[-1].ln_1
-    grid = view.grid_size(*engine.input_size)
-    gradcam = GradCAM(classifier, [layer], reshape_transform=clip_reshape(grid))
-    finercam = FinerCAM(classifier, [layer], reshape_transform=clip_reshape(grid))
-
-    def anchor() -> None:
-        gradcam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
-        finercam(x, alpha=0.6, comparison_categories=[1, 2, 3], target_idx=target)
-
+    anchor = side_by_side_anchor(classifier, view, x, target)
     service = ExplanationService(lambda name: view)
 
     def ours_cold() -> None:
@@ -137,6 +134,98 @@ def bench_side_by_side(args: argparse.Namespace) -> dict[str, float]:
     )
     timings["rerender"] = interleaved_medians({"rerender": rerender}, args.repeats * 4)["rerender"]
     return timings
+
+
+def side_by_side_anchor(
+    classifier: ClipClassifier, view: ClipPromptView, x: torch.Tensor, target: int
+) -> Callable[[], None]:
+    """pytorch-grad-cam's CAM + Finer-CAM (T=3) of ``x``: the anchor of (a) and (g)."""
+    layer = classifier.clip.visual.transformer.resblocks[-1].ln_1
+    reshape = clip_reshape(view.grid_size(*view.engine.input_size))
+    gradcam = GradCAM(classifier, [layer], reshape_transform=reshape)
+    finercam = FinerCAM(classifier, [layer], reshape_transform=reshape)
+
+    def anchor() -> None:
+        gradcam(input_tensor=x, targets=[ClassifierOutputTarget(target)])
+        finercam(x, alpha=0.6, comparison_categories=[1, 2, 3], target_idx=target)
+
+    return anchor
+
+
+def with_tensor_paths(choice: str, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with :data:`TENSOR_PATH_ENV` set to ``choice`` (``on``/``off``) while it runs."""
+
+    def forced() -> object:
+        before = os.environ.get(TENSOR_PATH_ENV)
+        os.environ[TENSOR_PATH_ENV] = choice
+        try:
+            return run()
+        finally:
+            if before is None:
+                del os.environ[TENSOR_PATH_ENV]
+            else:
+                os.environ[TENSOR_PATH_ENV] = before
+
+    return forced
+
+
+def bench_device_paths(args: argparse.Namespace) -> dict[str, float]:
+    """(g) The CPU-side work of one upload of ``--upload`` pixels: resizing and normalising it
+    (PIL vs the tensor path on the device), finishing and colouring both maps (numpy vs the
+    tensor path), and both panels end to end with each, against the anchor of (a)."""
+    width, height = args.upload
+    engine = load_open_clip(args.model, None, args.device)
+    view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    x = view.preprocess(image)
+    classifier = ClipClassifier(engine, view.text_embeddings()).eval()
+    target = int(classifier(x).argmax())
+    settings = ExplainSettings(gamma=0.6, top_t=3, target=target)
+    service = ExplanationService(lambda name: view)
+    pixels = np.asarray(image)
+    raw = rng.standard_normal((2, *view.grid_size(*engine.input_size))).astype(np.float32)
+
+    def render() -> None:
+        maps = finish_maps(raw, image.size, args.device)
+        for cam in maps:
+            overlay(pixels, cam, 0.5, "jet", args.device)
+
+    def cold() -> None:
+        service.entries.clear()
+        service.trunks.clear()
+        service.explain("bench", image, settings)
+
+    runs = {"anchor": side_by_side_anchor(classifier, view, x, target)}
+    for choice in ("off", "on"):
+        runs[f"preprocess {choice}"] = with_tensor_paths(choice, lambda: view.preprocess(image))
+        runs[f"render {choice}"] = with_tensor_paths(choice, render)
+        runs[f"ours {choice}"] = with_tensor_paths(choice, cold)
+    return interleaved_medians(runs, args.repeats)
+
+
+def print_device_paths(timings: dict[str, float], upload: tuple[int, int]) -> None:
+    anchor = timings["anchor"]
+    print(
+        f"(g) CPU-side work of a {upload[0]}x{upload[1]} upload, PIL/numpy (off) vs tensor paths "
+        f"on the device (on); pytorch-grad-cam CAM + Finer-CAM (T=3) {anchor * 1000:.1f} ms"
+    )
+    rows = (
+        ("preprocess", "resize + normalise the upload"),
+        ("render", "finish 2 maps + 2 overlays"),
+        ("ours", "CAM + Finer-CAM (T=3), ours"),
+    )
+    for key, label in rows:
+        off, on = timings[f"{key} off"], timings[f"{key} on"]
+        anchored = (
+            f"   ratio off/anchor = {off / anchor:.3f}   ratio on/anchor = {on / anchor:.3f}"
+            if key == "ours"
+            else ""
+        )
+        print(
+            f"    {label:<33}: off {off * 1000:7.1f} ms   on {on * 1000:7.1f} ms"
+            f"   ratio on/off = {on / off:.3f}{anchored}"
+        )
 
 
 def bench_attention(args: argparse.Namespace) -> dict[str, float]:
@@ -327,6 +416,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument(
+        "--skip-device-paths", action="store_true", help="skip (g), preprocessing and rendering"
+    )
+    parser.add_argument(
+        "--upload",
+        type=upload_size,
+        default=(1024, 768),
+        help="WIDTHxHEIGHT of the upload of (g) (default 1024x768, the app's largest side)",
+    )
+    parser.add_argument(
         "--size",
         type=int,
         default=224,
@@ -386,6 +484,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     if not args.skip_attention:
         print_attention(bench_attention(args))
+    if not args.skip_device_paths:
+        print_device_paths(bench_device_paths(args), args.upload)
+
+
+def upload_size(text: str) -> tuple[int, int]:
+    """``1024x768`` -> (1024, 768)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from error
+    return width, height
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Throughput of the batch CLI against a plain pytorch-grad-cam loop, in one run.
 
     python -m bench.throughput [--images 6] [--model bench-vgg16bn] [--workers 1] [--repeats 1]
+                               [--batch-sizes 1,8]
 
 Both sides read the same folder of generated images and write, per image, a CAM and a Finer-CAM
 (T=3, γ=0.6) map as ``.npy`` plus a ``.png`` overlay at the image's size:
@@ -8,6 +9,8 @@ Both sides read the same folder of generated images and write, per image, a CAM 
 * **ours**: ``python -m app.cli explain`` (run in this process through :func:`app.cli.main`),
   decoding in DataLoader workers, with ``--weighting probability`` like the anchor's targets;
 * **ours, .npy only**: the same with ``--no-overlays`` (no PNG encoding at all);
+* both at every ``--batch-sizes`` value (``explain --batch-size``: one forward and one batched
+  backward per batch of images);
 * **anchor**: for each image, pytorch-grad-cam's ``GradCAM`` and ``FinerCAM`` on the same network
   (split at the same layer, parameters trainable as pytorch-grad-cam expects), then the same
   resize, overlay and files.
@@ -15,7 +18,8 @@ Both sides read the same folder of generated images and write, per image, a CAM 
 ``bench-vgg16bn`` is torchvision's VGG16-BN with random weights (timing does not depend on
 them), registered here; any registry name works (``demo-cnn`` is the small offline model).
 Prints the images per second of each, their ratio, and how far the maps are apart (the anchor
-differentiates through its softmax reference weights, ours treats them as constants).
+differentiates through its softmax reference weights, ours treats them as constants; batched
+against unbatched ours).
 """
 
 from __future__ import annotations
@@ -154,7 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="CLI DataLoader workers")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="alternating timed rounds")
+    parser.add_argument(
+        "--batch-sizes", default="1,8", help="explain --batch-size values to time (comma list)"
+    )
     args = parser.parse_args(argv)
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     settings = Settings.from_env()
@@ -162,45 +170,55 @@ def main(argv: list[str] | None = None) -> None:
     adapter = ModelRegistry(settings).get(args.model)
     load_s = time.perf_counter() - start  # every CLI run pays this once; the loop does not
 
+    runs = {f"ours_b{b}": ["--batch-size", str(b)] for b in sizes}
+    runs |= {f"npy_b{b}": ["--batch-size", str(b), "--no-overlays"] for b in sizes}
     with tempfile.TemporaryDirectory(prefix="finercam-throughput-") as tmp:
         root = Path(tmp)
         paths = make_images(root / "images", args.images, args.size)
         ours(root / "images", root / "warm", args.model, args.workers)  # warm-up: imports, caches
         anchor_loop(adapter, paths[:1], root / "warm-anchor", settings.max_side)
-        times: dict[str, list[float]] = {"ours": [], "ours_npy": [], "anchor": []}
+        times: dict[str, list[float]] = {name: [] for name in [*runs, "anchor"]}
         for round_ in range(args.repeats):
+            for name, flags in runs.items():
+                start = time.perf_counter()
+                ours(root / "images", root / f"{name}-{round_}", args.model, args.workers, *flags)
+                times[name].append(time.perf_counter() - start)
             start = time.perf_counter()
-            ours(root / "images", root / f"ours{round_}", args.model, args.workers)
-            times["ours"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            ours(root / "images", root / f"npy{round_}", args.model, args.workers, "--no-overlays")
-            times["ours_npy"].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            anchor_loop(adapter, paths, root / f"anchor{round_}", settings.max_side)
+            anchor_loop(adapter, paths, root / f"anchor-{round_}", settings.max_side)
             times["anchor"].append(time.perf_counter() - start)
-        cam_gap, finer_gap = map_gap(root / "ours0", root / "anchor0")
+        first = f"ours_b{sizes[0]}-0"
+        cam_gap, finer_gap = map_gap(root / first, root / "anchor-0")
+        batch_gaps = {b: map_gap(root / f"ours_b{b}-0", root / first) for b in sizes[1:]}
 
     rates = {name: args.images / statistics.median(values) for name, values in times.items()}
-    loaded = args.images / max(statistics.median(times["ours"]) - load_s, 1e-9)
+    anchor = rates["anchor"]
     print(
         f"{args.model}, {args.images} images of {args.size} px, CAM + Finer-CAM (T=3, γ=0.6), "
         f"{settings.torch_device}, {torch.get_num_threads()} CPU threads, "
         f"{args.workers} decode worker(s), median of {args.repeats}"
     )
-    print(f"pytorch-grad-cam loop (GradCAM + FinerCAM) : {rates['anchor']:7.2f} images/s")
-    print(
-        f"python -m app.cli explain                 : {rates['ours']:7.2f} images/s"
-        f"   ratio ours/anchor = {rates['ours'] / rates['anchor']:.2f}x"
-    )
-    print(
-        f"  without its model load ({load_s:.2f} s)    : {loaded:7.2f} images/s"
-        f"   ratio ours/anchor = {loaded / rates['anchor']:.2f}x"
-    )
-    print(
-        f"  .npy only (--no-overlays)               : {rates['ours_npy']:7.2f} images/s"
-        f"   ratio ours/anchor = {rates['ours_npy'] / rates['anchor']:.2f}x"
-    )
-    print(f"max |map difference|: CAM {cam_gap:.2e}, Finer {finer_gap:.2e}")
+    print(f"pytorch-grad-cam loop (GradCAM + FinerCAM)   : {anchor:7.2f} images/s")
+    for b in sizes:
+        ours_rate = rates[f"ours_b{b}"]
+        loaded = args.images / max(statistics.median(times[f"ours_b{b}"]) - load_s, 1e-9)
+        print(
+            f"python -m app.cli explain --batch-size {b:<3d} : {ours_rate:7.2f} images/s"
+            f"   ratio ours/anchor = {ours_rate / anchor:.2f}x"
+        )
+        print(
+            f"  without its model load ({load_s:.2f} s)      : {loaded:7.2f} images/s"
+            f"   ratio ours/anchor = {loaded / anchor:.2f}x"
+        )
+        print(
+            f"  .npy only (--no-overlays)                 : {rates[f'npy_b{b}']:7.2f} images/s"
+            f"   ratio ours/anchor = {rates[f'npy_b{b}'] / anchor:.2f}x"
+        )
+    print(f"max |map difference| ours (batch {sizes[0]}) vs anchor: CAM {cam_gap:.2e}, "
+          f"Finer {finer_gap:.2e}")  # fmt: skip
+    for b, (cam, finer) in batch_gaps.items():
+        print(
+            f"max |map difference| batch {b} vs batch {sizes[0]}: CAM {cam:.2e}, Finer {finer:.2e}"
+        )
 
 
 if __name__ == "__main__":

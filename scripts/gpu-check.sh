@@ -24,8 +24,10 @@ step tests python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
     "tests/test_metrics.py::test_runs_on_the_image_device"
 step latency python3 -m bench.latency --device cuda --threads 8 --repeats 10
 step throughput-vgg16bn env FINERCAM_DEVICE=cuda python3 -m bench.throughput --images 256 \
+    --batch-sizes 1,8,32 \
     --workers 4 --threads 8 --repeats 2
 step throughput-demo-cnn env FINERCAM_DEVICE=cuda python3 -m bench.throughput --images 256 \
+    --batch-sizes 1,8,32 \
     --model demo-cnn --workers 4 --threads 8 --repeats 2
 # Where a CLI image's time goes on the GPU (one profiled round; the anchor's share is in it too).
 step profile env FINERCAM_DEVICE=cuda python3 -m cProfile -o "$out/throughput.prof" \

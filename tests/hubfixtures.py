@@ -70,22 +70,24 @@ def write_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
 @contextmanager
 def offline_hub(monkeypatch, folder: Path) -> Iterator[Path]:
     """huggingface_hub pointed at the cache ``folder``, offline, the test repos allowed; the
-    Hub state the loaders remember (probe, detected libraries, open_clip engines) reset."""
+    Hub state the loaders remember (probe, detected libraries and hints, open_clip engines)
+    reset."""
     from huggingface_hub import constants
 
-    from app.models.hub import detect, policy
+    from app.models.hub import detect, hints, policy
     from app.models.hub import loading as hub_loading
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(folder))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("FINERCAM_HUB_MODELS", "finercam-test/*")
-    for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+    resets = (policy.reset_state, detect._DETECTED.clear, hints.forget, hub_loading._ENGINES.clear)
+    for forget in resets:
         forget()
     try:
         yield folder
     finally:
-        for forget in (policy.reset_state, detect._DETECTED.clear, hub_loading._ENGINES.clear):
+        for forget in resets:
             forget()
 
 

@@ -25,6 +25,7 @@ from app.models.adapters.backbones import TimmBackbone
 from app.models.adapters.clip import ClipEngine
 from app.models.adapters.linear_head import LinearHeadModel
 from app.models.adapters.vit import AttentionView
+from app.models.hub.loading import TimmClassifier
 from tests.model_fixtures import register_tiny_clip, tiny_timm_vit
 
 KINDS = ("legrad", "attention-gradient")
@@ -115,16 +116,23 @@ def naive_open_clip(view, x: torch.Tensor, pooling: str):
     return scores, attentions
 
 
-def naive_timm(model: LinearHeadModel, x: torch.Tensor):
-    vit = model.backbone.model
-    attentions, outputs = [], []
+def record_timm_blocks(blocks, attentions: list, outputs: list) -> list:
+    """Hooks that record each timm block's attention probabilities (non-fused attention, at its
+    dropout) and output, in order."""
     hooks = []
-    for block in vit.blocks:
+    for block in blocks:
         block.attn.fused_attn = False
         hooks.append(
             block.attn.attn_drop.register_forward_hook(lambda m, i, o: attentions.append(o))
         )
         hooks.append(block.register_forward_hook(lambda m, i, o: outputs.append(o)))
+    return hooks
+
+
+def naive_timm(model: LinearHeadModel, x: torch.Tensor):
+    vit = model.backbone.model
+    attentions, outputs = [], []
+    hooks = record_timm_blocks(vit.blocks, attentions, outputs)
     try:
         with torch.enable_grad():
             features = vit.forward_head(
@@ -179,6 +187,130 @@ def scaled(raw: np.ndarray) -> np.ndarray:
 
 
 CASES = [("clip", "token"), ("clip", "avg"), ("timm", "token"), ("timm", "avg")]
+#: timm models read through their own attention arithmetic: (input size, explained grid).
+TOKEN_CASES = {
+    ("eva02", "token"): ((40, 64), (5, 8)),
+    ("eva02", "avg"): ((40, 64), (5, 8)),
+    ("levit", "avg"): ((128, 256), (2, 4)),
+}
+
+
+def eva02_classifier(pooling: str) -> TimmClassifier:
+    """A 3-block EVA-02 (rotary positions on a 5 x 8 grid, SwiGLU, layer scales) with random
+    q/v biases."""
+    import timm
+
+    torch.manual_seed(4)
+    model = timm.create_model(
+        "eva02_tiny_patch14_336",
+        num_classes=5,
+        img_size=(40, 64),
+        patch_size=8,
+        embed_dim=32,
+        depth=3,
+        num_heads=2,
+        init_values=0.5,
+        global_pool=pooling,
+    )
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q_bias.normal_(std=0.5)
+            block.attn.v_bias.normal_(std=0.5)
+    assert model.rope is not None
+    return _timm_classifier(model, "eva02")
+
+
+def levit_classifier() -> TimmClassifier:
+    """A LeViT whose last stage has 3 blocks on a 2 x 4 grid, with random attention biases and
+    BatchNorm scales, its statistics taken from random images (timm's own initialisation leaves
+    the biases and the residual branches at zero, and the last stage's tokens nearly equal)."""
+    import timm
+
+    torch.manual_seed(5)
+    model = timm.create_model(
+        "levit_128s",
+        num_classes=5,
+        img_size=(128, 256),
+        embed_dim=(16, 32, 48),
+        key_dim=8,
+        num_heads=(2, 2, 2),
+        depth=(1, 1, 3),
+    )
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.momentum = None  # a plain average over the calibration batches
+            if hasattr(module, "attention_biases"):
+                module.attention_biases.normal_()
+        model.train()
+        for _ in range(3):
+            model(torch.randn(8, 3, 128, 256))
+    return _timm_classifier(model, "levit")
+
+
+def _timm_classifier(model: torch.nn.Module, name: str) -> TimmClassifier:
+    """Heads at unit scale (timm initialises them near zero, where any error hides)."""
+    model.eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == 5:
+                module.weight.normal_()
+    for module in model.modules():
+        if hasattr(module, "attention_bias_cache"):
+            module.attention_bias_cache = {}
+    labels = [f"class {i}" for i in range(5)]
+    return TimmClassifier(model, name, labels, torch.device("cpu"), f"test:{name}", name)
+
+
+def naive_eva(model: TimmClassifier, x: torch.Tensor):
+    """(per-block logits, per-block attention) through timm's own (non-fused) EvaAttention."""
+    eva = model.model
+    attentions, outputs = [], []
+    hooks = record_timm_blocks(eva.blocks, attentions, outputs)
+    try:
+        with torch.enable_grad():
+            final = eva(x.clone().requires_grad_(True))
+            scores = [eva.forward_head(eva.norm(o)) for o in outputs]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(final, scores[-1])
+    return scores, attentions
+
+
+def naive_levit(model: TimmClassifier, x: torch.Tensor, monkeypatch):
+    """(per-block logits, per-block attention) of LeViT's last stage through timm's own forward:
+    the attention probabilities are the last softmax outputs of the pass (one per block)."""
+    levit = model.model
+    blocks = list(levit.stages[-1].blocks)
+    softmaxes, outputs = [], []
+    softmax = torch.Tensor.softmax
+
+    def recorded(tensor, *args, **kwargs):
+        out = softmax(tensor, *args, **kwargs)
+        softmaxes.append(out)
+        return out
+
+    hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o)) for b in blocks]
+    try:
+        with monkeypatch.context() as patch, torch.enable_grad():
+            patch.setattr(torch.Tensor, "softmax", recorded)
+            final = levit(x.clone().requires_grad_(True))
+            scores = [levit.forward_head(o) for o in outputs]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    torch.testing.assert_close(final, scores[-1])
+    return scores, softmaxes[-len(blocks) :]
+
+
+def token_case(name: str, pooling: str, monkeypatch):
+    if name == "eva02":
+        model = eva02_classifier(pooling)
+        return model, lambda x: naive_eva(model, x)
+    model = levit_classifier()
+    return model, lambda x: naive_levit(model, x, monkeypatch)
 
 
 def case_model(kind_of_model, pooling, clip_engine):
@@ -213,6 +345,35 @@ def test_cached_maps_equal_naive_full_autograd(kind, kind_of_model, pooling, gam
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name,pooling", list(TOKEN_CASES))
+@pytest.mark.parametrize("gamma", [0.0, 0.7])
+def test_eva02_and_levit_maps_equal_naive_full_autograd(kind, name, pooling, gamma, monkeypatch):
+    """EVA-02's rotary attention and LeViT's biased attention read by hand give the model's own
+    probabilities: the logits through them are ``model(x)`` and the maps (plain and Finer, 2 of
+    3 blocks) equal those differentiated through timm's own forward."""
+    model, naive = token_case(name, pooling, monkeypatch)
+    size, grid = TOKEN_CASES[(name, pooling)]
+    view = model.attention_view()
+    x = random_input(*size)
+    with torch.no_grad():
+        logits = model.model(x)
+    assert logits.abs().max() > 0.5
+    for start in range(view.num_blocks):
+        through_ours, _ = view.final_scores(view.tokens_before(x, start)[0], start)
+        torch.testing.assert_close(through_ours, logits, atol=1e-5, rtol=1e-5)
+    entry = compute_attention_entry(view, x, kind, blocks=2)
+    contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=gamma)
+    ours = raw_attention_map(entry, contrast)
+    scores, attentions = naive(x)
+    reference = naive_map(
+        kind, scores, attentions, contrast.coefficients(), 2, view.prefix, grid, pooling
+    )
+    assert ours.shape == (1, *grid) and np.abs(reference).max() > 1e-3
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(entry.logits, logits[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_gamma_zero_is_the_plain_method(kind, clip_engine):
     view = clip_view(clip_engine, "token").attention_view()
     entry = compute_attention_entry(view, random_input(40, 64), kind, blocks=3)
@@ -227,12 +388,13 @@ def test_class_token_legrad_keeps_only_the_rows_that_matter(clip_engine):
     """With class-token pooling only the class token's query row reaches each read-out."""
     view = clip_view(clip_engine, "token").attention_view()
     entry = compute_attention_entry(view, random_input(40, 64), "legrad", blocks=3)
-    grads = entry.gradients([0])[0]
+    class_zero = ((0, 1.0),)
+    grads = entry.gradients([class_zero])[class_zero]
     assert all(g.shape[1] == 1 for g in grads)
     avg_entry = compute_attention_entry(
         clip_view(clip_engine, "avg").attention_view(), random_input(40, 64), "legrad", blocks=3
     )
-    assert all(g.shape[1] == g.shape[2] for g in avg_entry.gradients([0])[0])
+    assert all(g.shape[1] == g.shape[2] for g in avg_entry.gradients([class_zero])[class_zero])
 
 
 class Counting:

@@ -100,11 +100,12 @@ def test_groundtruth_writes_its_table_and_files(capsys, tmp_path):
 def test_latency_prints_every_ratio(capsys):
     from bench.latency import main
 
-    main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--size", "32"])
+    main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--size", "32",
+          "--upload", "64x48"])  # fmt: skip
     out = capsys.readouterr().out
-    for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)"):
+    for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g) CPU-side work of a 64x48 upload"):
         assert part in out
-    assert len(re.findall(RATIO, out)) == 10, out
+    assert len(re.findall(RATIO, out)) == 15, out
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
 
 
@@ -126,11 +127,15 @@ def test_throughput_compares_the_cli_with_the_anchor_loop(capsys, monkeypatch):
     monkeypatch.setattr(registry, "_SPECS", dict(registry._SPECS))
     from bench.throughput import main
 
-    main(["--images", "1", "--size", "64", "--model", "demo-cnn", "--workers", "0"])
+    argv = ["--images", "2", "--size", "64", "--model", "demo-cnn", "--workers", "0"]
+    main([*argv, "--batch-sizes", "1,2"])
     out = capsys.readouterr().out
-    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 3, out  # + .npy only
-    gaps = re.search(r"CAM (\S+), Finer (\S+)", out)
+    # per batch size: the run, without its load, .npy only
+    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 6, out
+    gaps = re.search(r"vs anchor: CAM (\S+), Finer (\S+)", out)
     assert gaps and float(gaps[1]) < 1.0 and float(gaps[2]) < 1.0  # maps in [0, 1] agree
+    batched = re.search(r"batch 2 vs batch 1: CAM (\S+), Finer (\S+)", out)
+    assert batched and float(batched[1]) < 1e-5 and float(batched[2]) < 1e-5, out
 
 
 def test_load_serves_and_refuses_a_short_mix(shared_server, capsys):

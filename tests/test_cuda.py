@@ -116,3 +116,22 @@ def test_cli_explain_on_cuda_matches_cpu(tmp_path):
     for file in sorted((tmp_path / "cpu").rglob("*.npy")):
         gpu = np.load(tmp_path / "cuda" / file.relative_to(tmp_path / "cpu"))
         np.testing.assert_allclose(gpu, np.load(file), atol=1e-3)
+
+
+def test_resize_and_render_on_cuda_match_pil_and_numpy():
+    from app.explain.render import finish_maps, overlay
+    from app.models.preprocess import resize_on_device
+
+    rng = np.random.default_rng(2)
+    image = Image.open("assets/examples/red-crowned-bluebird.png").convert("RGB")
+    image = image.resize((1000, 700), Image.BICUBIC)
+    want = np.asarray(image.resize((224, 224), Image.BICUBIC), dtype=np.float32)
+    got = resize_on_device(image, (224, 224), torch.device("cuda"), "bicubic")
+    assert got.is_cuda
+    assert np.abs(got[0].permute(1, 2, 0).cpu().numpy() - want).max() <= 2
+    raw = rng.standard_normal((2, 14, 14)).astype(np.float32)
+    maps = finish_maps(raw, (128, 96), "cuda")
+    np.testing.assert_allclose(maps, finish_maps(raw, (128, 96)), atol=1e-5)
+    pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    gpu = overlay(pixels, maps[0], 0.6, "jet", "cuda").astype(int)
+    assert np.abs(gpu - overlay(pixels, maps[0], 0.6, "jet")).max() <= 1

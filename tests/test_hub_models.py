@@ -162,6 +162,36 @@ def test_size_cap_and_safetensors_refused_from_metadata_before_download(
     assert not (cache / "models--finercam-test--big-vit").exists()
 
 
+def test_plain_ids_are_detected_from_the_live_hub_file_listing(cache, online, repo_files):
+    """Online, a plain ``org/name`` is told apart by the Hub's own file listing (model_info) and
+    config.json, then loads from the Hub; an unknown repo names the Hub's answer."""
+    from app.models.hub import detect
+
+    live = {
+        "finercam-test/live-vit": repo_files[TIMM_REPO],
+        "finercam-test/live-clip": repo_files[CLIP_REPO],
+        "finercam-test/live-notes": {"README.md": b"# no model here"},
+    }
+    fake = FakeHub(live)
+    try:
+        online(fake.url)
+        assert detect.detect_library("finercam-test/live-vit") == "timm"
+        assert detect.detect_library("finercam-test/live-clip") == "open_clip"
+        with pytest.raises(ValueError, match=r"cannot tell which library .*README\.md"):
+            detect.detect_library("finercam-test/live-notes")
+        with pytest.raises(ValueError, match="could not list the files of finercam-test/nope"):
+            detect.detect_library("finercam-test/nope")
+        model = _registry().get("finercam-test/live-vit")
+    finally:
+        fake.close()
+    assert list(model.labels) == TIMM_LABELS
+    listed = {path.split("?")[0] for method, path in fake.requests if method == "GET"}
+    for repo in live:
+        assert f"/api/models/{repo}" in listed, fake.requests
+    assert not any("live-clip" in path and path.endswith(".safetensors") for path in listed)
+    assert (cache / "models--finercam-test--live-vit").is_dir()  # downloaded into the cache
+
+
 def test_lru_eviction_message(cache):
     registry = _registry(max_loaded=1)
     registry.get(TIMM_ID)

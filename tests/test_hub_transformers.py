@@ -239,8 +239,9 @@ def test_importing_the_app_does_not_import_transformers():
 
 @pytest.mark.parametrize("kind", ["eva02", "levit"])
 def test_timm_eva02_and_levit_are_explained(cache, kind, rgb_image):
-    """Their last stage gives tokens (rotary-position EVA-02, attention-downsampled LeViT):
-    folded into the patch grid, they are explained, and the logits are timm's own."""
+    """Their last stage gives tokens (rotary-position EVA-02, attention-downsampled LeViT): they
+    are explained on a 4 x 4 grid, the logits are timm's own, and both offer LeGrad and
+    attention-gradient (EVA-02 through every block, LeViT through its last stage)."""
     repo = f"finercam-test/tiny-{kind}"
     write_repo(cache, repo, tiny_timm_token_files(kind))
     registry = _registry()
@@ -249,6 +250,43 @@ def test_timm_eva02_and_levit_are_explained(cache, kind, rgb_image):
     x = model.preprocess(rgb_image)
     assert torch.allclose(model.logits(x), model.model(x), atol=1e-5)
     assert tuple(model.to_grid(model.trunk(x)).shape[-2:]) == (4, 4)  # 56/14, 256/64
-    explanation = ExplanationService(registry.get).explain(repo, rgb_image, ExplainSettings())
-    assert explanation.cam_overlay.shape[:2] == (rgb_image.height, rgb_image.width)
-    assert explanation.target.name in TIMM_LABELS
+    available = {m.name: m.label for m in available_methods(model)}
+    assert {"legrad", "attention-gradient"} <= set(available)
+    service = ExplanationService(registry.get)
+    for method in ("gradcam", "legrad", "attention-gradient"):
+        settings = ExplainSettings(method=method, gamma=0.6, top_t=2)
+        explanation = service.explain(repo, rgb_image, settings)
+        assert explanation.cam_overlay.shape[:2] == (rgb_image.height, rgb_image.width)
+        assert explanation.target.name in TIMM_LABELS
+        assert explanation.method == available[method]
+
+
+def test_hub_ids_say_before_loading_whether_attention_methods_exist(cache):
+    """The spec of a Hub id carries the attention hint from its config (timm: the architecture
+    built on the meta device; transformers: model_type; open_clip: the vision tower), so the
+    method dropdown is right before the model loads; loading agrees with it."""
+    from app.models.registry import get_spec
+    from app.ui.tab_glue import method_choices
+    from tests.hubfixtures import tiny_timm_cnn_files
+
+    repos = {
+        "finercam-test/tiny-eva02": (tiny_timm_token_files("eva02"), True),
+        "finercam-test/tiny-levit": (tiny_timm_token_files("levit"), True),
+        "finercam-test/tiny-timm-vit": (tiny_timm_files(), True),
+        "finercam-test/tiny-timm-resnet": (tiny_timm_cnn_files(), False),
+        "finercam-test/tiny-clip": (tiny_open_clip_files(), True),
+    }
+    for repo, (files, _) in repos.items():
+        write_repo(cache, repo, files)
+    expected = {repo: offers for repo, (_, offers) in repos.items()}
+    expected.update({repo_of(f): f in VIT_FAMILIES for f in ("deit", "dinov2", "resnet", "swin")})
+    registry = _registry()
+    service = ExplanationService(registry.get)
+    for repo, offers in expected.items():
+        name = f"hf-hub:{repo}" if repo.endswith("clip") else repo
+        assert get_spec(name).attention is offers, repo
+        assert not registry.loaded(name)
+        before = {value for _, value in method_choices(service, name)}
+        assert ("legrad" in before) is offers, repo
+        loaded = {m.name for m in available_methods(registry.get(name))}
+        assert ("legrad" in loaded) is offers, repo

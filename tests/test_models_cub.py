@@ -158,6 +158,25 @@ def test_linear_head_from_safetensors_equals_unsplit_model(tmp_path, monkeypatch
     (grad,) = torch.autograd.grad(logits[0, 2], leaf)
     assert grad[:, 1:].abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in model.backbone.model.parameters())
+    title = "trained 5-class head (Alpha Bird, Beta Bird, Gamma Bird, …) on " + spec
+    assert model.description.startswith(title) and "CUB" not in model.description
+
+
+def test_a_trained_head_is_named_after_its_classes_and_backbone(tmp_path):
+    """The cub200-linear slot and a head given by path say what the head is, before loading."""
+    from app.models.adapters.linear_head import head_spec
+    from app.models.zoo.cub import linear_summary
+
+    classes = [f"Warbler {i}" for i in range(15)]
+    save_head(tmp_path, torch.zeros(15, 8), None, classes, "timm:vit_small_patch14_dinov2", 224)
+    own = "trained 15-class head (Warbler 0, Warbler 1, Warbler 2, …) on "
+    assert linear_summary(Settings(cub_head=str(tmp_path))) == own + "timm:vit_small_patch14_dinov2"
+    overridden = Settings(cub_head=str(tmp_path / "head.safetensors"), cub_backbone="clip")
+    assert linear_summary(overridden) == own + "clip"
+    assert head_spec(str(tmp_path)).summary == own + "timm:vit_small_patch14_dinov2"
+    for unknown in (Settings(), Settings(cub_head="org/head-repo")):
+        summary = linear_summary(unknown)
+        assert "FINERCAM_CUB_HEAD" in summary and "CUB" not in summary.replace("CUB_HEAD", "")
 
 
 def test_linear_head_on_open_clip_backbone(tiny_clip):

@@ -169,20 +169,26 @@ def test_visitor_sessions_are_capped(server, tmp_path, monkeypatch):
 def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monkeypatch):
     disk = serving(server.demo).disk
     assert disk is not None and disk.is_alive()
-    cap = 2**20
+    cap = 2**19  # a request writes 250-450 kB: from the second one on, the cap binds
     monkeypatch.setattr(disk, "cap_bytes", cap)
-    monkeypatch.setattr(disk, "period", 0.2)
+    monkeypatch.setattr(disk, "period", 0.1)
     monkeypatch.setattr(disk, "min_age_s", 0.3)  # files of a request in flight are kept
+    freed: list[int] = []  # bytes of each sweep: what was written is what is left plus these
+    sweep = disk.sweep
+
+    def counted_sweep() -> int:
+        freed.append(sweep())
+        return freed[-1]
+
+    monkeypatch.setattr(disk, "sweep", counted_sweep)
+    start, _ = disk.usage()
     client = _client(server.url)
-    written = 0
     try:
-        for i in range(24):
-            before, _ = disk.usage()
+        for i in range(6):
             result = client.predict(
                 image=handle_file(str(_bird(tmp_path, i))), model=server.classifier, api_name=API
             )
             assert result[3] is not None and result[5] is not None
-            written += max(0, disk.usage()[0] - before)
             time.sleep(disk.min_age_s)
             sweeps = disk.sweeps
             deadline = time.monotonic() + 20
@@ -193,6 +199,7 @@ def test_files_stay_under_the_disk_cap_over_many_requests(server, tmp_path, monk
             assert used <= cap, f"{used} bytes in {files} files after request {i + 1}"
     finally:
         client.close()
+    written = used + sum(freed) - start
     assert written > 2 * cap  # the requests wrote far more than the cap: the cap was binding
     assert disk.removed > 0
     kept = [p for block in server.demo.blocks.values() for p in getattr(block, "keep_in_cache", ())]

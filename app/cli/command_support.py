@@ -19,7 +19,7 @@ from app.explain.references import REFERENCE_MODES, WEIGHTINGS
 from app.explain.service import ExplanationService
 from app.models.base import ExplainableModel
 
-from .datasets import CliError, first
+from .datasets import CliError
 from .output_files import MapWriter
 
 
@@ -155,15 +155,16 @@ def check_reference_options(reference_mode: str, weighting: str, top_t: int) -> 
         raise CliError(f"--top-t must be at least 1, got {top_t}")
 
 
-def make_loader(dataset: Dataset, workers: int) -> DataLoader:
-    """Decode images in ``workers`` background processes (0: in this process), in order."""
+def make_loader(dataset: Dataset, workers: int, batch_size: int = 1) -> DataLoader:
+    """Decode images in ``workers`` background processes (0: in this process), in order, as
+    lists of up to ``batch_size`` items."""
     workers = max(0, int(workers))
     return DataLoader(
         dataset,
-        batch_size=1,
+        batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=first,
+        collate_fn=list,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )

@@ -483,11 +483,6 @@ def _disc_mask(
     return mask
 
 
-def first(batch: list[Loaded]) -> Loaded:
-    """``collate_fn`` for ``batch_size=1`` loaders of :class:`Loaded` (picklable)."""
-    return batch[0]
-
-
 def discover_from_args(args: argparse.Namespace) -> Discovery:
     """The dataset named by ``evaluate``'s options (shared by the scoring and the sanity check)."""
     return discover_dataset(

@@ -1,12 +1,15 @@
 """Where the per-image work of ``explain`` and ``evaluate`` runs: this process, or Ray Data.
 
 Both subcommands reduce a run to ``process(session, loaded) -> rows`` for each pending item;
-the driver writes the rows it gets back (CSV manifests) and lists bad files. The **local**
-engine decodes in ``DataLoader`` workers and runs ``process`` here. The **ray** engine builds a
-Ray Dataset of the pending items, decodes them in Ray tasks, and runs ``process`` in
-``map_batches`` actors — one per GPU in the cluster (else one per node), each holding the model
-and the explanation service — so a dataset spreads over machines. Files that ``process`` writes
-land where the actors run: on a cluster, ``--out`` must be a shared path.
+the driver writes the rows it gets back (CSV manifests) and lists bad files. Items reach
+``process`` in batches of ``Job.batch_size``; a job's ``prepare(session, batch)`` runs first on
+each batch's decoded items (``explain`` runs the model on all of them in one pass there).
+
+The **local** engine decodes in ``DataLoader`` workers and runs ``process`` here. The **ray**
+engine builds a Ray Dataset of the pending items, decodes them in Ray tasks, and runs
+``process`` in ``map_batches`` actors — one per GPU in the cluster (else one per node), each
+holding the model and the explanation service — so a dataset spreads over machines. Files that
+``process`` writes land where the actors run: on a cluster, ``--out`` must be a shared path.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: ``process(session, loaded) -> rows``; module-level functions or partials (pickled to actors).
 Process = Callable[[Session, Loaded], list[dict[str, object]]]
+#: ``prepare(session, batch)`` before a batch's items are processed (same pickling rule).
+Prepare = Callable[[Session, list[Loaded]], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,16 @@ class Job:
     threads: int | None
     allow_fallback: bool = True
     cwd: str = "."
+    batch_size: int = 1
+    prepare: Prepare | None = None
+
+    def process_batch(self, session: Session, batch: list[Loaded]) -> Iterator[Outcome]:
+        """Every item of ``batch`` in turn (each handed on as soon as it is processed), after
+        :attr:`prepare` on those that decoded."""
+        if self.prepare is not None:
+            self.prepare(session, [loaded for loaded in batch if not loaded.error])
+        for loaded in batch:
+            yield process_loaded(session, loaded, self.process)
 
 
 def process_loaded(session: Session, loaded: Loaded, process: Process) -> Outcome:
@@ -79,11 +94,11 @@ def run_local(session: Session, job: Job, workers: int) -> Iterator[Outcome]:
     on once the files its item queued on ``session.maps`` are written, one item later, so the
     writes overlap the next item's model work."""
     previous: Outcome | None = None
-    for loaded in make_loader(job.dataset, workers):
-        outcome = process_loaded(session, loaded, job.process)
-        if previous is not None:
-            yield written(session, previous)
-        previous = outcome
+    for batch in make_loader(job.dataset, workers, job.batch_size):
+        for outcome in job.process_batch(session, batch):
+            if previous is not None:
+                yield written(session, previous)
+            previous = outcome
     if previous is not None:
         yield written(session, previous)
 
@@ -166,11 +181,9 @@ class RayWorker:
         self.session = open_session(job.model, job.device, job.threads, job.allow_fallback)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        session, process = self.session, self.job.process
-        outcomes = [
-            written(session, process_loaded(session, pickle.loads(blob), process))
-            for blob in batch["loaded"]
-        ]
+        session = self.session
+        loaded = [pickle.loads(blob) for blob in batch["loaded"]]
+        outcomes = [written(session, o) for o in self.job.process_batch(session, loaded)]
         return {"index": list(batch["index"]), "outcome": [pickle.dumps(o) for o in outcomes]}
 
 
@@ -198,7 +211,7 @@ def run_ray(job: Job, address: str | None, cpus: int | None) -> Iterator[Outcome
         dataset = ray.data.from_items([{"index": i} for i in range(len(job.dataset))])
         decoded = dataset.map(_decode, fn_kwargs={"job": job})
         results = decoded.map_batches(
-            RayWorker, fn_constructor_kwargs={"job": job}, batch_size=1, **layout
+            RayWorker, fn_constructor_kwargs={"job": job}, batch_size=job.batch_size, **layout
         )
         try:
             for row in results.iter_rows():

@@ -14,9 +14,11 @@ and appends one row per image, method and γ to ``--out/explanations.csv`` (targ
 probability, the references and their weights, and how faithful the two maps are: ``rd_cam`` /
 ``rd_finer``, the relative confidence drop when the map's top ``--faithfulness-k`` pixels are
 removed, and ``drop_cam`` / ``drop_finer``, the drop of the target's probability; the numbers
-of the app's faithfulness line and of ``evaluate``). The files are written on a small thread pool
-while the next image is explained; an image's rows are appended once its files exist. An image
-whose files all exist is skipped, so an interrupted run picks up where it stopped.
+of the app's faithfulness line and of ``evaluate``). Images go through the model ``--batch-size``
+at a time (:meth:`app.explain.service.ExplanationService.prepare_batch`), then each is explained
+from the service's cache. The files are written on a small thread pool while the next image is
+explained; an image's rows are appended once its files exist. An image whose files all exist is
+skipped, so an interrupted run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+import torch
 from tqdm import tqdm
 
 from app.explain.faithfulness import Faithfulness
@@ -129,6 +132,16 @@ def split_auto(values: list[str] | None) -> tuple[list[float], bool]:
     return (parse_gammas(fixed) if fixed or not auto else []), auto
 
 
+#: ``--batch-size`` by device: a GPU keeps busy with batches; on CPU a batch saves little
+#: (docs/benchmarks.md) and keeps more entries and graphs in memory.
+DEFAULT_BATCH_SIZE = {"cuda": 8, "cpu": 1}
+
+
+def default_batch_size(device: torch.device) -> int:
+    """``--batch-size`` when not given: :data:`DEFAULT_BATCH_SIZE` of the device's type."""
+    return DEFAULT_BATCH_SIZE.get(device.type, 1)
+
+
 def _target(value: str | None) -> int | str | None:
     if value is None or value == "":
         return None
@@ -142,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     check_reference_options(args.reference_mode, args.weighting, args.top_t)
     if args.limit is not None and args.limit < 1:
         raise CliError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
     if not 0 <= args.faithfulness_k <= 1:
         raise CliError(
             f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}"
@@ -192,6 +207,13 @@ def run(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         attention_blocks=args.attention_blocks,
     )
+    batch_size = args.batch_size or default_batch_size(session.settings.torch_device)
+    if batch_size > session.settings.cache_entries:
+        raise CliError(
+            f"--batch-size {batch_size} is more than the service caches "
+            f"(FINERCAM_CACHE_ENTRIES={session.settings.cache_entries}): a batch's entries "
+            "would be dropped before their images are explained"
+        )
     out.mkdir(parents=True, exist_ok=True)
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
@@ -210,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         allow_fallback=False,
+        batch_size=batch_size,
+        prepare=partial(prepare_items, methods=methods, base=base) if batch_size > 1 else None,
     )
     bad, done, start = BadFiles(), 0, time.perf_counter()
     manifest = out / "explanations.csv"
@@ -239,6 +263,16 @@ def run(args: argparse.Namespace) -> int:
         f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
     )
     return exit_code(done, skipped, len(bad))
+
+
+def prepare_items(
+    session: Session, batch: list[Loaded], methods: list[str], base: ExplainSettings
+) -> None:
+    """Run the model once on a batch of images for every method (methods that share an entry
+    share the pass), so :func:`explain_item` explains each from the cache."""
+    images = [loaded.image for loaded in batch]
+    for method in methods:
+        session.service.prepare_batch(session.model_name, images, replace(base, method=method))
 
 
 def explain_item(

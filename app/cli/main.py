@@ -180,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-overlays", action="store_true", help="write only the .npy maps, no .png overlays"
     )
     explain.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images run through the model together, one forward and one batched backward "
+        "(default: 8 on CUDA, 1 on CPU; Score-CAM's masked passes, FG-CAM and the ViT "
+        "attention methods still run per image)",
+    )
+    explain.add_argument(
         "--faithfulness-k",
         type=float,
         default=0.05,

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.explain.combine import Contrast
-from app.explain.gradients import all_cached, fill_missing, gradients_per_class
+from app.explain.combine import Contrast, Direction
+from app.explain.gradients import all_cached, fill_missing, gradients_along
 from app.models.adapters.vit import AttentionView, BlockState
 
 BlockGradients = list[torch.Tensor]  # one (heads, rows, tokens) float32 tensor per explained block
@@ -64,29 +64,29 @@ class AttentionEntry:
     input_size: tuple[int, int]
     trunk_output: torch.Tensor | list[BlockState]
     _paths: list[GradientPath]
-    _grads: dict[int, BlockGradients] = field(default_factory=dict)
+    _grads: dict[Direction, BlockGradients] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def num_classes(self) -> int:
         return int(self.logits.shape[0])
 
-    def gradients(self, classes: Sequence[int]) -> dict[int, BlockGradients]:
-        """``{class: per-block gradients}``; the missing ones in one batched call per path."""
-        return fill_missing(self._grads, self._lock, classes, self._backward)
+    def gradients(self, directions: Sequence[Direction]) -> dict[Direction, BlockGradients]:
+        """``{direction: per-block gradients}``; the missing ones in one batched call per path."""
+        return fill_missing(self._grads, self._lock, directions, self._backward)
 
-    def has_gradients(self, classes: Iterable[int]) -> bool:
-        """Whether :meth:`gradients` of ``classes`` would run no model."""
-        return all_cached(self._grads, self._lock, classes)
+    def has_gradients(self, directions: Iterable[Direction]) -> bool:
+        """Whether :meth:`gradients` of ``directions`` would run no backward pass."""
+        return all_cached(self._grads, self._lock, directions)
 
-    def _backward(self, classes: list[int]) -> dict[int, BlockGradients]:
-        """Per-class gradients, kept as tensors where the model runs (no copy back per class)."""
+    def _backward(self, directions: list[Direction]) -> dict[Direction, BlockGradients]:
+        """Gradients per direction, kept as tensors where the model runs (no copy back)."""
         per_block = [
             grads.detach().float()
             for score, attentions in self._paths
-            for grads in gradients_per_class(score, attentions, classes)
+            for grads in gradients_along(score, attentions, directions)
         ]
-        return {k: [block[i] for block in per_block] for i, k in enumerate(classes)}
+        return {d: [block[i] for block in per_block] for i, d in enumerate(directions)}
 
     def nbytes(self) -> int:
         """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
@@ -177,21 +177,20 @@ def first_block(view: AttentionView, blocks: int) -> int:
 
 
 def grid_of(view: AttentionView, x: torch.Tensor) -> tuple[int, int]:
-    """Patch grid of an input (the patch size divides it, remainders dropped like the conv)."""
-    ph, pw = view.split.patch_size
-    return int(x.shape[-2]) // int(ph), int(x.shape[-1]) // int(pw)
+    """Grid of the explained blocks' patch tokens for the input ``x``."""
+    return view.split.input_grid(int(x.shape[-2]), int(x.shape[-1]))
 
 
 def combine_blocks(
-    per_class: Mapping[int, BlockGradients], coefficients: Mapping[int, float]
+    gradients: Mapping[Direction, BlockGradients], coefficients: Mapping[Direction, float]
 ) -> BlockGradients:
-    """Σ_k coefficients[k] · per_class[k], block by block (before any ReLU)."""
-    blocks = len(next(iter(per_class.values())))
+    """Σ_d coefficients[d] · gradients[d], block by block (before any ReLU)."""
+    blocks = len(next(iter(gradients.values())))
     combined = []
     for block in range(blocks):
         total = None
-        for index, coefficient in coefficients.items():
-            term = per_class[index][block] * float(np.float32(coefficient))
+        for direction, coefficient in coefficients.items():
+            term = gradients[direction][block] * float(np.float32(coefficient))
             total = term if total is None else total.add_(term)
         combined.append(total)
     return combined

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: A score as ``(class, weight)`` pairs: Σ weight·y^class.
+Direction = tuple[tuple[int, float], ...]
+
 
 @dataclass(frozen=True)
 class Contrast:
@@ -33,6 +36,23 @@ class Contrast:
 
     def classes(self) -> tuple[int, ...]:
         return (self.target, *self.references)
+
+    def directions(self) -> dict[Direction, float]:
+        """The objective over two scores: the target's, and the references' weighted sum,
+        ``{direction: coefficient}`` = ``{y^target: 1, Σ_d w_d·y^d: −γ}``.
+
+        A gradient is linear in the score it differentiates, so a method that keeps one
+        gradient per direction renders both panels and every γ from two backward passes
+        instead of one per class. The references' direction is there even at γ = 0 (a later γ
+        move then needs no backward pass).
+        """
+        target: Direction = ((self.target, 1.0),)
+        if not self.references:
+            return {target: 1.0}
+        summed: dict[int, float] = {}
+        for reference, weight in zip(self.references, self.weights, strict=True):
+            summed[reference] = summed.get(reference, 0.0) + float(weight)
+        return {target: 1.0, tuple(sorted(summed.items())): -self.gamma}
 
 
 def combine(per_class: Mapping[int, np.ndarray], coefficients: Mapping[int, float]) -> np.ndarray:

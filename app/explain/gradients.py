@@ -5,23 +5,32 @@ tail runs with autograd, and gradients of the target and its candidate reference
 batched ``torch.autograd.grad`` call into that leaf — never into model parameters. The tail's
 graph is kept so gradients of classes picked later (a new target, manual references, a larger
 T) cost one tail backward, not a model call.
+
+A batch of images shares one pass: each image's entry is one row of the batch's leaf and graph,
+and since the rows of an eval-mode model are independent, one cotangent carries a class of every
+row — the gradients of N images' targets and references take as many backward passes as one
+image's (:func:`fill_gradients`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 
+from app.explain.combine import Direction
+
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -33,6 +42,8 @@ class GradientEntry:
         probabilities: ``(K,)`` softmax of ``logits``.
         activations: ``(1, C, h, w)`` float32 feature grid at the target layer.
         input_size: ``(height, width)`` of the model input.
+
+    ``_leaf`` and ``_graph_logits`` may hold a whole batch; the image is row ``_row`` of them.
     """
 
     logits: np.ndarray
@@ -42,14 +53,21 @@ class GradientEntry:
     _leaf: torch.Tensor
     _graph_logits: torch.Tensor
     _to_grid: Callable[[torch.Tensor], torch.Tensor]
+    _row: int = 0
     _grads: dict[int, np.ndarray] = field(default_factory=dict)
     _score_logits: np.ndarray | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def trunk_output(self) -> torch.Tensor:
-        """The trunk's activation (no graph), reusable by another head on the same trunk."""
-        return self._leaf.detach()
+        """The trunk's activation (no graph), reusable by another head on the same trunk: a
+        copy of the image's row when the leaf holds a batch (a view would keep the batch)."""
+        row = self._leaf.detach()[self._row : self._row + 1]
+        return row if self._batch_size == 1 else row.clone()
+
+    @property
+    def _batch_size(self) -> int:
+        return int(self._leaf.shape[0])
 
     @property
     def num_classes(self) -> int:
@@ -57,16 +75,11 @@ class GradientEntry:
 
     def gradients(self, classes: Iterable[int]) -> dict[int, np.ndarray]:
         """``{class: (1, C, h, w) gradient}``; computes the missing ones in one batched call."""
-        return fill_missing(self._grads, self._lock, classes, self._backward)
+        return fill_gradients([(self, classes)])[0]
 
     def has_gradients(self, classes: Iterable[int]) -> bool:
         """Whether :meth:`gradients` of ``classes`` would run no backward pass."""
-        return all_cached(self._grads, self._lock, classes)
-
-    def _backward(self, classes: list[int]) -> dict[int, np.ndarray]:
-        grads = class_gradients(self._graph_logits, self._leaf, classes)
-        grid = self._to_grid(grads).detach().float().cpu().numpy()
-        return {k: grid[i : i + 1] for i, k in enumerate(classes)}
+        return all_cached(self._grads, self._lock, map(int, classes))
 
     @property
     def has_score_logits(self) -> bool:
@@ -87,8 +100,9 @@ class GradientEntry:
             return self._score_logits
 
     def nbytes(self) -> int:
-        """Approximate memory held, for the cache's byte bound (graph counted as 4 leaves)."""
-        leaf_bytes = self._leaf.numel() * self._leaf.element_size()
+        """Approximate memory held, for the cache's byte bound (graph counted as 4 leaves; a
+        batch's graph shared out over its rows)."""
+        leaf_bytes = self._leaf.numel() * self._leaf.element_size() // self._batch_size
         grads = sum(g.nbytes for g in self._grads.values())
         scores = 0 if self._score_logits is None else self._score_logits.nbytes
         return self.activations.nbytes + grads + scores + 4 * leaf_bytes + self.logits.nbytes * 2
@@ -106,10 +120,13 @@ class SplitModel(Protocol):
     def logits(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
+Classes = Iterable[int] | Callable[[np.ndarray], Iterable[int]]
+
+
 def compute_entry(
     model: SplitModel,
     x: torch.Tensor,
-    classes: Iterable[int] | Callable[[np.ndarray], Iterable[int]],
+    classes: Classes,
     activation: torch.Tensor | None = None,
 ) -> GradientEntry:
     """Run the model once on ``x`` (batch of one) and cache gradients for ``classes``.
@@ -122,62 +139,153 @@ def compute_entry(
         activation: The trunk output for ``x`` when already cached (CLIP prompt changes);
             the trunk is skipped then.
     """
+    return compute_entries(model, x, classes, activation)[0]
+
+
+def compute_entries(
+    model: SplitModel,
+    x: torch.Tensor,
+    classes: Classes,
+    activation: torch.Tensor | None = None,
+) -> list[GradientEntry]:
+    """:func:`compute_entry` of every image of the batch ``x`` ``(N, 3, H, W)``: one forward,
+    and one batched backward for the eager ``classes`` of all images."""
     leaf, graph_logits = model.split_forward(x, activation)
-    logits = graph_logits.detach().float()[0]
-    entry = GradientEntry(
-        logits=logits.cpu().numpy(),
-        probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
-        activations=model.to_grid(leaf.detach()).float().cpu().numpy(),
-        input_size=(int(x.shape[-2]), int(x.shape[-1])),
-        _leaf=leaf,
-        _graph_logits=graph_logits,
-        _to_grid=model.to_grid,
+    logits = graph_logits.detach().float()
+    probabilities = torch.softmax(logits, dim=-1).cpu().numpy()
+    logits_np = logits.cpu().numpy()
+    grid = model.to_grid(leaf.detach()).float().cpu().numpy()
+    entries = [
+        GradientEntry(
+            logits=logits_np[row],
+            probabilities=probabilities[row],
+            activations=_own_row(grid, row),
+            input_size=(int(x.shape[-2]), int(x.shape[-1])),
+            _leaf=leaf,
+            _graph_logits=graph_logits,
+            _to_grid=model.to_grid,
+            _row=row,
+        )
+        for row in range(len(grid))
+    ]
+    fill_gradients(
+        [(entry, classes(entry.logits) if callable(classes) else classes) for entry in entries]
     )
-    eager = classes(entry.logits) if callable(classes) else classes
-    entry.gradients(eager)
-    return entry
+    return entries
 
 
-def class_gradients(logits: torch.Tensor, leaf: torch.Tensor, classes: list[int]) -> torch.Tensor:
-    """∂logits[0, k]/∂leaf for each k, stacked ``(len(classes), *leaf.shape[1:])``."""
-    return gradients_per_class(logits, [leaf], classes)[0]
+def _own_row(array: np.ndarray, row: int) -> np.ndarray:
+    """``array[row : row + 1]``, copied out of a batch so it does not keep the batch alive."""
+    part = array[row : row + 1]
+    return part if len(array) == 1 else part.copy()
+
+
+def fill_gradients(
+    requests: Sequence[tuple[GradientEntry, Iterable[int]]],
+) -> list[dict[int, np.ndarray]]:
+    """``{class: (1, C, h, w) gradient}`` for each (entry, classes) request; the missing
+    gradients of entries that share a batch's graph come from one batched backward call."""
+    wanted = [list(dict.fromkeys(int(k) for k in classes)) for _, classes in requests]
+    entries = list({id(entry): entry for entry, _ in requests}.values())
+    with ExitStack() as stack:
+        for entry in sorted(entries, key=id):  # one order: batches cannot deadlock each other
+            stack.enter_context(entry._lock)
+        missing: dict[int, list[int]] = {id(entry): [] for entry in entries}
+        for (entry, _), classes in zip(requests, wanted, strict=True):
+            todo = missing[id(entry)]
+            todo += [k for k in classes if k not in entry._grads and k not in todo]
+        graphs: dict[int, list[GradientEntry]] = {}
+        for entry in entries:
+            if missing[id(entry)]:
+                graphs.setdefault(id(entry._leaf), []).append(entry)
+        for group in graphs.values():
+            _backward_rows(group, missing)
+        return [
+            {k: entry._grads[k] for k in classes}
+            for (entry, _), classes in zip(requests, wanted, strict=True)
+        ]
+
+
+def _backward_rows(group: list[GradientEntry], missing: Mapping[int, list[int]]) -> None:
+    """Gradients of each entry's missing classes, for entries sharing one graph, in one call."""
+    head = group[0]
+    rows = [entry._row for entry in group]
+    (grads,) = row_gradients(
+        head._graph_logits,
+        [head._leaf],
+        {entry._row: [((k, 1.0),) for k in missing[id(entry)]] for entry in group},
+    )
+    picked = grads[:, rows]  # (M, R, *leaf row shape)
+    grid = head._to_grid(picked.flatten(0, 1)).detach().float().cpu().numpy()
+    grid = grid.reshape(picked.shape[0], len(rows), *grid.shape[1:])
+    for column, entry in enumerate(group):
+        for j, k in enumerate(missing[id(entry)]):
+            entry._grads[k] = grid[j, column : column + 1].copy()
 
 
 def gradients_per_class(
     output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
 ) -> list[torch.Tensor]:
     """∂output[0, k]/∂input for each k and each input (a batch of one): one
-    ``(len(classes), *input.shape[1:])`` tensor per input.
+    ``(len(classes), *input.shape[1:])`` tensor per input."""
+    return gradients_along(output, inputs, [((int(k), 1.0),) for k in classes])
 
+
+def gradients_along(
+    output: torch.Tensor, inputs: Sequence[torch.Tensor], directions: Sequence[Direction]
+) -> list[torch.Tensor]:
+    """∂(Σ w·output[0, k])/∂input for each direction ``((k, w), ...)`` and each input (a batch
+    of one): one ``(len(directions), *input.shape[1:])`` tensor per input."""
+    return [g[:, 0] for g in row_gradients(output, inputs, {0: directions})]
+
+
+def row_gradients(
+    output: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    directions: Mapping[int, Sequence[Direction]],
+) -> list[torch.Tensor]:
+    """∂(Σ w·output[row, k])/∂input for the directions ``directions[row]`` of every row, at
+    once: one ``(M, *input.shape)`` tensor per input, M the longest list, whose ``[j, row]`` is
+    the gradient along ``directions[row][j]`` (zero past the end of a row's list).
+
+    The rows of a batch are independent, so cotangent j carries the j-th direction of every row.
     One vectorised backward (``is_grads_batched``) when the graph supports it, else a loop of
-    backward passes over the (small) graph. The graph is retained for later classes.
+    backward passes over the (small) graph. The graph is retained for later directions.
     """
-    cotangents = torch.zeros(
-        (len(classes), *output.shape), dtype=output.dtype, device=output.device
-    )
-    cotangents[torch.arange(len(classes)), 0, torch.tensor(classes)] = 1.0
+    count = max(len(ds) for ds in directions.values())
+    cotangents = torch.zeros((count, *output.shape), dtype=output.dtype, device=output.device)
+    for row, row_directions in directions.items():
+        for j, direction in enumerate(row_directions):
+            for k, weight in direction:
+                cotangents[j, row, k] += weight
     try:
-        grads = torch.autograd.grad(
-            output, list(inputs), grad_outputs=cotangents, retain_graph=True, is_grads_batched=True
+        return list(
+            torch.autograd.grad(
+                output,
+                list(inputs),
+                grad_outputs=cotangents,
+                retain_graph=True,
+                is_grads_batched=True,
+            )
         )
-        return [g[:, 0] for g in grads]
     except RuntimeError as error:
-        log.debug("batched gradients unavailable (%s); looping over classes", error)
-    per_class = [
+        log.debug("batched gradients unavailable (%s); looping over directions", error)
+    per_direction = [
         torch.autograd.grad(output, list(inputs), grad_outputs=cotangent, retain_graph=True)
         for cotangent in cotangents
     ]
-    return [torch.cat([grads[i] for grads in per_class]) for i in range(len(inputs))]
+    return [torch.stack([grads[i] for grads in per_direction]) for i in range(len(inputs))]
 
 
 def fill_missing(
-    cache: dict[int, T],
+    cache: dict[K, T],
     lock: threading.Lock,
-    classes: Iterable[int],
-    compute: Callable[[list[int]], dict[int, T]],
-) -> dict[int, T]:
-    """``{class: cache[class]}`` for ``classes``, computing the missing ones in one call."""
-    wanted = list(dict.fromkeys(int(k) for k in classes))
+    keys: Iterable[K],
+    compute: Callable[[list[K]], dict[K, T]],
+) -> dict[K, T]:
+    """``{key: cache[key]}`` for ``keys`` (score directions), computing the missing ones in one
+    call."""
+    wanted = list(dict.fromkeys(keys))
     with lock:
         missing = [k for k in wanted if k not in cache]
         if missing:
@@ -185,11 +293,11 @@ def fill_missing(
         return {k: cache[k] for k in wanted}
 
 
-def all_cached(cache: dict[int, T], lock: threading.Lock, classes: Iterable[int]) -> bool:
-    """Whether every class of ``classes`` is in ``cache`` (:func:`fill_missing` would compute
+def all_cached(cache: dict[K, T], lock: threading.Lock, keys: Iterable[K]) -> bool:
+    """Whether every key of ``keys`` is in ``cache`` (:func:`fill_missing` would compute
     nothing)."""
     with lock:
-        return all(int(k) in cache for k in classes)
+        return all(k in cache for k in keys)
 
 
 def masked_input_logits(

@@ -2,26 +2,57 @@
 
 Scaling follows pytorch-grad-cam exactly (``scale_cam_image`` per layer, then again after the
 layer aggregation), so our maps are comparable number for number with the anchor's.
+
+Given the model's ``device``, :func:`finish_maps` and :func:`overlay` run as tensor operations
+there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one copy back;
+on the CPU numpy/OpenCV are the faster of the two and do the work.
 """
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 
 from app.explain.inputs import InvalidInputError
+from app.models.preprocess import tensor_path
 
 
-def finish_maps(raw: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def finish_maps(
+    raw: np.ndarray, size: tuple[int, int], device: torch.device | str | None = None
+) -> np.ndarray:
     """Raw ``(N, h, w)`` maps -> ReLU'd, resized to ``size`` = (width, height), min-max scaled.
 
     Same two-step convention as pytorch-grad-cam's ``compute_cam_per_layer`` followed by
     ``aggregate_multi_layers`` for one target layer.
     """
+    if device is not None and tensor_path(device):
+        grids = torch.from_numpy(np.require(raw, np.float32, ["C", "W"])).to(device)
+        return _finish_on_device(grids, size).cpu().numpy()
     per_layer = scale_cam_image(np.maximum(raw, 0), size)
     return scale_cam_image(np.maximum(per_layer, 0))
+
+
+def _finish_on_device(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`finish_maps` in torch: OpenCV's bilinear resize is ``interpolate``'s with
+    half-pixel centres (``align_corners=False``)."""
+    per_layer = _min_max(raw.clamp(min=0))
+    if per_layer.shape[1:] != (size[1], size[0]):
+        per_layer = F.interpolate(
+            per_layer[:, None], size=(size[1], size[0]), mode="bilinear", align_corners=False
+        )[:, 0]
+    return _min_max(per_layer.clamp(min=0))
+
+
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's per-map scaling: ``(m - min) / (1e-7 + max)``."""
+    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
+    return shifted / (1e-7 + shifted.amax(dim=(1, 2), keepdim=True))
 
 
 def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -56,16 +87,45 @@ def validate_colormap(name: str | None) -> str:
 
 
 def overlay(
-    image: np.ndarray, cam: np.ndarray, opacity: float, colormap: str = DEFAULT_COLORMAP
+    image: np.ndarray,
+    cam: np.ndarray,
+    opacity: float,
+    colormap: str = DEFAULT_COLORMAP,
+    device: torch.device | str | None = None,
 ) -> np.ndarray:
     """``cam`` coloured with ``colormap`` over the RGB uint8 ``image`` at heat-map ``opacity``
     in [0, 1] (pytorch-grad-cam's blending)."""
+    name = validate_colormap(colormap)
+    if device is not None and tensor_path(device):
+        return _overlay_on_device(image, cam, float(opacity), name, torch.device(device))
     base = image.astype(np.float32) / 255.0
     clipped = np.clip(cam, 0.0, 1.0)
     return show_cam_on_image(
-        base, clipped, use_rgb=True, colormap=COLORMAPS[validate_colormap(colormap)],
-        image_weight=1.0 - float(opacity),
-    )  # fmt: skip
+        base, clipped, use_rgb=True, colormap=COLORMAPS[name], image_weight=1.0 - float(opacity)
+    )
+
+
+def _overlay_on_device(
+    image: np.ndarray, cam: np.ndarray, opacity: float, colormap: str, device: torch.device
+) -> np.ndarray:
+    """``show_cam_on_image`` step for step on ``device``: the colour table looked up there,
+    the blend scaled by its maximum, truncated to uint8, copied back once."""
+    # np.require copies only arrays torch cannot wrap (read-only, strided, another dtype).
+    pixels = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).to(device)
+    mask = torch.from_numpy(np.require(cam, np.float32, ["C", "W"])).to(device)
+    index = (255 * mask.clamp(0.0, 1.0)).to(torch.uint8).long()
+    heat = _colour_table(colormap, device)[index].float() / 255
+    image_weight = 1.0 - opacity  # the same float arithmetic as show_cam_on_image
+    blend = (1 - image_weight) * heat + image_weight * (pixels.float() / 255.0)
+    return (255 * (blend / blend.max())).to(torch.uint8).cpu().numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _colour_table(colormap: str, device: torch.device) -> torch.Tensor:
+    """OpenCV's 256-entry table of ``colormap`` as RGB uint8 ``(256, 3)`` on ``device``."""
+    ramp = np.arange(256, dtype=np.uint8)[:, None]
+    bgr = cv2.applyColorMap(ramp, COLORMAPS[colormap])[:, 0]
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, ::-1])).to(device)
 
 
 def colour_bar(width: int, colormap: str, font: ImageFont.ImageFont) -> Image.Image:

@@ -233,6 +233,30 @@ class ExplanationService:
         takes."""
         return self._explain(self._request(model_name, image, settings), progress)
 
+    def prepare_batch(
+        self,
+        model_name: str,
+        images: Sequence[Any],
+        settings: ExplainSettings = ExplainSettings(),
+    ) -> None:
+        """Cache what explaining each of ``images`` at ``settings`` needs — its entry and the
+        gradients of its target and references — for all of them in one forward and one
+        batched backward (images preprocessed to different sizes: one pass per size), so the
+        per-image calls that follow (:meth:`explain`, :meth:`gamma_strip`,
+        :meth:`faithfulness`) run no model. Methods whose entries cannot share a pass are
+        prepared one image at a time. An image or batch that cannot be prepared is left to
+        those calls, which report the error for that image alone."""
+        requests = []
+        for image in images:
+            try:
+                requests.append(self._request(model_name, image, settings))
+            except inputs.InvalidInputError as error:
+                log.debug("not prepared in the batch: %s", error)
+        try:
+            self._prepare_batch(requests)
+        except (inputs.InvalidInputError, ValueError, RuntimeError) as error:
+            log.warning("batched preparation failed (%s); explaining one image at a time", error)
+
     def explain_concepts(
         self,
         model_name: str,
@@ -526,8 +550,10 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap),
-            finer_overlay=overlay(pixels, finer_map, settings.opacity, settings.colormap),
+            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap, model.device),
+            finer_overlay=overlay(
+                pixels, finer_map, settings.opacity, settings.colormap, model.device
+            ),
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight)
@@ -540,6 +566,46 @@ class ExplanationService:
             colormap=settings.colormap,
         )
 
+    def _prepare_batch(self, requests: Sequence[_Request]) -> None:
+        """:meth:`prepare_batch` of requests on one model and settings: the images whose entry
+        (or reusable trunk) is not cached yet, stacked per preprocessed size."""
+        if not requests:
+            return
+        model, settings = requests[0].model, requests[0].settings
+        method = get_method(settings.method)
+        source = method.entry_source(model, settings)
+        todo: dict[str, _Request] = {}
+        for request in requests:
+            digest = request.decoded.digest
+            if self.entries.get(source.entry_key(digest)) is None and (
+                self.trunks.get(source.trunk_key(digest)) is None
+            ):
+                todo.setdefault(digest, request)
+        by_size: dict[tuple[int, ...], list[tuple[_Request, torch.Tensor]]] = {}
+        for request in todo.values():
+            x = model.preprocess(request.decoded.image)
+            by_size.setdefault(tuple(x.shape), []).append((request, x))
+        for group in by_size.values():
+            batch = torch.cat([x for _, x in group])
+            entries = _guarded(lambda batch=batch: source.compute_batch(batch), model)
+            method.prepare_batch(
+                [(entry, self._contrast(model, entry, settings)) for entry in entries]
+            )
+            for (request, _), entry in zip(group, entries, strict=True):
+                digest = request.decoded.digest
+                self.trunks.put(source.trunk_key(digest), entry.trunk_output)
+                self.entries.put(source.entry_key(digest), entry)
+
+    def _contrast(
+        self, model: ExplainableModel, entry: Entry, settings: ExplainSettings
+    ) -> Contrast:
+        """The target, references and weights a request at ``settings`` explains, for
+        ``entry``."""
+        target = _target_index(model, entry, settings.target)
+        references, _ = self._references(model, entry, target, settings)
+        weights = reference_weights(references, entry.probabilities, settings.weighting)
+        return contrast_for(target, references, weights, settings.gamma)
+
     def _from_cache(self, request: _Request) -> bool:
         model, settings = request.model, request.settings
         if settings.fgcam:
@@ -550,9 +616,7 @@ class ExplanationService:
         )
         if entry is None:
             return False
-        target = _target_index(model, entry, settings.target)
-        references, _ = self._references(model, entry, target, settings)
-        return method.is_ready(entry, [target, *references])
+        return method.is_ready(entry, self._contrast(model, entry, settings))
 
     def _prepare(self, request: _Request) -> _Prepared:
         """What every rendering of a request starts from: the cache entry, the target, its
@@ -565,7 +629,7 @@ class ExplanationService:
         target = _target_index(model, entry, settings.target)
         references, notices = self._references(model, entry, target, settings)
         weights = reference_weights(references, entry.probabilities, settings.weighting)
-        method.prepare(entry, [target, *references])
+        method.prepare(entry, contrast_for(target, references, weights, settings.gamma))
         x = model.preprocess(image) if method.needs_input(entry) else None
         return _Prepared(method, source, entry, cached, target, references, weights, notices, x)
 
@@ -589,7 +653,7 @@ class ExplanationService:
         # The maps may have grown the entry (new gradients, Score-CAM logits): re-inserting it
         # counts those bytes against the cache bound now rather than at the next image.
         self.entries.put(prep.source.entry_key(request.decoded.digest), prep.entry)
-        return finish_maps(raws, request.decoded.image.size)
+        return finish_maps(raws, request.decoded.image.size, request.model.device)
 
     def fgcam_stops(self, model_name: str) -> list[tuple[str, int]]:
         """FG-CAM output layers of a model as (label, stop index); empty when unsupported.

@@ -102,9 +102,17 @@ class AttentionMethod(CamMethod):
     def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
         """``(tokens,)`` relevance from the combined per-block gradients."""
 
+    def is_ready(self, entry: AttentionEntry, contrast: Contrast) -> bool:
+        return entry.has_gradients(contrast.directions())
+
+    def prepare(self, entry: AttentionEntry, contrast: Contrast) -> None:
+        """Two backward passes whatever T is: the target's score and the references' weighted
+        sum (:meth:`Contrast.directions`)."""
+        entry.gradients(list(contrast.directions()))
+
     def raw_map(
         self, entry: AttentionEntry, contrast: Contrast, given: ModelInput = NO_INPUT
     ) -> np.ndarray:
-        coefficients = contrast.coefficients()
+        coefficients = {d: c for d, c in contrast.directions().items() if c != 0.0}
         gradients = combine_blocks(entry.gradients(list(coefficients)), coefficients)
         return patch_map(entry, self.relevance(entry, gradients))

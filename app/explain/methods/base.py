@@ -10,7 +10,7 @@ orchestrates through this protocol only: it never asks which method or family it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,11 @@ class EntrySource(ABC):
     def compute(self, x: torch.Tensor, trunk: Any | None) -> Any:
         """The entry of input ``x``; ``trunk`` is a cached trunk output to start from, or None."""
 
+    def compute_batch(self, x: torch.Tensor) -> list[Any]:
+        """The entries of the images of the batch ``x`` ``(N, 3, H, W)``: one by one, unless
+        the source can run them in one pass."""
+        return [self.compute(x[row : row + 1], None) for row in range(len(x))]
+
 
 class CamMethod(ABC):
     """One CAM method: its cache entry, its map, the models it runs on, its defaults.
@@ -102,13 +107,20 @@ class CamMethod(ABC):
         """The entry this method needs for ``model`` under ``settings``; InvalidInputError
         naming the setting when the method cannot run there."""
 
-    def is_ready(self, entry: Any, classes: Iterable[int]) -> bool:
-        """Whether maps of ``classes`` need no model call (everything is cached)."""
-        return entry.has_gradients(classes)
+    def is_ready(self, entry: Any, contrast: Contrast) -> bool:
+        """Whether maps of ``contrast`` at any γ need no model call (everything is cached)."""
+        return entry.has_gradients(contrast.classes())
 
-    def prepare(self, entry: Any, classes: Iterable[int]) -> None:
-        """Compute what maps of ``classes`` need, in one batched call (their gradients)."""
-        entry.gradients(list(classes))
+    def prepare(self, entry: Any, contrast: Contrast) -> None:
+        """Compute what maps of ``contrast`` at any γ need, in one batched call (the gradients
+        of its classes)."""
+        entry.gradients(list(contrast.classes()))
+
+    def prepare_batch(self, requests: Sequence[tuple[Any, Contrast]]) -> None:
+        """:meth:`prepare` for several (entry, contrast): one by one, unless the method's
+        entries of one batch can share the call."""
+        for entry, contrast in requests:
+            self.prepare(entry, contrast)
 
     def needs_input(self, entry: Any) -> bool:
         """Whether :meth:`raw_map` needs a :class:`ModelInput` (Score-CAM's first use)."""

@@ -7,6 +7,7 @@ Finer gradient G^c − γ·Σ w_d G^d, never a difference of finished maps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from pytorch_grad_cam.base_cam import BaseCAM
 
 from app.explain.combine import Contrast, combine
-from app.explain.gradients import GradientEntry, compute_entry
+from app.explain.gradients import GradientEntry, compute_entries, compute_entry, fill_gradients
 from app.explain.methods.base import NO_INPUT, CamMethod, EntrySource, ModelInput
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class GridSource(EntrySource):
     def compute(self, x: torch.Tensor, trunk: torch.Tensor | None) -> GradientEntry:
         return compute_entry(self.model, x, (), activation=trunk)
 
+    def compute_batch(self, x: torch.Tensor) -> list[GradientEntry]:
+        return compute_entries(self.model, x, ())
+
 
 class FeatureGridMethod(CamMethod):
     """A method reading the feature grid at the target layer (any CNN or ViT adapter)."""
@@ -56,6 +60,9 @@ class GradientWeighting(FeatureGridMethod):
 
     def __init__(self, name: str, label: str, cam_class: type[BaseCAM], help: str) -> None:
         self.name, self.label, self.cam_class, self.help = name, label, cam_class, help
+
+    def prepare_batch(self, requests: Sequence[tuple[GradientEntry, Contrast]]) -> None:
+        fill_gradients([(entry, contrast.classes()) for entry, contrast in requests])
 
     def weighting(self) -> BaseCAM:
         """A bare instance whose weighting functions we call.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 
 from app.explain.combine import Contrast, objective_vector
@@ -21,10 +19,10 @@ class ScoreCamMethod(FeatureGridMethod):
     help = "channels weighted by the score of the input they mask"
     uses_gradients = False
 
-    def is_ready(self, entry: GradientEntry, classes: Iterable[int]) -> bool:
+    def is_ready(self, entry: GradientEntry, contrast: Contrast) -> bool:
         return entry.has_score_logits
 
-    def prepare(self, entry: GradientEntry, classes: Iterable[int]) -> None:
+    def prepare(self, entry: GradientEntry, contrast: Contrast) -> None:
         return None  # the masked-input scores are computed with the first map
 
     def needs_input(self, entry: GradientEntry) -> bool:

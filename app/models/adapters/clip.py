@@ -135,7 +135,10 @@ class ClipEngine:
         logits); ValueError for towers whose blocks we cannot reproduce (timm towers)."""
         if not isinstance(self.split, OpenClipVisionSplit):
             raise ValueError("attention maps are available for open_clip ViT towers only")
-        return AttentionView(self.split, head, f"{self.key}#attention")
+        split = self.split
+        return AttentionView(
+            split, lambda tokens: head(split.pool(tokens)), f"{self.key}#attention"
+        )
 
     # ---------------------------------------------------------------- image side
 

@@ -341,7 +341,10 @@ class TransformersClassifier(ExplainableModel):
     def attention_view(self) -> AttentionView | None:
         if not isinstance(self.split, TransformersViTSplit):
             return None
-        return AttentionView(self.split, self.split.head, f"{self.trunk_key}#attention")
+        split = self.split
+        return AttentionView(
+            split, lambda tokens: split.head(split.pool(tokens)), f"{self.trunk_key}#attention"
+        )
 
     def cascade_layers(self) -> list[tuple[str, nn.Module]]:
         """The classifier (DeiT's two heads as one layer), then the base model's parts from the

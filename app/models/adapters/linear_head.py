@@ -94,7 +94,9 @@ class LinearHeadModel(ExplainableModel):
         split = getattr(self.backbone, "split", None)
         if not isinstance(split, ViTSplit):
             return None
-        return AttentionView(split, self._head, f"{self.backbone.key}#attention")
+        return AttentionView(
+            split, lambda tokens: self._head(split.pool(tokens)), f"{self.backbone.key}#attention"
+        )
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         return self.backbone.to_grid(activation)
@@ -242,6 +244,27 @@ def _input_size(metadata: dict[str, str]) -> tuple[int, int] | None:
     return int(height), int(width or height)
 
 
+def head_title(classes: Sequence[str], backbone: str) -> str:
+    """What a trained head is, in its own words: its class count, first names and backbone."""
+    shown = ", ".join(classes[:3]) + (", …" if len(classes) > 3 else "")
+    return f"trained {len(classes)}-class head ({shown}) on {backbone}"
+
+
+def local_head_title(source: str, backbone: str = "") -> str | None:
+    """:func:`head_title` of a local head file or folder, read from its metadata alone (no
+    backbone, no download; ``backbone`` replaces the one it names); None for Hub repos and
+    heads that do not say their classes."""
+    path = Path(source).expanduser()
+    head = path / HEAD_FILE if path.is_dir() else path
+    if head.suffix != ".safetensors" or not head.is_file():
+        return None
+    metadata = _read_metadata(head)
+    if "classes" not in metadata:
+        return None
+    backbone = backbone or metadata.get("backbone") or DEFAULT_LINEAR_BACKBONE
+    return head_title(json.loads(metadata["classes"]), backbone)
+
+
 def load_linear_model(
     source: str,
     device: torch.device | str = "cpu",
@@ -259,7 +282,7 @@ def load_linear_model(
         bias,
         classes,
         name,
-        description=f"{name}: {len(classes)}-class head {Path(source).name} on {model.description}",
+        description=f"{head_title(classes, spec)} ({Path(source).name}, {model.description})",
     )
 
 
@@ -272,7 +295,7 @@ def head_spec(name: str) -> ModelSpec | None:
         return None
     return ModelSpec(
         name,
-        f"linear head {head.parent.name if path.is_dir() else head.stem} (trained)",
+        local_head_title(str(path)) or f"trained linear head {head.name}",
         "classifier",
         lambda settings: load_linear_model(str(path), settings.torch_device, "", settings, name),
     )

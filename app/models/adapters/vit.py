@@ -62,29 +62,20 @@ class TokenGrids:
         raise ValueError(f"unknown patch grid for {num_tokens} tokens; run the trunk first")
 
 
-class ViTSplit(ABC):
-    """Shared trunk/tail logic; subclasses supply embedding, blocks and the block arithmetic."""
+class AttentionSplit(ABC):
+    """A transformer's blocks run by hand with explicit attention probabilities, for LeGrad and
+    attention-gradient; subclasses supply embedding, blocks, the attention arithmetic and
+    pooling. Blocks attend over the tokens they receive (no downsampling inside them)."""
 
     prefix: int  # class (+ register) tokens before the patch tokens
-    fast: bool  # class-token-only last block
-    target: str
+    fast: bool  # the model reads the class token alone: a last block for that query only
     patch_size: tuple[int, int]
+    pooling: str  # how the model pools its last block: ``token`` (class token), ``avg`` ...
 
-    def _setup(self, grid: tuple[int, int], target: str, standard_block: bool) -> None:
-        if target not in TARGETS:
-            raise ValueError(f"ViT target must be one of {', '.join(TARGETS)}, got {target!r}")
-        if not standard_block:
-            target = "residual"  # unknown block arithmetic: only its input can be the leaf
-        self.target = target
-        self.grids = TokenGrids(grid, self._total)
-
-    def _total(self, patches: int) -> int:
-        tokens = self.prefix + patches
-        if self.target == "residual":
-            return tokens
-        return tokens + (1 if self.fast else tokens)
-
-    # subclass hooks ------------------------------------------------------------------------
+    def input_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The grid of the explained blocks' patch tokens for an input of that size (the patch
+        size divides it, remainders dropped like the patch convolution)."""
+        return height // int(self.patch_size[0]), width // int(self.patch_size[1])
 
     @abstractmethod
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -97,18 +88,6 @@ class ViTSplit(ABC):
     def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """One block before the explained ones (the module's own forward by default)."""
         return block(tokens)
-
-    @abstractmethod
-    def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The last block's first norm (the CAM target layer)."""
-
-    @abstractmethod
-    def _attend(self, normed: torch.Tensor, cls_only: bool) -> torch.Tensor:
-        """The last block's attention, for the class-token query only when ``cls_only``."""
-
-    @abstractmethod
-    def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """Residual, MLP and layer scale of the last block after attention."""
 
     @abstractmethod
     def _attention_parts(
@@ -128,8 +107,6 @@ class ViTSplit(ABC):
     @abstractmethod
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens after any block -> pooled features, the way the model pools its last block."""
-
-    # attention path (LeGrad, attention-gradient) ----------------------------------------------
 
     @property
     def num_blocks(self) -> int:
@@ -175,6 +152,39 @@ class ViTSplit(ABC):
         a graph from those attention rows alone, through the block's second half."""
         block = self._blocks()[state.index]
         return self._attention_output(block, state.tokens[:, rows], attention_rows, state.values)
+
+
+class ViTSplit(AttentionSplit):
+    """A ViT split at its last block for CAM, on top of the attention path; subclasses also
+    supply the last block's arithmetic around its target layer."""
+
+    target: str
+
+    def _setup(self, grid: tuple[int, int], target: str, standard_block: bool) -> None:
+        if target not in TARGETS:
+            raise ValueError(f"ViT target must be one of {', '.join(TARGETS)}, got {target!r}")
+        if not standard_block:
+            target = "residual"  # unknown block arithmetic: only its input can be the leaf
+        self.target = target
+        self.grids = TokenGrids(grid, self._total)
+
+    def _total(self, patches: int) -> int:
+        tokens = self.prefix + patches
+        if self.target == "residual":
+            return tokens
+        return tokens + (1 if self.fast else tokens)
+
+    @abstractmethod
+    def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last block's first norm (the CAM target layer)."""
+
+    @abstractmethod
+    def _attend(self, normed: torch.Tensor, cls_only: bool) -> torch.Tensor:
+        """The last block's attention, for the class-token query only when ``cls_only``."""
+
+    @abstractmethod
+    def _finish(self, raw: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """Residual, MLP and layer scale of the last block after attention."""
 
     # split -----------------------------------------------------------------------------------
 
@@ -435,6 +445,22 @@ class TimmVitSplit(ViTSplit):
     """Trunk/tail of a timm ``VisionTransformer`` at its last block."""
 
     def __init__(self, model: nn.Module, target: str = "norm1") -> None:
+        standard = self._check(model)
+        self.model = model
+        self.prefix = int(model.num_prefix_tokens)
+        self.last = model.blocks[-1]
+        self.fast = (
+            standard
+            and model.global_pool == "token"
+            and getattr(model, "attn_pool", None) is None
+            and getattr(model, "dist_token", None) is None  # DeiT-distilled reads two tokens
+        )
+        self.patch_size = tuple(int(p) for p in model.patch_embed.patch_size)
+        grid = tuple(int(g) for g in model.patch_embed.grid_size)
+        self._setup(grid, target, standard)
+
+    def _check(self, model: nn.Module) -> bool:
+        """Whether the last block is a standard one; ValueError for models not split here."""
         from timm.layers import Attention
         from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -446,32 +472,26 @@ class TimmVitSplit(ViTSplit):
         for attribute in ("rope", "pos_embed_rope"):
             if getattr(model, attribute, None) is not None:
                 raise ValueError("cannot split a ViT with rotary position embeddings")
-        self.model = model
-        self.prefix = int(model.num_prefix_tokens)
-        self.last = model.blocks[-1]
-        attn = getattr(self.last, "attn", None)
-        standard = (
-            type(self.last) is Block
+        attn = getattr(model.blocks[-1], "attn", None)
+        return (
+            type(model.blocks[-1]) is Block
             and type(attn) is Attention
             and getattr(attn, "gate", None) is None
         )
-        self.fast = (
-            standard and model.global_pool == "token" and getattr(model, "attn_pool", None) is None
-        )
-        self.patch_size = tuple(int(p) for p in model.patch_embed.patch_size)
-        grid = tuple(int(g) for g in model.patch_embed.grid_size)
-        self._setup(grid, target, standard)
 
     def _blocks(self) -> nn.Sequential:
         return self.model.blocks
 
+    def _patches(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Patch embeddings and their grid."""
+        patches = self.model.patch_embed(x)
+        if patches.ndim == 4:  # dynamic image size: (N, h, w, C)
+            return patches, (int(patches.shape[1]), int(patches.shape[2]))
+        return patches, tuple(int(g) for g in self.model.patch_embed.grid_size)
+
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         model = self.model
-        patches = model.patch_embed(x)
-        if patches.ndim == 4:  # dynamic image size: (N, h, w, C)
-            grid = (int(patches.shape[1]), int(patches.shape[2]))
-        else:
-            grid = tuple(int(g) for g in model.patch_embed.grid_size)
+        patches, grid = self._patches(x)
         return model.norm_pre(model.patch_drop(model._pos_embed(patches))), grid
 
     def _norm1(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -530,6 +550,11 @@ class TimmVitSplit(ViTSplit):
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.features_of_tokens(tokens, pre_logits=True)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits from tokens after the last block (its own head, both heads
+        of a distilled model)."""
+        return self.features_of_tokens(tokens, pre_logits=False)
 
     def features_of_tokens(self, tokens: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
         """Tokens after any block -> ``forward_head(norm(tokens), pre_logits)``."""
@@ -591,16 +616,18 @@ class AttentionView:
     """A split ViT seen through its attention maps, for LeGrad and attention-gradient.
 
     Args:
-        split: The ViT split (embedding, blocks, explicit attention, pooling).
-        head: Pooled features -> logits ``(N, K)`` (a linear head, CLIP's text similarities).
+        split: The split (embedding, blocks, explicit attention, pooling).
+        readout: Tokens after the last block -> logits ``(N, K)``: the model's own pooling and
+            head (a linear head on the pooled features, CLIP's text similarities, a timm
+            classifier's ``forward_head``).
         key: Identifies the image side (trunk weights and pooling), for caching tokens.
     """
 
     def __init__(
-        self, split: ViTSplit, head: Callable[[torch.Tensor], torch.Tensor], key: str
+        self, split: AttentionSplit, readout: Callable[[torch.Tensor], torch.Tensor], key: str
     ) -> None:
         self.split = split
-        self.head = head
+        self.readout = readout
         self.key = key
 
     @property
@@ -630,7 +657,7 @@ class AttentionView:
         leaf = state.attention[:, :, rows].detach().requires_grad_(True)
         with torch.enable_grad():
             out = self.split.replay_block(state, leaf, rows)
-            return leaf, self.head(self.split.pool(out))
+            return leaf, self.readout(out)
 
     def final_scores(
         self, tokens: torch.Tensor, start: int
@@ -641,7 +668,7 @@ class AttentionView:
         never reach the logits): its probabilities are ``(N, heads, 1, tokens)``."""
         rows = slice(0, 1) if self.split.fast else slice(None)
         outputs, attentions = self.split.attention_blocks(tokens, start, rows)
-        return self.head(self.split.pool(outputs[-1])), attentions
+        return self.readout(outputs[-1]), attentions
 
 
 def timm_vit_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

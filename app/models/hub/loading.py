@@ -34,12 +34,14 @@ from PIL import Image
 
 from app.config import Settings
 from app.models.adapters.clip import DEFAULT_TEMPLATE, ClipEngine, ClipPromptView
-from app.models.adapters.vit import AttentionView, TimmVitSplit, fold_tokens
+from app.models.adapters.timm_splits import timm_splits
+from app.models.adapters.vit import AttentionView, fold_tokens
 from app.models.base import ExplainableModel
 from app.models.hub import cache_bound
 from app.models.hub import policy as hub
 from app.models.hub.detect import detect_library
 from app.models.hub.downloads import hf_cache_dir, hub_error
+from app.models.hub.hints import attention_hint
 from app.models.preprocess import to_tensor
 from app.models.registry import ModelSpec, register_resolver
 from app.models.weights import freeze
@@ -98,9 +100,9 @@ def register_class_list(names: Sequence[str]) -> str:
 
 
 class TimmClassifier(ExplainableModel):
-    """A timm classifier split for CAM: ViTs at the last block (:class:`TimmVitSplit`), other
-    models at the output of ``forward_features`` (the last stage; the final tokens of EVA-02 and
-    LeViT, folded into their grid), with ``forward_head`` as the tail."""
+    """A timm classifier split for CAM: ViTs and EVA-02 at the last block (:func:`timm_splits`),
+    other models at the output of ``forward_features`` (the last stage; LeViT's final tokens
+    folded into their grid), with ``forward_head`` as the tail."""
 
     def __init__(
         self,
@@ -119,10 +121,7 @@ class TimmClassifier(ExplainableModel):
         self.input_size = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
-        try:
-            self.split: TimmVitSplit | None = TimmVitSplit(self.model)
-        except ValueError:
-            self.split = None  # a CNN: target = the last stage's output
+        self.split, self.attention_split = timm_splits(self.model)
         self.trunk_key = key
         self.description = description
 
@@ -155,9 +154,10 @@ class TimmClassifier(ExplainableModel):
         return activation
 
     def attention_view(self) -> AttentionView | None:
-        if self.split is None:
+        split = self.attention_split
+        if split is None:
             return None
-        return AttentionView(self.split, self.model.get_classifier(), f"{self.trunk_key}#attention")
+        return AttentionView(split, split.logits, f"{self.trunk_key}#attention")
 
     def class_embeddings(self) -> torch.Tensor | None:
         head = self.model.get_classifier()
@@ -424,7 +424,12 @@ def hub_spec(name: str) -> ModelSpec | None:
         task, summary = "classifier", f"open_clip {hub_id.repo}: zero-shot over {list_name}"
         build = lambda s: clip_view(hub_id, list_name, s.torch_device, s, canonical)  # noqa: E731
     return ModelSpec(
-        canonical, summary, task, _bounded(hub_id.repo, build), release=lambda: _unload(hub_id.repo)
+        canonical,
+        summary,
+        task,
+        _bounded(hub_id.repo, build),
+        attention=attention_hint(hub_id),
+        release=lambda: _unload(hub_id.repo),
     )
 
 

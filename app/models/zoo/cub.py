@@ -5,11 +5,13 @@
 Albatross``) in the template ``a photo of a {}, a type of bird.``. Head rows are the normalised
 text embeddings, so weight-similarity references find look-alike species.
 
-``cub200-linear``: a linear layer on a frozen backbone
+``cub200-linear``: the slot for a user's trained linear head on a frozen backbone
 (:mod:`app.models.adapters.linear_head`), loaded from ``FINERCAM_CUB_HEAD``: a local
 ``.safetensors`` file (or a folder holding ``head.safetensors``) or a Hub repo id holding
 ``head.safetensors`` + ``classes.json``. ``python -m app.train.head`` writes such heads. The
 head file's metadata names its backbone and input size; ``FINERCAM_CUB_BACKBONE`` overrides it.
+The head need not be CUB's: its summary and description name its own classes and backbone (from
+a local head's metadata as soon as the module is imported, from the loaded head otherwise).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from app.config import Settings
 from app.models.adapters.clip import ClipPromptView, settings_engine
-from app.models.adapters.linear_head import LinearHeadModel, load_linear_model
+from app.models.adapters.linear_head import LinearHeadModel, load_linear_model, local_head_title
 from app.models.registry import ModelSpec, register_model
 
 ASSETS = Path(__file__).resolve().parents[3] / "assets"
@@ -111,10 +113,21 @@ register_model(
         attention=True,
     )
 )
+
+
+def linear_summary(settings: Settings) -> str:
+    """The head's own classes and backbone when ``FINERCAM_CUB_HEAD`` is a local head that says
+    them; else what the slot takes."""
+    title = (
+        local_head_title(settings.cub_head, settings.cub_backbone) if settings.cub_head else None
+    )
+    return title or "Your trained linear head (FINERCAM_CUB_HEAD) on a frozen backbone"
+
+
 register_model(
     ModelSpec(
         name="cub200-linear",
-        summary="CUB-200 birds: trained linear head (FINERCAM_CUB_HEAD) on a frozen backbone",
+        summary=linear_summary(Settings.from_env()),
         task="classifier",
         build=build_linear,
         fallback="demo-cnn",
