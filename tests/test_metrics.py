@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from app.explain.metrics import (
+    _ranks,
+    _top_mask,
     baseline_image,
     box_to_mask,
     deletion_auc,
@@ -204,6 +206,33 @@ def test_ties_are_broken_by_row_major_order():
     # A flat map deletes pixels in reading order: the region's top row (pixels 0, 1) goes first.
     curve = perturbation_curve(RegionModel(), ONES, torch.zeros(H, W), 0, steps=8, baseline=ZEROS)
     assert curve.probabilities[0, 1].item() == pytest.approx(softmax0(2, 2, 0), abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), levels=st.integers(1, 4), side=st.integers(1, 12))
+def test_top_selection_is_the_full_sort_prefix_on_heavily_tied_maps(seed, levels, side):
+    # A handful of distinct values (signed zeros among them): most pixels tie with others.
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.tensor([0.0, -0.0, 1.0, 0.5, -2.0])[: levels + 1]
+    maps = values[torch.randint(len(values), (3, side, side + 1), generator=generator)]
+    order = _ranks(maps)
+    for count in range(1, side * (side + 1) + 1):
+        assert torch.equal(_top_mask(maps, count), order < count), count
+
+
+def test_relative_confidence_drop_masks_tied_pixels_in_row_major_order():
+    # The map ties everywhere: the top 2 of 16 pixels are the region's top row (pixels 0, 1),
+    # so the target's logit falls by half; a map that ties outside the region leaves it.
+    inside_first = torch.zeros(H, W)
+    outside_first = torch.zeros(H, W)
+    outside_first[0, 2:] = outside_first[1:, 0] = 1.0  # 5 pixels at the top, all outside REGION
+    maps = torch.stack([inside_first, outside_first])
+    drop = relative_confidence_drop(
+        RegionModel(), ONES, maps, 0, [1], top_fraction=0.125, baseline=ZEROS
+    )
+    assert drop.pixels_masked == 2
+    expected = torch.tensor([softmax0(2, 2, 0), softmax0(4, 2, 0)])
+    assert torch.allclose(drop.probability_after, expected, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------

@@ -310,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="--sanity: stop after N layers (default: every layer the model declares)",
     )
+    sanity.add_argument(
+        "--sanity-slow-limit",
+        type=int,
+        default=2,
+        metavar="N",
+        help="--sanity: Score-CAM (a forward per channel for every map) checks only the first "
+        "N images (default 2)",
+    )
     return parser
 
 

@@ -2,7 +2,8 @@
 
 The model's layers are re-initialised one after another, output first, on a copy of the model
 (:mod:`app.explain.sanity`); after each step every method's CAM and Finer-CAM maps of the first
-``--limit`` images (default :data:`DEFAULT_IMAGES`) are compared with the trained model's maps.
+``--limit`` images (default :data:`DEFAULT_IMAGES`; Score-CAM, a forward per channel for every
+map, the first ``--sanity-slow-limit``) are compared with the trained model's maps.
 Writes ``sanity.csv`` (one row per image, method, map and step), ``sanity_summary.csv`` and
 ``sanity.md`` (mean Spearman ρ / SSIM per method and map after each step) into ``--out``.
 """
@@ -39,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--top-t must be at least 1, got {args.top_t}")
     if args.sanity_depth is not None and args.sanity_depth < 1:
         raise CliError(f"--sanity-depth must be at least 1, got {args.sanity_depth}")
+    if args.sanity_slow_limit < 1:
+        raise CliError(f"--sanity-slow-limit must be at least 1, got {args.sanity_slow_limit}")
     discovery = discover_from_args(args)
     check_model(args.model)
     session = open_session(args.model, args.device, args.threads, allow_fallback=False)
@@ -52,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("no image could be read for the sanity check")
     try:
         scores = sanity_check(
-            session.model, images, methods, gammas[0], args.top_t, depth=args.sanity_depth
-        )
+            session.model, images, methods, gammas[0], args.top_t, depth=args.sanity_depth,
+            slow_images=args.sanity_slow_limit,
+        )  # fmt: skip
     except InvalidInputError as error:
         raise CliError(str(error)) from error
     summary = summarise(scores)

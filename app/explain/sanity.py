@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from app.explain.inputs import InvalidInputError
+from app.explain.methods import get_method
 from app.explain.service import Explanation, ExplanationService
 from app.explain.settings import ExplainSettings
 from app.models.base import CascadeLayers, ExplainableModel
@@ -119,14 +120,23 @@ def ssim(first: np.ndarray, second: np.ndarray) -> float:
 
 
 def reinitialise(module: torch.nn.Module, seed: int) -> int:
-    """``reset_parameters`` on every part of ``module`` that has one, under ``seed`` (the global
+    """Every part of ``module`` re-initialised as PyTorch builds it, under ``seed`` (the global
     RNG is restored afterwards); returns how many parts were reset."""
-    resettable = [m for m in module.modules() if callable(getattr(m, "reset_parameters", None))]
+    resets = [reset for reset in map(_initialiser, module.modules()) if reset is not None]
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        for part in resettable:
-            part.reset_parameters()
-    return len(resettable)
+        for reset in resets:
+            reset()
+    return len(resets)
+
+
+def _initialiser(part: torch.nn.Module) -> Callable[[], None] | None:
+    """``reset_parameters``; ``nn.MultiheadAttention`` keeps its packed input projection (an
+    open_clip block's Q, K, V) as a bare parameter that only its ``_reset_parameters`` draws."""
+    if isinstance(part, torch.nn.MultiheadAttention):
+        return part._reset_parameters
+    reset = getattr(part, "reset_parameters", None)
+    return reset if callable(reset) else None
 
 
 def cascade(
@@ -170,6 +180,7 @@ def sanity_check(
     top_t: int = 3,
     depth: int | None = None,
     seed: int = DEFAULT_SEED,
+    slow_images: int | None = None,
 ) -> list[SanityScore]:
     """Scores of every method's CAM and Finer maps of ``images`` after each cascade step.
 
@@ -181,6 +192,8 @@ def sanity_check(
             model, kept for the randomised copies).
         depth: Stop after this many layers (``None``: all the model declares).
         seed: Seed of the first step's re-initialisation.
+        slow_images: Methods without gradients (Score-CAM: a forward per channel for every
+            map) explain only the first ``slow_images`` images (``None``: all).
     """
     trained = ExplanationService(lambda _name: model, max_entries=len(images) + 1)
     originals = {
@@ -188,7 +201,7 @@ def sanity_check(
             model.name, image, ExplainSettings(method=method, gamma=gamma, top_t=top_t)
         )
         for method in methods
-        for index, image in enumerate(images)
+        for index, image in enumerate(images[: _image_count(method, len(images), slow_images)])
     }
     scores = []
     for step, (layer, randomised) in enumerate(cascade(model, depth, seed), start=1):
@@ -210,6 +223,12 @@ def sanity_check(
                     )
                 )
     return scores
+
+
+def _image_count(method: str, count: int, slow_images: int | None) -> int:
+    if slow_images is None or get_method(method).uses_gradients:
+        return count
+    return min(count, slow_images)
 
 
 def summarise(scores: Sequence[SanityScore]) -> list[dict[str, object]]:
@@ -234,12 +253,16 @@ def summarise(scores: Sequence[SanityScore]) -> list[dict[str, object]]:
 
 
 def markdown_table(summary: Sequence[dict[str, object]]) -> str:
-    """One row per (method, map): ``ρ / SSIM`` after each step, the layers as columns."""
+    """One row per (method, map): ``ρ / SSIM`` after each step, the layers as columns; a method
+    checked on fewer images than the others says on how many."""
     layers: dict[int, str] = {int(row["step"]): str(row["layer"]) for row in summary}
     steps = sorted(layers)
+    most = max((int(row["n"]) for row in summary), default=0)
     cells: dict[tuple[str, str], dict[int, str]] = defaultdict(dict)
     for row in summary:
-        cells[(str(row["method"]), str(row["map"]))][int(row["step"])] = (
+        n = int(row["n"])
+        method = str(row["method"]) + (f" ({n} image{'s' * (n != 1)})" if n < most else "")
+        cells[(method, str(row["map"]))][int(row["step"])] = (
             f"{row['spearman']:.2f} / {row['ssim']:.2f}"
         )
     heading = " | ".join(f"+ {layers[s]}" for s in steps)

@@ -152,10 +152,24 @@ class CascadeLayers(Protocol):
     """A model whose layers the sanity check (cascading model randomisation, Adebayo et al.
     2018) re-initialises one after another: ``(name, module)`` pairs, the output layer (head)
     first, then each block towards the input. Re-initialising a module means calling
-    ``reset_parameters`` on its parts, so each module holds its parameters in modules that have
-    one (``nn.Linear``, ``nn.Conv2d``, norms)."""
+    ``reset_parameters`` on its parts (``nn.MultiheadAttention``'s own initialisation for it),
+    so each module holds its parameters in modules that have one (``nn.Linear``,
+    ``nn.Conv2d``, norms); a bare weight tensor is declared through :func:`linear_over`.
+    Bare parameters of other modules (class tokens, position embeddings, layer scales) stay
+    trained."""
 
     def cascade_layers(self) -> Sequence[tuple[str, nn.Module]]: ...
+
+
+def linear_over(weight: torch.Tensor, bias: torch.Tensor | None = None) -> nn.Linear:
+    """An ``nn.Linear`` whose parameters are ``weight`` ``(out, in)`` and ``bias`` themselves
+    (views, no copy), so re-initialising it re-initialises a head kept as bare tensors."""
+    out_features, in_features = weight.shape
+    linear = nn.Linear(in_features, out_features, bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias, requires_grad=False)
+    return linear
 
 
 def layers_with_parameters(

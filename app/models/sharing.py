@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -38,6 +39,15 @@ class LRUDict(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
+
+    def __deepcopy__(self, memo: dict[int, object]) -> LRUDict[K, V]:
+        """A copy with its own lock (a model deep-copied for the sanity check takes its caches
+        along)."""
+        copied: LRUDict[K, V] = LRUDict(self.max_entries)
+        memo[id(self)] = copied
+        with self._lock:
+            copied._items = copy.deepcopy(self._items, memo)
+        return copied
 
 
 _SHARED: dict[Hashable, object] = {}

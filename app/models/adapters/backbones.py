@@ -24,8 +24,7 @@ from PIL import Image
 from torch import nn
 
 from app.config import Settings
-from app.models.adapters.vit import TimmVitSplit
-from app.models.base import layers_with_parameters
+from app.models.adapters.vit import TimmVitSplit, timm_vit_layers
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.preprocess import to_tensor
 from app.models.sharing import shared_instance
@@ -122,16 +121,7 @@ class TimmBackbone:
 
     def cascade_layers(self) -> list[tuple[str, nn.Module]]:
         """Final norms, then each block from the last, then the patch embedding."""
-        model = self.model
-        stack = [
-            model.patch_embed,
-            model.norm_pre,
-            *model.blocks,
-            model.norm,
-            getattr(model, "attn_pool", None),
-            model.fc_norm,
-        ]
-        return layers_with_parameters(model, [m for m in stack if m is not None])
+        return timm_vit_layers(self.model)
 
 
 def load_timm(

@@ -26,10 +26,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from app.config import Settings
-from app.models.adapters.vit import AttentionView, OpenClipVisionSplit, open_clip_split
-from app.models.base import ExplainableModel
+from app.models.adapters.vit import (
+    AttentionView,
+    OpenClipVisionSplit,
+    open_clip_split,
+    timm_vit_layers,
+)
+from app.models.base import ExplainableModel, layers_with_parameters, linear_over
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.preprocess import to_tensor
 from app.models.sharing import LRUDict, shared_instance
@@ -180,6 +186,19 @@ class ClipEngine:
         bias = self.logit_bias()
         return logits if bias is None else logits + bias
 
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """The image tower's layers for the sanity check, output first: the projection into the
+        joint space, ``ln_post``, each block from the last, ``ln_pre``, the patch embedding
+        (the class and position embeddings are bare parameters and stay trained). A timm
+        tower (SigLIP): open_clip's head, then the timm ViT's layers."""
+        visual = self.model.visual
+        if not isinstance(self.split, OpenClipVisionSplit):
+            head = layers_with_parameters(visual, [visual.head])
+            return [*head, *timm_vit_layers(visual.trunk)]
+        stack = [visual.conv1, visual.ln_pre, *visual.transformer.resblocks, visual.ln_post]
+        proj = [] if visual.proj is None else [("proj", linear_over(visual.proj.T))]
+        return [*proj, *layers_with_parameters(visual, stack)]
+
     # ---------------------------------------------------------------- text side
 
     def token_count(self, text: str) -> int | None:
@@ -325,6 +344,14 @@ class ClipPromptView(ExplainableModel):
 
     def class_embeddings(self) -> torch.Tensor | None:
         return self.text_embeddings() if self.texts else None
+
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """The head, then the image tower's layers (:meth:`ClipEngine.cascade_layers`). The
+        head is the prompts' text embeddings, the zero-shot classifier's weights, held by this
+        view alone: re-initialising it leaves the text encoder and its cache as they are. A view
+        without prompts has no head."""
+        head = [("head", linear_over(self.text_embeddings()))] if self.texts else []
+        return [*head, *self.engine.cascade_layers()]
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         return self.engine.grid_size(height, width)

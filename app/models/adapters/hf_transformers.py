@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 
 from app.models.adapters.vit import AttentionView, ViTSplit, _merge_heads, fold_tokens
-from app.models.base import ExplainableModel
+from app.models.base import ExplainableModel, layers_with_parameters
 from app.models.preprocess import to_tensor
 from app.models.weights import freeze
 
@@ -345,6 +345,32 @@ class TransformersClassifier(ExplainableModel):
         return AttentionView(
             split, lambda tokens: split.head(split.pool(tokens)), f"{self.trunk_key}#attention"
         )
+
+    def cascade_layers(self) -> list[tuple[str, nn.Module]]:
+        """The classifier (DeiT's two heads as one layer), then the base model's parts from the
+        output down, its encoder's blocks or stages one at a time. Bare parameters (class and
+        position embeddings, layer scales, relative position tables) stay trained."""
+        prefix = self.model.base_model_prefix
+        outside = [module for name, module in self.model.named_children() if name != prefix]
+        heads = layers_with_parameters(self.model, outside)[::-1]
+        if len(heads) > 1:
+            heads = [("+".join(name for name, _ in heads), nn.ModuleList(m for _, m in heads))]
+        base = getattr(self.model, prefix)
+        return [*heads, *layers_with_parameters(self.model, _parts_in_order(base))]
+
+
+def _parts_in_order(module: nn.Module) -> list[nn.Module]:
+    """``module``'s children in the order they were built (the forward order in every supported
+    family), each list of blocks and the ``encoder`` opened up into their parts."""
+    parts: list[nn.Module] = []
+    for name, child in module.named_children():
+        if isinstance(child, nn.ModuleList):
+            parts += list(child)
+        elif name == "encoder":
+            parts += _parts_in_order(child)
+        else:
+            parts.append(child)
+    return parts
 
 
 def labels_of(config: object) -> Sequence[str]:

@@ -21,7 +21,7 @@ from torch import nn
 from app.config import Settings
 from app.models.adapters.backbones import Backbone, build_backbone
 from app.models.adapters.vit import AttentionView, ViTSplit
-from app.models.base import CascadeLayers, ExplainableModel
+from app.models.base import CascadeLayers, ExplainableModel, linear_over
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.registry import ModelSpec, register_resolver
 from app.models.weights import WeightsFileError, load_tensor_file
@@ -110,14 +110,8 @@ class LinearHeadModel(ExplainableModel):
     def cascade_layers(self) -> list[tuple[str, nn.Module]]:
         """The head (an ``nn.Linear`` sharing the head's tensors, so re-initialising it
         re-initialises the head), then the backbone's layers where it declares them."""
-        head = nn.Linear(
-            self.weight.shape[1], self.weight.shape[0], bias=self.bias is not None, device="meta"
-        )
-        head.weight = nn.Parameter(self.weight, requires_grad=False)
-        if self.bias is not None:
-            head.bias = nn.Parameter(self.bias, requires_grad=False)
         below = self.backbone.cascade_layers() if isinstance(self.backbone, CascadeLayers) else []
-        return [("head", head), *below]
+        return [("head", linear_over(self.weight, self.bias)), *below]
 
 
 def save_head(

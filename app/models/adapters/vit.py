@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.models.base import layers_with_parameters
+
 TARGETS = ("norm1", "residual")
 
 
@@ -667,3 +669,17 @@ class AttentionView:
         rows = slice(0, 1) if self.split.fast else slice(None)
         outputs, attentions = self.split.attention_blocks(tokens, start, rows)
         return self.readout(outputs[-1]), attentions
+
+
+def timm_vit_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """A timm ``VisionTransformer``'s layers for the sanity check, output first: the final
+    norms, each block from the last, the patch embedding."""
+    stack = [
+        model.patch_embed,
+        model.norm_pre,
+        *model.blocks,
+        model.norm,
+        getattr(model, "attn_pool", None),
+        model.fc_norm,
+    ]
+    return layers_with_parameters(model, [m for m in stack if m is not None])
