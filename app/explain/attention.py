@@ -2,12 +2,14 @@
 
 They read a ViT's post-softmax attention probabilities A^l of its last blocks and the gradient
 of an explained score with respect to them. Gradients are linear in the score, so the gradient of
-the Finer score y^c − γ·Σ w_d y^d is the same combination of per-class gradients; the
-combination happens *before* each method's ReLU, so Finer-LeGrad and Finer attention-gradient
-are exact and γ, T and references re-render from cached per-class gradients.
+the Finer score y^c − γ·Σ w_d y^d is the gradient of y^c minus γ times the gradient of
+Σ w_d y^d: two score directions (:meth:`app.explain.combine.Contrast.directions`), two backward
+passes for both panels whatever T is. The combination happens *before* each method's ReLU, so
+Finer-LeGrad and Finer attention-gradient are exact and every γ re-renders from the two cached
+gradients.
 
 The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: what does not depend on
-the head is cached per image, and per-class gradients are asked for in one batched call per
+the head is cached per image, and gradients per direction are asked for in one batched call per
 gradient path (a method's :class:`AttentionRecording` says which scores are differentiated
 against which maps), never into the parameters. The methods themselves are
 :mod:`app.explain.methods.legrad` and :mod:`app.explain.methods.attention_gradient`.

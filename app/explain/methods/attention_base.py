@@ -1,9 +1,10 @@
 """Methods that read a ViT's attention maps through the model's attention view.
 
-The entry (:class:`app.explain.attention.AttentionEntry`) keeps per-class gradients of scores
-with respect to the attention probabilities of the last blocks; a method says what it records
-(:meth:`AttentionMethod.record`) and how combined gradients become per-token relevance
-(:meth:`AttentionMethod.relevance`). The Finer combination happens before the relevance's ReLU.
+The entry (:class:`app.explain.attention.AttentionEntry`) keeps gradients of score directions
+(the target's score, the references' weighted sum) with respect to the attention probabilities
+of the last blocks; a method says what it records (:meth:`AttentionMethod.record`) and how
+combined gradients become per-token relevance (:meth:`AttentionMethod.relevance`). The Finer
+combination happens before the relevance's ReLU.
 """
 
 from __future__ import annotations
