@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from app.explain.gamma import AUTO_CANDIDATES, DEFAULT_GAMMA, choose_gamma
 from app.explain.metrics import energy_inside, pointing_game, relative_confidence_drop
-from app.explain.service import ExplainSettings, ExplanationService, GammaStrip
+from app.explain.service import ConceptPrompts, ExplainSettings, ExplanationService, GammaStrip
 from app.models.registry import ModelRegistry
 from app.synthbirds.dataset import BirdSample, iter_samples
 from bench.groundtruth import concept_prompt, contrast_prompt
@@ -61,9 +61,8 @@ def strips(
     for sample in tqdm(samples, desc=f"{model}/{method}", leave=False):
         if concepts:
             settings = ExplainSettings(method=method)
-            strip = service.concepts_gamma_strip(
-                model, sample.image, concept_prompt(sample), [contrast_prompt(sample)], settings
-            )
+            prompts = ConceptPrompts(concept_prompt(sample), [contrast_prompt(sample)])
+            strip = service.gamma_strip(model, sample.image, settings, prompts=prompts)
         else:
             settings = ExplainSettings(method=method, target=sample.species, top_t=3)
             strip = service.gamma_strip(model, sample.image, settings)

@@ -237,6 +237,28 @@ def test_changing_prompts_reruns_only_the_tail(tiny_engine, monkeypatch):
     assert [r.name for r in second.references] == ["a blue wing", "a dog"]
 
 
+def test_prompts_take_the_classifier_path_of_every_operation(tiny_engine):
+    from app.explain.gamma import GAMMA_GRID
+    from app.explain.service import ConceptPrompts, ExplainSettings, ExplanationService
+
+    service = ExplanationService(lambda name: tiny_engine.view("concepts", (), "{}"))
+    image = Image.new("RGB", (90, 60), (120, 40, 200))
+    prompts = ConceptPrompts("a red crown", "a bird, a dog")
+    settings = ExplainSettings(gamma=0.4)
+    assert not service.cached("concepts", image, settings, prompts=prompts)
+    shown = service.explain_concepts("concepts", image, "a red crown", "a bird, a dog", settings)
+    assert service.cached("concepts", image, settings, prompts=prompts)
+    again = service.explain("concepts", image, settings, prompts=prompts)
+    np.testing.assert_array_equal(again.finer, shown.finer)
+    strip = service.gamma_strip("concepts", image, settings, prompts=prompts)
+    np.testing.assert_allclose(strip.maps[GAMMA_GRID.index(0.4)], shown.finer, atol=1e-6)
+    line = service.faithfulness("concepts", image, settings, prompts=prompts)
+    assert (line.target, line.references) == ("a red crown", ("a bird", "a dog"))
+    assert line.reference_noun == "contrast"
+    comparison = service.compare_methods("concepts", image, settings, prompts=prompts)
+    assert (comparison.target, comparison.references) == (line.target, line.references)
+
+
 def test_over_long_prompt_gets_a_notice(tiny_engine):
     long_prompt = " ".join(["red"] * 40)
     view = tiny_engine.view("tiny", ["short", long_prompt], template="{}")

@@ -228,10 +228,12 @@ class ExplanationService:
         image: Any,
         settings: ExplainSettings = ExplainSettings(),
         progress: ProgressFn | None = None,
+        *,
+        prompts: ConceptPrompts | None = None,
     ) -> Explanation:
-        """CAM | Finer-CAM for a classifier; ``image`` is anything :func:`inputs.load_image`
-        takes."""
-        return self._explain(self._request(model_name, image, settings), progress)
+        """CAM | Finer-CAM of ``image`` (anything :func:`inputs.load_image` takes): of the
+        model's classes, or of ``prompts`` on a CLIP model (the target against its contrasts)."""
+        return self._explain(self._request(model_name, image, settings, prompts), progress)
 
     def prepare_batch(
         self,
@@ -267,34 +269,25 @@ class ExplanationService:
         template: str | None = None,
         progress: ProgressFn | None = None,
     ) -> Explanation:
-        """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model.
+        """CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts on a CLIP model:
+        :meth:`explain` with :class:`ConceptPrompts` made of the three texts.
 
         Only the tail and text encoder run when prompts change: the image trunk is cached.
         """
         prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
-        return self._explain(self._request(model_name, image, settings, prompts), progress)
+        return self.explain(model_name, image, settings, progress, prompts=prompts)
 
     def cached(
         self,
         model_name: str,
         image: Any,
         settings: ExplainSettings = ExplainSettings(),
+        *,
+        prompts: ConceptPrompts | None = None,
     ) -> bool:
         """Whether :meth:`explain` would run no model (entry and every gradient it needs are
-        cached), so a slider move can be answered outside the queue. FG-CAM: always False."""
-        return self._from_cache(self._request(model_name, image, settings))
-
-    def concepts_cached(
-        self,
-        model_name: str,
-        image: Any,
-        target_prompt: str,
-        contrast_prompts: Sequence[str] | str,
-        settings: ExplainSettings = ExplainSettings(),
-        template: str | None = None,
-    ) -> bool:
-        """:meth:`cached` for :meth:`explain_concepts` (new prompts run the text encoder)."""
-        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        cached; new prompts run the text encoder), so a slider move can be answered outside the
+        queue. FG-CAM: always False."""
         return self._from_cache(self._request(model_name, image, settings, prompts))
 
     def methods_for(self, model_name: str) -> list[CamMethod]:
@@ -309,27 +302,13 @@ class ExplanationService:
         *,
         auto: bool = False,
         gammas: Sequence[float] = GAMMA_GRID,
+        prompts: ConceptPrompts | None = None,
     ) -> GammaStrip:
         """Finer maps at every γ of ``gammas`` (no model call when the image is cached) and,
         with ``auto``, the γ picked by :func:`app.explain.gamma.choose_gamma` (one batched
-        forward). ``settings.gamma`` is ignored."""
-        return self._gamma_strip(self._request(model_name, image, settings), auto, gammas)
-
-    def concepts_gamma_strip(
-        self,
-        model_name: str,
-        image: Any,
-        target_prompt: str,
-        contrast_prompts: Sequence[str] | str,
-        settings: ExplainSettings = ExplainSettings(),
-        template: str | None = None,
-        *,
-        auto: bool = False,
-        gammas: Sequence[float] = GAMMA_GRID,
-    ) -> GammaStrip:
-        """:meth:`gamma_strip` for prompts on a CLIP model (as :meth:`explain_concepts`)."""
-        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
-        return self._gamma_strip(self._request(model_name, image, settings, prompts), auto, gammas)
+        forward). ``settings.gamma`` is ignored; ``prompts`` as in :meth:`explain`."""
+        request = self._request(model_name, image, settings, prompts)
+        return self._gamma_strip(request, auto, gammas)
 
     def faithfulness(
         self,
@@ -337,26 +316,16 @@ class ExplanationService:
         image: Any,
         settings: ExplainSettings = ExplainSettings(),
         top_fraction: float = DEFAULT_TOP_FRACTION,
+        *,
+        prompts: ConceptPrompts | None = None,
     ) -> Faithfulness:
         """How much removing the top ``top_fraction`` of the CAM and of the Finer map of
-        :meth:`explain` lowers the target against its references: one batched forward of the
-        masked images, cached per image and map settings (opacity aside)."""
-        return self._faithfulness(self._request(model_name, image, settings), top_fraction)
-
-    def concepts_faithfulness(
-        self,
-        model_name: str,
-        image: Any,
-        target_prompt: str,
-        contrast_prompts: Sequence[str] | str,
-        settings: ExplainSettings = ExplainSettings(),
-        template: str | None = None,
-        top_fraction: float = DEFAULT_TOP_FRACTION,
-    ) -> Faithfulness:
-        """:meth:`faithfulness` of the maps of :meth:`explain_concepts`."""
-        prompts = ConceptPrompts(target_prompt, contrast_prompts, template)
+        :meth:`explain` (with ``prompts``: their references are the contrasts) lowers the
+        target against its references: one batched forward of the masked images, cached per
+        image and map settings (opacity aside)."""
         request = self._request(model_name, image, settings, prompts)
-        return self._faithfulness(request, top_fraction, reference_noun="contrast")
+        noun = "look-alike" if prompts is None else "contrast"
+        return self._faithfulness(request, top_fraction, noun)
 
     def compare_methods(
         self,
@@ -366,11 +335,14 @@ class ExplanationService:
         *,
         slower: bool = False,
         top_fraction: float = DEFAULT_TOP_FRACTION,
+        prompts: ConceptPrompts | None = None,
     ) -> MethodComparison:
-        """Every method of the model × {CAM, Finer} at ``settings``' γ and references, scored in
-        one batched forward and sorted best first. Gradient methods read the one cached entry;
-        Score-CAM and FG-CAM (of ``settings.method``) run only with ``slower``."""
-        return self._compare(self._request(model_name, image, settings), slower, top_fraction)
+        """Every method of the model × {CAM, Finer} at ``settings``' γ and references (or
+        ``prompts``, as in :meth:`explain`), scored in one batched forward and sorted best first.
+        Gradient methods read the one cached entry; Score-CAM and FG-CAM (of
+        ``settings.method``) run only with ``slower``."""
+        request = self._request(model_name, image, settings, prompts)
+        return self._compare(request, slower, top_fraction)
 
     def comparison_curves(
         self, model_name: str, image: Any, comparison: MethodComparison, steps: int = 20
@@ -425,7 +397,7 @@ class ExplanationService:
         return strip
 
     def _faithfulness(
-        self, request: _Request, top_fraction: float, reference_noun: str = "look-alike"
+        self, request: _Request, top_fraction: float, reference_noun: str
     ) -> Faithfulness:
         top_fraction = inputs.validate_top_fraction(top_fraction)
         key = _score_key("faithfulness", request, top_fraction)

@@ -99,12 +99,9 @@ def build_classifier_tab(
                 panels, "clf", "Download: raw maps (.npy, [CAM, Finer-CAM]) and composite (.png)"
             )
 
-    def cached(request: dict[str, Any]) -> bool:
-        return service.cached(request["model"], request["image"], _settings(request))
-
     explainer = _explainer(service)
     render = wiring.renderer(explainer, registry, downloads)
-    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, explainer.cached, FULL)
     wire_trust_line(trust, events, explainer, controls.gamma, _api_handler(render), "faithfulness")
     load = _load_handler(service, registry)
     loaded = [controls.target, controls.manual, controls.high_res, controls.fg_layer,
@@ -214,12 +211,10 @@ def _build_scores() -> tuple[gr.Dataframe, gr.Label]:
 def _explainer(service: ExplanationService) -> wiring.Explainer:
     return wiring.Explainer(
         "classifier",
+        service,
         _settings,
-        lambda r, settings, progress: service.explain(r["model"], r["image"], settings, progress),
-        lambda r, settings, auto: service.gamma_strip(r["model"], r["image"], settings, auto=auto),
         lambda r, e: file_stem(r["model"], r.get("method"), e.target.name, f"g{e.gamma:g}"),
         {"top5": top_scores, "used": score_rows},
-        lambda r, settings, k: service.faithfulness(r["model"], r["image"], settings, k),
     )
 
 

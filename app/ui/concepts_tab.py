@@ -1,4 +1,4 @@
-"""Tab 2, "CLIP concepts": widgets wired to ``ExplanationService.explain_concepts``.
+"""Tab 2, "CLIP concepts": widgets wired to ``ExplanationService`` with ``ConceptPrompts``.
 
 CAM(target) | Finer-CAM(target − γ·contrast) for free-text prompts. The image trunk is cached
 per image, so new prompts run only the text encoder and the tail; γ, method weighting and
@@ -15,7 +15,7 @@ import gradio as gr
 
 from app.explain import inputs
 from app.explain.render import DEFAULT_COLORMAP
-from app.explain.service import ExplainSettings, Explanation, ExplanationService
+from app.explain.service import ConceptPrompts, ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
 from app.ui import panels as widgets
 from app.ui import wiring
@@ -100,8 +100,7 @@ def build_concepts_tab(
             )
     explainer = _explainer(service)
     render = wiring.renderer(explainer, registry, downloads)
-    cached = _answers_from_cache(service)
-    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, cached, FULL)
+    events = wiring.TabWiring(panels, PARAMS, controls.inputs(), render, explainer.cached, FULL)
     wire_trust_line(trust, events, explainer, controls.gamma, _api_handler(render),
                     "concepts_faithfulness")  # fmt: skip
     events.explain(controls, _api_handler(events.render), "explain_concepts",
@@ -184,36 +183,22 @@ def score_rows(explanation: Explanation) -> list[list[Any]]:
 
 
 def _explainer(service: ExplanationService) -> wiring.Explainer:
-    def explain(request: dict[str, Any], settings: ExplainSettings, progress: Any) -> Explanation:
-        return service.explain_concepts(
-            request["model"], request["image"], *_prompts(request), settings,
-            template=_template(request), progress=progress,
-        )  # fmt: skip
-
-    def strip(request: dict[str, Any], settings: ExplainSettings, auto: bool) -> Any:
-        return service.concepts_gamma_strip(
-            request["model"], request["image"], *_prompts(request), settings, _template(request),
-            auto=auto,
-        )  # fmt: skip
-
     return wiring.Explainer(
-        "concepts", _settings, explain, strip,
+        "concepts", service, _settings,
         lambda r, e: file_stem("concepts", r["model"], r.get("method"), f"g{e.gamma:g}"),
-        {"scores": score_rows},
-        lambda r, settings, k: service.concepts_faithfulness(
-            r["model"], r["image"], *_prompts(r), settings, _template(r), k
-        ),
+        {"scores": score_rows}, _prompts,
     )  # fmt: skip
 
 
-def _prompts(request: dict[str, Any]) -> tuple[str, str]:
-    """The target concept and the contrast prompts (checked here so a message names them)."""
+def _prompts(request: dict[str, Any]) -> ConceptPrompts:
+    """The target concept against the contrast prompts, in the request's template (the
+    contrasts checked first so a message names them)."""
     contrast = request.get("contrast_prompts") or ""
     try:
         inputs.parse_prompts(contrast)
     except inputs.InvalidInputError as error:
         raise inputs.InvalidInputError(f"Contrast prompts: {error}") from None
-    return request["target_concept"], contrast
+    return ConceptPrompts(request["target_concept"], contrast, _template(request))
 
 
 def _template(request: dict[str, Any]) -> str:
@@ -228,18 +213,6 @@ def _settings(request: dict[str, Any]) -> ExplainSettings:
         pooling=request.get("pooling") or DEFAULT_POOLING,
         colormap=request.get("colormap") or DEFAULT_COLORMAP,
     )
-
-
-def _answers_from_cache(service: ExplanationService) -> Callable[[dict[str, Any]], bool]:
-    """Whether a live request runs no model."""
-
-    def cached(request: dict[str, Any]) -> bool:
-        return service.concepts_cached(
-            request["model"], request["image"], *_prompts(request), _settings(request),
-            _template(request),
-        )  # fmt: skip
-
-    return cached
 
 
 def _api_handler(render: Callable[..., dict[str, Any]]) -> Callable[..., tuple[Any, ...]]:

@@ -19,7 +19,13 @@ import gradio as gr
 
 from app.explain.faithfulness import Faithfulness
 from app.explain.gradients import ProgressFn
-from app.explain.service import ExplainSettings, Explanation, GammaStrip
+from app.explain.service import (
+    ConceptPrompts,
+    ExplainSettings,
+    Explanation,
+    ExplanationService,
+    GammaStrip,
+)
 from app.models.registry import ModelRegistry
 from app.ui.landing import Landing
 from app.ui.panels import (
@@ -115,17 +121,38 @@ Request = dict[str, Any]
 
 @dataclass
 class Explainer:
-    """What a tab asks of the service: its settings, its explanation and γ strip for a
-    request, the download name, and the values of its own parts (score tables)."""
+    """What a tab asks of the service for a request: its settings, the prompts it explains
+    (none for a classifier), the download name and the values of its own parts (score
+    tables). Every call goes through the same service methods, with or without prompts."""
 
     kind: str
+    service: ExplanationService
     settings: Callable[[Request], ExplainSettings]
-    explain: Callable[[Request, ExplainSettings, ProgressFn | None], Explanation]
-    strip: Callable[[Request, ExplainSettings, bool], GammaStrip]
     stem: Callable[[Request, Explanation], str]
     parts: dict[str, Callable[[Explanation], Any]]
-    #: The faithfulness line of the request's two maps at a share k of pixels removed.
-    faithfulness: Callable[[Request, ExplainSettings, float], Faithfulness]
+    prompts: Callable[[Request], ConceptPrompts | None] = lambda _: None
+
+    def explain(
+        self, request: Request, settings: ExplainSettings, progress: ProgressFn | None
+    ) -> Explanation:
+        """The request's two maps at ``settings``."""
+        return self.service.explain(request["model"], request["image"], settings, progress,
+                                    prompts=self.prompts(request))  # fmt: skip
+
+    def strip(self, request: Request, settings: ExplainSettings, auto: bool) -> GammaStrip:
+        """The request's γ strip (with auto-γ's pick when ``auto``)."""
+        return self.service.gamma_strip(request["model"], request["image"], settings, auto=auto,
+                                        prompts=self.prompts(request))  # fmt: skip
+
+    def faithfulness(self, request: Request, settings: ExplainSettings, k: float) -> Faithfulness:
+        """The faithfulness line of the request's two maps at a share k of pixels removed."""
+        return self.service.faithfulness(request["model"], request["image"], settings, k,
+                                         prompts=self.prompts(request))  # fmt: skip
+
+    def cached(self, request: Request) -> bool:
+        """Whether the request runs no model (a live control can skip the queue)."""
+        return self.service.cached(request["model"], request["image"], self.settings(request),
+                                   prompts=self.prompts(request))  # fmt: skip
 
 
 def renderer(explainer: Explainer, registry: ModelRegistry, downloads: DownloadDir) -> Render:
