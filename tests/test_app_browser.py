@@ -59,6 +59,10 @@ def page(browser, server):
     page.set_default_timeout(45_000)
     page.goto(server.url)
     page.locator("#clf-image").wait_for()
+    # The page load fills the tabs with their explained examples (it waits up to 30 s for them
+    # after a server start); a picture uploaded before that answer arrives would have its
+    # panels replaced by the example's.
+    page.locator("#clf-image button[aria-label='Remove Image']").wait_for(timeout=90_000)
     yield page
     context.close()
 
