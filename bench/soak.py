@@ -18,7 +18,10 @@ end served, refused with the "busy" message, or (invalid input) refused with its
 
 Prints: requests and outcomes per kind for both phases, RSS first/last/peak and the RSS slope
 (least squares, MB/min) over the second half of the soak phase, the disk peak, file count and
-its slope, and ``valid requests failed: N``; writes a PNG of RSS and disk over time.
+its slope, and ``valid requests failed: N``; for runs of 40 minutes or more, the band RSS stays in
+from minute 30 (single samples, 5-minute medians, and the RSS right after each heap trim from the
+server's ``heap:`` log lines, which the soak turns on every minute); writes a PNG of RSS and disk
+over time.
 Exit status 1 when a valid request failed, an invalid one was answered wrongly, an overload
 request failed without the busy message, or the server died. ``--tracemalloc DIR`` makes the
 server write tracemalloc growth reports there (leak hunting; it slows the server, so RSS and
@@ -30,12 +33,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +73,40 @@ class Sample:
     rss: int  # bytes
     disk: int  # bytes under the server's temp folder
     files: int
+
+
+@dataclass(frozen=True)
+class HeapLine:
+    """One ``heap:`` line of the server's log (written right after a heap trim)."""
+
+    t: float  # monotonic seconds, on the samples' clock
+    rss: float  # MB
+    in_use: float  # MB held by glibc's heaps for live allocations
+    python_blocks: int
+
+
+HEAP_LINE = re.compile(
+    r"^(?P<stamp>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ \S+ app\.ui\.serving: heap: "
+    r"rss=(?P<rss>[\d.]+) MB(?: in_use=(?P<in_use>[\d.]+) MB)?.*?python_blocks=(?P<blocks>\d+)"
+)
+
+
+def heap_lines(log_text: str, wall_to_monotonic: float) -> list[HeapLine]:
+    """The server log's heap reports, their local-time stamps moved onto the monotonic clock
+    (``wall_to_monotonic`` = ``time.monotonic() - time.time()`` when the run started)."""
+    lines = []
+    for match in map(HEAP_LINE.match, log_text.splitlines()):
+        if match:
+            wall = time.mktime(time.strptime(match["stamp"], "%Y-%m-%d %H:%M:%S"))
+            lines.append(
+                HeapLine(
+                    wall + wall_to_monotonic,
+                    float(match["rss"]),
+                    float(match["in_use"] or "nan"),
+                    int(match["blocks"]),
+                )
+            )
+    return lines
 
 
 class ServerSampler(threading.Thread):
@@ -126,6 +164,7 @@ class SoakReport:
     phases: dict[str, tuple[float, float]]  # name -> (start, end), monotonic
     server_alive: bool
     loadavg: tuple[str, str]
+    heap: list[HeapLine] = field(default_factory=list)
 
     def in_phase(self, name: str) -> list[Sample]:
         start, end = self.phases[name]
@@ -141,6 +180,7 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakReport:
     if args.cache_entries:
         env["FINERCAM_CACHE_ENTRIES"] = str(args.cache_entries)
     loadavg_before = _loadavg()
+    wall_to_monotonic = time.monotonic() - time.time()
     with running_server(models, workdir, args.concurrency, args.threads, env) as server:
         sampler = ServerSampler(
             server.process.pid, workdir / "server-tmp", args.sample_period, args.samples
@@ -171,7 +211,11 @@ def run_soak(args: argparse.Namespace, workdir: Path) -> SoakReport:
         sampler.stop()
         if not alive:
             log.error("the server died during the run:\n%s", server.log_tail())
-    return SoakReport(soak, overload, sampler.samples, phases, alive, (loadavg_before, _loadavg()))
+    log_path = workdir / "server.log"
+    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    heap = heap_lines(log_text, wall_to_monotonic)
+    loadavg = (loadavg_before, _loadavg())
+    return SoakReport(soak, overload, sampler.samples, phases, alive, loadavg, heap)
 
 
 # ------------------------------------------------------------------------------ figures
@@ -215,6 +259,46 @@ def memory_lines(report: SoakReport) -> list[str]:
             f"{slope_mb_per_min(samples, 'disk'):+.2f} MB/min"
         ),
     ]
+
+
+#: The long-run band starts here: caches and Gradio's file records fill during the first minutes.
+BAND_FROM_MIN = 30.0
+
+
+def band_lines(report: SoakReport, from_min: float = BAND_FROM_MIN) -> list[str]:
+    """RSS from minute ``from_min`` to the end of the soak phase (runs at least 10 minutes
+    longer than that): the range of single samples (they include the requests in flight and the
+    growth between two heap trims), of 5-minute medians, and of the RSS right after each trim
+    with glibc's live heap and Python's allocated blocks (the server's ``heap:`` lines)."""
+    start, end = report.phases["soak"]
+    if (end - start) / 60 < from_min + 10:
+        return []
+    since = start + 60 * from_min
+    samples = [s for s in report.in_phase("soak") if s.t >= since]
+    buckets: dict[int, list[int]] = {}
+    for sample in samples:
+        buckets.setdefault(int((sample.t - start) // 300), []).append(sample.rss)
+    medians = [float(np.median(rss)) for rss in buckets.values()]
+    rss = [s.rss for s in samples]
+    lines = [
+        f"server RSS from minute {from_min:.0f}: samples {_span(min(rss), max(rss))}, "
+        f"5-minute medians {_span(min(medians), max(medians))}"
+    ]
+    heap = [h for h in report.heap if since <= h.t <= end]
+    if heap:
+        after_trim = [h.rss * 2**20 for h in heap]
+        in_use = [h.in_use * 2**20 for h in heap]
+        blocks = [h.python_blocks for h in heap]
+        lines.append(
+            f"  right after the heap trims ({len(heap)} reports): RSS "
+            f"{_span(min(after_trim), max(after_trim))}, glibc in use "
+            f"{_span(min(in_use), max(in_use))}, Python blocks {min(blocks)}-{max(blocks)}"
+        )
+    return lines
+
+
+def _span(low: float, high: float) -> str:
+    return f"{_mb(low)}-{_mb(high)} ({(high - low) / 2**20:.0f} MB apart)"
 
 
 def overload_lines(report: SoakReport, clients: int) -> list[str]:
@@ -266,6 +350,7 @@ def format_report(report: SoakReport, args: argparse.Namespace) -> str:
         "",
         *errors_by_kind(results),
         *memory_lines(report),
+        *band_lines(report),
         *overload_lines(report, args.overload_clients),
         "",
         f"server alive after the run: {'yes' if report.server_alive else 'NO'}",

@@ -182,3 +182,31 @@ def test_slider_latency_times_slider_moves_in_a_browser(caplog):
         main(["--moves", "2", "--warmup", "1", "--models", "demo-cnn"])
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "this checkout" in text and "load average" in text, text
+
+
+def test_the_soak_band_reads_samples_and_the_servers_heap_lines():
+    from bench.soak import HeapLine, Sample, SoakReport, band_lines, heap_lines
+
+    log = "\n".join(
+        [
+            "2026-12-05 08:24:00,957 INFO app.ui.serving: heap: rss=1228.0 MB in_use=349.6 MB "
+            "free=50.0 MB mmapped=21.5 MB python_blocks=3351006 threads=10",
+            "2026-12-05 08:24:01,000 INFO app.ui: classifier demo-cnn γ=0.6",
+            "2026-12-05 08:25:00,100 INFO app.ui.serving: heap: rss=1230.5 MB "
+            "python_blocks=3351100 threads=9",
+        ]
+    )
+    lines = heap_lines(log, wall_to_monotonic=0.0)
+    assert [(h.rss, h.python_blocks) for h in lines] == [(1228.0, 3351006), (1230.5, 3351100)]
+    assert lines[0].in_use == 349.6 and lines[1].t - lines[0].t == 60
+    mb = 2**20
+    samples = [Sample(60.0 * m, (1000 + m + (40 if m % 2 else 0)) * mb, 0, 0) for m in range(46)]
+    heap = [HeapLine(60.0 * m + 1, 1000.0 + m, 300.0, 10 + m) for m in range(46)]
+    report = SoakReport([], [], samples, {"soak": (0.0, 45 * 60.0)}, True, ("0", "0"), heap)
+    band = band_lines(report)
+    assert band[0].startswith("server RSS from minute 30: samples 1030.0 MB-1085.0 MB (55 MB")
+    trims = "right after the heap trims (15 reports): RSS 1030.0 MB-1044.0 MB (14 MB apart)"
+    assert trims in band[1]
+    assert "Python blocks 40-54" in band[1]
+    short = SoakReport([], [], samples, {"soak": (0.0, 30 * 60.0)}, True, ("0", "0"), heap)
+    assert band_lines(short) == []
