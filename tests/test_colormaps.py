@@ -77,3 +77,13 @@ def test_cli_colormap_flag_colours_the_overlays(tiny_model, tmp_path):  # noqa: 
     assert not np.array_equal(pictures["jet"], pictures["inferno"])
     with pytest.raises(SystemExit):
         main(["explain", str(tmp_path / "x.png"), "--model", MODEL, "--colormap", "rainbow"])
+
+
+def test_captions_draw_gamma_as_a_letter_not_a_missing_glyph_box():
+    """Pillow's default font has no Greek: "γ=0.6" came out as a box in the composite PNG."""
+    from app.explain.render import caption_font
+
+    font = caption_font(14)
+    missing = font.getmask("\ue000")  # a private-use code point: the font's missing-glyph box
+    gamma = font.getmask("γ")
+    assert gamma.getbbox() and bytes(gamma) != bytes(missing)

@@ -11,6 +11,9 @@ on the CPU numpy/OpenCV are the faster of the two and do the work.
 from __future__ import annotations
 
 import functools
+import importlib.util
+import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +24,8 @@ from pytorch_grad_cam.utils.image import scale_cam_image, show_cam_on_image
 
 from app.explain.inputs import InvalidInputError
 from app.models.preprocess import tensor_path
+
+log = logging.getLogger(__name__)
 
 
 def finish_maps(
@@ -160,6 +165,20 @@ def for_display(picture: np.ndarray, min_side: int = DISPLAY_MIN_SIDE) -> np.nda
     return np.asarray(Image.fromarray(picture).resize(size, Image.BICUBIC))
 
 
+@functools.cache
+def caption_font(size: int) -> ImageFont.FreeTypeFont:
+    """A font with Greek for the captions ("γ=0.6"): matplotlib's DejaVu Sans, which is always
+    installed (pytorch-grad-cam depends on matplotlib; found without importing it). Pillow's
+    default font draws γ as an empty box; it stays the fallback."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is not None and spec.origin is not None:
+        path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    log.warning("DejaVu Sans not found: captions use Pillow's default font (no Greek)")
+    return ImageFont.load_default(size=size)
+
+
 def side_by_side(
     panels: list[tuple[str, np.ndarray]],
     strip: list[tuple[str, np.ndarray]] | None = None,
@@ -172,7 +191,7 @@ def side_by_side(
     Titles wrap to their panel's width, so a long list of references never runs into the next
     panel; strip thumbnails share the full width with their captions under them.
     """
-    font = ImageFont.load_default(size=14)
+    font = caption_font(14)
     shown = [(title, for_display(panel)) for title, panel in panels]
     width = sum(panel.shape[1] for _, panel in shown) + gap * (len(shown) - 1)
     titles = [_wrap(title, panel.shape[1] - 8, font) for title, panel in shown]
