@@ -4,6 +4,7 @@ explanation still shown when the disk is full, and a graceful stop on SIGTERM.""
 from __future__ import annotations
 
 import errno
+import http.server
 import os
 import re
 import select
@@ -20,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from appserver import REPO_ROOT, free_port, running_server, write_image
-from gradio import processing_utils
+from gradio import networking, processing_utils
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -33,7 +34,9 @@ from app.ui.serving import (
     MAX_CPU_SHARE,
     DiskCap,
     keep_alive_s,
+    patient_url_check,
     save_pil_to_cache,
+    url_answers,
     write_pictures_atomically,
 )
 from app.ui.tab_glue import DOWNLOAD_UNAVAILABLE, DownloadDir
@@ -429,3 +432,32 @@ def _wait_until_running(log_path: Path, job) -> None:
             return
         time.sleep(0.02)
     raise AssertionError(f"the request never started:\n{log_path.read_text()}")
+
+
+class _SlowPage(http.server.BaseHTTPRequestHandler):
+    """Answers every HEAD after ``delay`` seconds, as a loaded server's first page does."""
+
+    delay = 3.5
+
+    def do_HEAD(self) -> None:  # noqa: N802 - the http.server hook's name
+        time.sleep(self.delay)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_the_launch_check_of_our_own_url_waits_for_a_slow_first_answer(monkeypatch):
+    """Gradio gives up after one 3-s try and then refuses to start ("When localhost is not
+    accessible, a shareable link must be created"); the check launch installs waits."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowPage) as slow:
+        threading.Thread(target=slow.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{slow.server_address[1]}/"
+        monkeypatch.setattr(networking, "url_ok", networking.url_ok)  # restored after the test
+        patient_url_check(limit_s=20)
+        assert networking.url_ok(url)
+        slow.shutdown()
+    started = time.monotonic()
+    assert not url_answers(f"http://127.0.0.1:{free_port()}/", limit_s=20)  # nothing listens
+    assert time.monotonic() - started < 10

@@ -26,6 +26,7 @@ from app.ui.serving import (
     HeapTrim,
     hold_idle_connections,
     keep_alive_s,
+    patient_url_check,
     serve_until_stopped,
     write_pictures_atomically,
 )
@@ -218,6 +219,7 @@ def launch(
         kwargs["app_kwargs"] = {**kwargs.get("app_kwargs", {}), "routes": [health_route(registry)]}
     state = serving(demo)
     write_pictures_atomically()
+    patient_url_check()
     state.landing.start()  # the tabs' opening examples, explained while the server comes up
     if state.disk is None:
         state.disk = DiskCap(demo, [state.downloads.root], state.settings.disk_mb * 2**20)

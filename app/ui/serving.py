@@ -20,6 +20,7 @@ config (gradio 6); ``tests/test_serving.py`` breaks when those change.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from gradio import processing_utils
+import httpx
+from gradio import networking, processing_utils
 from gradio.server_messages import ProcessCompletedMessage
 from gradio.utils import error_payload
 from PIL import Image
@@ -338,6 +340,39 @@ def _remove_empty_parent(folder: Path) -> None:
     """Gradio stores each file in a folder of its own (named by hash): drop it once empty."""
     with contextlib.suppress(OSError):
         folder.rmdir()
+
+
+#: How long launch waits for the server's own page to answer before it gives up.
+URL_CHECK_S = 60.0
+
+
+def patient_url_check(limit_s: float = URL_CHECK_S) -> None:
+    """Make Gradio's start-up check of its own URL wait for a slow first answer.
+
+    ``launch`` asks ``networking.url_ok`` whether the page answers (a HEAD of ``/`` with a 3-s
+    timeout, given up at the first timeout) and, if not, refuses to start without a share link
+    ("When localhost is not accessible…"). The first page builds the whole app's config, which
+    on a loaded machine takes longer than 3 s. Here a timed-out try is retried until
+    ``limit_s``; a refused connection still fails at once.
+    """
+    networking.url_ok = functools.partial(url_answers, limit_s=limit_s)
+
+
+def url_answers(url: str, limit_s: float = URL_CHECK_S) -> bool:
+    """Whether ``url`` answers a HEAD with a success or redirect status within ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            status = httpx.head(url, timeout=max(1.0, deadline - time.monotonic())).status_code
+        except httpx.TimeoutException:
+            status = None
+        except httpx.TransportError:
+            return False
+        if status in (200, 301, 302, 303, 307, 308, 401):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def write_pictures_atomically() -> None:
