@@ -6,7 +6,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 from functools import cache
+from pathlib import Path
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter number
 DEFAULT_ARENAS = 2
@@ -73,6 +75,17 @@ def heap_statistics() -> dict[str, int]:
     mallinfo2.restype = _MallInfo2
     info = mallinfo2()
     return {"in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
+
+
+def resident_bytes(pid: int | str = "self") -> int:
+    """Resident set size of process ``pid`` (this one by default) from /proc; 0 when it is gone
+    or off Linux."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
 
 
 @cache

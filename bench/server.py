@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from app.allocator import resident_bytes
 
 log = logging.getLogger("bench.server")
 
@@ -126,16 +127,6 @@ def wait_until_ready(server: ServerProcess, timeout: float = READY_TIMEOUT_S) ->
     raise RuntimeError(f"the server did not answer within {timeout:.0f} s:\n{server.log_tail()}")
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of ``pid`` from /proc (0 once the process is gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else 0
-
-
 class RssSampler(threading.Thread):
     """Samples a process's RSS every ``period`` seconds: ``samples`` = [(monotonic, bytes)]."""
 
@@ -148,7 +139,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.samples.append((time.monotonic(), rss_bytes(self.pid)))
+            self.samples.append((time.monotonic(), resident_bytes(self.pid)))
             self._stop_event.wait(self.period)
 
     def stop(self) -> None:

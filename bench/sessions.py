@@ -20,8 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from app.allocator import resident_bytes
 from bench.load import call_refused, classifier_defaults, nan_gamma_body
-from bench.server import REPO_ROOT, rss_bytes, running_server
+from bench.server import REPO_ROOT, running_server
 
 log = logging.getLogger("bench.sessions")
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
             call_refused(http, server.url, body)
             if i == 1 or i % args.every == 0 or i == args.calls:
                 log.info("FINERCAM_SESSIONS=%d  call %5d  server RSS %7.1f MB  (%.0f s)",
-                         args.sessions, i, rss_bytes(server.process.pid) / 2**20,
+                         args.sessions, i, resident_bytes(server.process.pid) / 2**20,
                          time.monotonic() - start)  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.allocator import resident_bytes
 from bench.load import (
     BUSY,
     CONCEPT_KINDS,
@@ -62,7 +63,7 @@ from bench.load import (
     invalid_files,
     kind_table,
 )
-from bench.server import rss_bytes, running_server
+from bench.server import running_server
 
 log = logging.getLogger("bench.soak")
 
@@ -121,7 +122,7 @@ class ServerSampler(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.is_set():
             disk, files = folder_usage(self.folder)
-            sample = Sample(time.monotonic(), rss_bytes(self.pid), disk, files)
+            sample = Sample(time.monotonic(), resident_bytes(self.pid), disk, files)
             self.samples.append(sample)
             if self.csv is not None:
                 self._append(sample)

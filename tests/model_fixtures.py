@@ -15,6 +15,10 @@ class NotATensor:
         self.payload = "anything"
 
 
+#: The smallest text tower open_clip builds (its tokenizer's vocabulary, one layer).
+TINY_TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
+
+
 def tiny_clip_config(**vision) -> dict:
     """An open_clip config small enough to build in well under a second."""
     vision_cfg = {
@@ -30,13 +34,7 @@ def tiny_clip_config(**vision) -> dict:
         "embed_dim": 32,
         "quick_gelu": False,
         "vision_cfg": vision_cfg,
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
+        "text_cfg": dict(TINY_TEXT_CFG),
     }
 
 

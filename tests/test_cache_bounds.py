@@ -4,7 +4,6 @@ gives the same answers as sequential calls, with the shipped demo models."""
 from __future__ import annotations
 
 import gc
-import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.allocator import resident_bytes
 from app.config import Settings
 from app.explain.service import ExplainSettings, Explanation, ExplanationService
 from app.models.registry import ModelRegistry
@@ -47,8 +47,7 @@ def bird(index: int, seed: int = 8) -> Image.Image:
 def rss_bytes() -> int:
     """This process's resident set size (after a collection, so garbage is not counted)."""
     gc.collect()
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmRSS:\s+(\d+)\s+kB", status, re.MULTILINE).group(1)) * 1024
+    return resident_bytes()
 
 
 def entry_bytes(registry: ModelRegistry) -> int:

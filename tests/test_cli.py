@@ -582,26 +582,17 @@ def test_python_dash_m_entry_point_prints_usage():
     assert done.returncode == 2 and "invalid int value" in done.stderr
 
 
+def _synthbirds_evaluate_argv(out: Path, count: int) -> list[str]:
+    """``evaluate`` of demo-cnn on ``count`` synthetic birds, 4 curve steps, in-process."""
+    return [
+        "evaluate", "--dataset", "synthbirds", "--count", str(count), "--model", "demo-cnn",
+        "--device", "cpu", "--steps", "4", "--out", str(out), "--workers", "0", "--no-progress",
+    ]  # fmt: skip
+
+
 def test_demo_cnn_on_synthbirds_resolves_every_label(tmp_path):
     out = tmp_path / "o"
-    argv = [
-        "evaluate",
-        "--dataset",
-        "synthbirds",
-        "--count",
-        "4",
-        "--model",
-        "demo-cnn",
-        "--device",
-        "cpu",
-        "--steps",
-        "4",
-        "--out",
-        str(out),
-        "--workers",
-        "0",
-        "--no-progress",
-    ]
+    argv = _synthbirds_evaluate_argv(out, count=4)
     assert main(argv) == 0
     rows = _rows(out / "per_image.csv")
     assert len(rows) == 4 * 2 and all(r["label_index"] != "" for r in rows)
@@ -639,24 +630,7 @@ def test_evaluate_with_fgcam_scores_pixel_maps_and_refuses_to_mix_with_plain_res
     tmp_path, capsys
 ):
     out = tmp_path / "o"
-    argv = [
-        "evaluate",
-        "--dataset",
-        "synthbirds",
-        "--count",
-        "2",
-        "--model",
-        "demo-cnn",
-        "--device",
-        "cpu",
-        "--steps",
-        "4",
-        "--out",
-        str(out),
-        "--workers",
-        "0",
-        "--no-progress",
-    ]
+    argv = _synthbirds_evaluate_argv(out, count=2)
     assert main([*argv, "--fgcam"]) == 0
     assert len(_rows(out / "per_image.csv")) == 2 * 2
     assert json.loads((out / "run.json").read_text())["fgcam"] == {"layer": 0, "denoise": False}

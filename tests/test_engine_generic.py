@@ -15,7 +15,7 @@ from torch import nn
 from app.explain import contrastive_cam
 from app.explain.combine import combine
 from app.explain.engine import HookedLayerModel
-from app.explain.gradients import gradients_per_class
+from app.explain.gradients import gradients_along
 from app.explain.methods import get_method, gradient_cam
 from app.explain.references import reference_weights
 from app.explain.render import finish_maps
@@ -66,7 +66,7 @@ def _per_class_maps(model, x, targets, references, gamma, weighting, method) -> 
         probabilities = torch.softmax(logits.detach(), -1)[0].numpy()
         weights = reference_weights(references[i], probabilities, weighting)
         classes = [targets[i], *references[i]]
-        (grads,) = gradients_per_class(logits, [leaf], classes)
+        (grads,) = gradients_along(logits, [leaf], [((k, 1.0),) for k in classes])
         grads = grads.numpy()
         coefficients = {targets[i]: 1.0}
         for reference, weight in zip(references[i], weights, strict=True):

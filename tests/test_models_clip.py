@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from model_fixtures import NotATensor, register_tiny_clip, save_random_clip
+from model_fixtures import TINY_TEXT_CFG, NotATensor, register_tiny_clip, save_random_clip
 from PIL import Image
 
 from app.models.adapters.clip import ClipEngine, apply_template, load_open_clip
@@ -352,13 +352,7 @@ def test_timm_tower_split_is_exact(tmp_path, pool, proj):
             "timm_proj": proj,
             "image_size": 224,
         },
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 1,
-        },
+        "text_cfg": dict(TINY_TEXT_CFG),
     }
     (tmp_path / f"{name}.json").write_text(json.dumps(config))
     open_clip.add_model_config(tmp_path / f"{name}.json")

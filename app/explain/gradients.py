@@ -223,14 +223,6 @@ def _backward_rows(group: list[GradientEntry], missing: Mapping[int, list[int]])
             entry._grads[k] = grid[j, column : column + 1].copy()
 
 
-def gradients_per_class(
-    output: torch.Tensor, inputs: Sequence[torch.Tensor], classes: list[int]
-) -> list[torch.Tensor]:
-    """∂output[0, k]/∂input for each k and each input (a batch of one): one
-    ``(len(classes), *input.shape[1:])`` tensor per input."""
-    return gradients_along(output, inputs, [((int(k), 1.0),) for k in classes])
-
-
 def gradients_along(
     output: torch.Tensor, inputs: Sequence[torch.Tensor], directions: Sequence[Direction]
 ) -> list[torch.Tensor]:

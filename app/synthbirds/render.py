@@ -24,24 +24,20 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .species import COLOURS, GROUPS, PLUMAGE, Shape, species_group, species_palette
+from .species import (
+    COLOURS,
+    GROUPS,
+    PART_NAMES,
+    PLUMAGE,
+    Shape,
+    species_group,
+    species_palette,
+)
 
 IMAGE_SIZE = 128
 
-#: Drawing order, back to front.
-LAYERS = (
-    "tail",
-    "tail_tip",
-    "body",
-    "breast",
-    "wing",
-    "wing_bar",
-    "head",
-    "crown",
-    "beak",
-    "eye_ring",
-    "eye",
-)
+#: Drawing order, back to front: the part names in their order.
+LAYERS = PART_NAMES
 
 #: Composite masks reported besides the layers: a part with its sub-parts.
 COMPOSITES = {

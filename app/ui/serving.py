@@ -41,7 +41,7 @@ from gradio.server_messages import ProcessCompletedMessage
 from gradio.utils import error_payload
 from PIL import Image
 
-from app.allocator import heap_statistics, release_free_memory
+from app.allocator import heap_statistics, release_free_memory, resident_bytes
 
 log = logging.getLogger(__name__)
 
@@ -207,18 +207,10 @@ def heap_report() -> str:
     (in use / kept free / mapped on their own), Python's allocated blocks and live threads —
     enough to tell live objects from fragmentation when RSS creeps over hours."""
     heap = {name: value / 2**20 for name, value in heap_statistics().items()}
-    parts = [f"rss={_rss_bytes() / 2**20:.1f} MB"]
+    parts = [f"rss={resident_bytes() / 2**20:.1f} MB"]
     parts += [f"{name}={value:.1f} MB" for name, value in heap.items()]
     parts += [f"python_blocks={sys.getallocatedblocks()}", f"threads={threading.active_count()}"]
     return " ".join(parts)
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 class DiskCap(Periodic):
