@@ -201,7 +201,7 @@ def sanity_check(
             model.name, image, ExplainSettings(method=method, gamma=gamma, top_t=top_t)
         )
         for method in methods
-        for index, image in enumerate(images[: _image_count(method, len(images), slow_images)])
+        for index, image in enumerate(images[: image_count(method, len(images), slow_images)])
     }
     scores = []
     for step, (layer, randomised) in enumerate(cascade(model, depth, seed), start=1):
@@ -225,7 +225,9 @@ def sanity_check(
     return scores
 
 
-def _image_count(method: str, count: int, slow_images: int | None) -> int:
+def image_count(method: str, count: int, slow_images: int | None) -> int:
+    """How many of ``count`` images ``method`` explains: all, or at most ``slow_images`` for a
+    method without gradients (Score-CAM runs a forward per channel for every map)."""
     if slow_images is None or get_method(method).uses_gradients:
         return count
     return min(count, slow_images)
