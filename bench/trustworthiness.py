@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from app.explain.methods import available_methods
 from app.explain.metrics import energy_inside, relative_confidence_drop
-from app.explain.sanity import image_count, rank_correlation
+from app.explain.sanity import image_count, is_slow, rank_correlation
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.base import ExplainableModel
 from app.models.registry import ModelRegistry
@@ -134,25 +134,26 @@ def correlations(scores: list[MapScore]) -> list[dict[str, object]]:
     ]
 
 
-def choice_sets(scores: list[MapScore]) -> list[tuple[str, list[MapScore], frozenset[str]]]:
+def choice_sets(
+    scores: list[MapScore], slow: frozenset[str]
+) -> list[tuple[str, list[MapScore], frozenset[str]]]:
     """The (methods, images) sets the per-image choice is measured on, each with the same maps
-    on every image, and the slow methods in it: all images without the methods explained on
-    fewer of them (``--slow-limit``), and the images those explained, without and with them."""
+    on every image, and the slow methods in it: all images without the slow methods, the images
+    the slow methods explained (``--slow-limit``) without them where those are fewer, and those
+    images with them."""
     images: dict[str, set[int]] = defaultdict(set)
     for score in scores:
         images[score.method].add(score.sample)
-    every = set().union(*images.values())
-    slow = frozenset(method for method, seen in images.items() if seen != every)
+    slow = slow & frozenset(images)
     if not slow:
         return [("all", scores, slow)]
     fast = [score for score in scores if score.method not in slow]
     shared = set.intersection(*(images[method] for method in slow))
     names = ", ".join(sorted(slow))
-    return [
-        (f"without {names}", fast, frozenset()),
-        (f"without {names}", [score for score in fast if score.sample in shared], frozenset()),
-        (f"with {names}", [score for score in scores if score.sample in shared], slow),
-    ]
+    sets = [(f"without {names}", fast, frozenset())]
+    if shared != set().union(*images.values()):
+        sets.append((f"without {names}", [s for s in fast if s.sample in shared], frozenset()))
+    return [*sets, (f"with {names}", [s for s in scores if s.sample in shared], slow)]
 
 
 def choice_quality(
@@ -201,7 +202,7 @@ def choice_quality(
     }
 
 
-def report(model: str, scores: list[MapScore]) -> str:
+def report(model: str, scores: list[MapScore], slow: frozenset[str]) -> str:
     """The two markdown tables of the study: per method and map (``n``: the images it rests
     on), and the per-image choice on each consistent set of :func:`choice_sets`."""
     lines = [
@@ -224,8 +225,8 @@ def report(model: str, scores: list[MapScore]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, kinds in (("Finer maps", ("finer",)), ("CAM and Finer maps", MAP_KINDS)):
-        for methods, subset, slow in choice_sets(scores):
-            q = choice_quality(subset, kinds, slow)
+        for methods, subset, among in choice_sets(scores, slow):
+            q = choice_quality(subset, kinds, among)
             slow_share = (
                 "—" if q["score_pick_is_slow"] is None else f"{q['score_pick_is_slow']:.2f}"
             )
@@ -290,10 +291,11 @@ def main(argv: list[str] | None = None) -> str:
         f"{DEFAULT_GAMMA:g}, T {DEFAULT_T} closest-logit references, RD at k = "
         f"{TOP_FRACTION:.0%} (blur baseline)"
     )
-    slow = sorted(method for method, count in counts.items() if count < len(samples))
-    if slow:
-        header += f"; {', '.join(slow)} on the first {args.slow_limit} birds only (--slow-limit)"
-    text = f"{header}\n\n{report(args.model, scores)}\n"
+    limited = sorted(method for method, count in counts.items() if count < len(samples))
+    if limited:
+        header += f"; {', '.join(limited)} on the first {args.slow_limit} birds (--slow-limit)"
+    slow = frozenset(filter(is_slow, methods))
+    text = f"{header}\n\n{report(args.model, scores, slow)}\n"
     (args.out / "summary.md").write_text(text)
     print(text)
     return text

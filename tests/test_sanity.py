@@ -357,3 +357,19 @@ def test_trustworthiness_choice_refuses_images_with_different_maps():
     assert (
         choice_quality(scores[:2], ("finer",), frozenset({"scorecam"}))["score_pick_is_slow"] == 1.0
     )
+
+
+def test_trustworthiness_choice_sets_with_score_cam_on_every_image():
+    from bench.trustworthiness import MapScore, choice_sets
+
+    scores = [
+        MapScore(sample, method, "finer", 0.5, 0.1)
+        for sample in (0, 1)
+        for method in ("gradcam", "scorecam")
+    ]
+    sets = choice_sets(scores, frozenset({"scorecam"}))
+    assert [(label, len(subset)) for label, subset, _ in sets] == [
+        ("without scorecam", 2),
+        ("with scorecam", 4),
+    ]
+    assert [label for label, _, _ in choice_sets(scores, frozenset())] == ["all"]

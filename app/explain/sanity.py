@@ -225,10 +225,15 @@ def sanity_check(
     return scores
 
 
+def is_slow(method: str) -> bool:
+    """A method without gradients: Score-CAM runs a forward per channel for every map."""
+    return not get_method(method).uses_gradients
+
+
 def image_count(method: str, count: int, slow_images: int | None) -> int:
     """How many of ``count`` images ``method`` explains: all, or at most ``slow_images`` for a
-    method without gradients (Score-CAM runs a forward per channel for every map)."""
-    if slow_images is None or get_method(method).uses_gradients:
+    slow method (:func:`is_slow`)."""
+    if slow_images is None or not is_slow(method):
         return count
     return min(count, slow_images)
 
