@@ -281,4 +281,95 @@ def test_trustworthiness_study_smoke_run(tmp_path):
     assert len(rows) == 3 * 2 * 2  # birds x methods x {CAM, Finer}
     assert all(0 <= float(r["energy"]) <= 1 and np.isfinite(float(r["rd"])) for r in rows)
     assert "| demo-cnn | gradcam | Finer | 3 |" in text
-    assert "| demo-cnn | Finer maps | 2 | 3 |" in text
+    assert "| demo-cnn | Finer maps | all | 2 | 3 |" in text
+
+
+def _choice_row(text: str, kinds: str, methods: str, images: int) -> list[str]:
+    prefix = f"| demo-cnn | {kinds} | {methods} |"
+    rows = [line for line in text.splitlines() if line.startswith(prefix)]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    return next(c for c in cells if c[4] == str(images))
+
+
+def _choice_from_csv(rows: list[dict[str, str]], samples: set[int]) -> tuple[str, str, str]:
+    """Energy of the score's pick and of the best-on-average map among the Finer maps of
+    ``samples``, and the share of picks that are Score-CAM's, recomputed from the CSV rows."""
+    finer = [r for r in rows if r["map"] == "finer" and int(r["sample"]) in samples]
+    picks = [
+        max((r for r in finer if int(r["sample"]) == s), key=lambda r: float(r["rd"]))
+        for s in samples
+    ]
+    by_method: dict[str, list[float]] = {}
+    for r in finer:
+        by_method.setdefault(r["method"], []).append(float(r["energy"]))
+    fixed = max(float(np.mean(energies)) for energies in by_method.values())
+    slow = np.mean([r["method"] == "scorecam" for r in picks])
+    return (
+        f"{np.mean([float(r['energy']) for r in picks]):.3f}",
+        f"{fixed:.3f}",
+        f"{slow:.2f}" if any(r["method"] == "scorecam" for r in finer) else "—",
+    )
+
+
+def test_trustworthiness_scores_score_cam_on_the_first_slow_limit_birds_only(tmp_path):
+    from bench import trustworthiness
+
+    text = trustworthiness.main(
+        [
+            *("--count", "3", "--methods", "gradcam,scorecam", "--slow-limit", "2"),
+            *("--out", str(tmp_path), "--threads", "2"),
+        ]
+    )
+    with open(tmp_path / "per_image.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    explained = {
+        m: {int(r["sample"]) for r in rows if r["method"] == m} for m in ("gradcam", "scorecam")
+    }
+    assert explained == {"gradcam": {0, 1, 2}, "scorecam": {0, 1}}
+    assert (
+        "| demo-cnn | scorecam | Finer | 2 |" in text
+        and "| demo-cnn | gradcam | Finer | 3 |" in text
+    )
+    # Each choice row is computed on its own images only: recomputed from the CSV, a row that
+    # mixed the three Grad-CAM birds with Score-CAM's two would differ.
+    for methods, images, samples in (
+        ("without scorecam", 3, {0, 1, 2}),
+        ("without scorecam", 2, {0, 1}),
+        ("with scorecam", 2, {0, 1}),
+    ):
+        row = _choice_row(text, "Finer maps", methods, images)
+        assert row[3] == ("2" if methods.startswith("with ") else "1")  # candidate maps
+        kept = [r for r in rows if methods.startswith("with ") or r["method"] == "gradcam"]
+        assert tuple(row[8:11]) == _choice_from_csv(kept, samples)
+    assert _choice_row(text, "CAM and Finer maps", "with scorecam", 2)[3] == "4"
+
+
+def test_trustworthiness_choice_refuses_images_with_different_maps():
+    from bench.trustworthiness import MapScore, choice_quality
+
+    scores = [
+        MapScore(0, "gradcam", "finer", 0.5, 0.1),
+        MapScore(0, "scorecam", "finer", 0.6, 0.2),
+        MapScore(1, "gradcam", "finer", 0.4, 0.1),
+    ]
+    with pytest.raises(ValueError, match="different maps"):
+        choice_quality(scores, ("finer",))
+    assert (
+        choice_quality(scores[:2], ("finer",), frozenset({"scorecam"}))["score_pick_is_slow"] == 1.0
+    )
+
+
+def test_trustworthiness_choice_sets_with_score_cam_on_every_image():
+    from bench.trustworthiness import MapScore, choice_sets
+
+    scores = [
+        MapScore(sample, method, "finer", 0.5, 0.1)
+        for sample in (0, 1)
+        for method in ("gradcam", "scorecam")
+    ]
+    sets = choice_sets(scores, frozenset({"scorecam"}))
+    assert [(label, len(subset)) for label, subset, _ in sets] == [
+        ("without scorecam", 2),
+        ("with scorecam", 4),
+    ]
+    assert [label for label, _, _ in choice_sets(scores, frozenset())] == ["all"]

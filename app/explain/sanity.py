@@ -201,7 +201,7 @@ def sanity_check(
             model.name, image, ExplainSettings(method=method, gamma=gamma, top_t=top_t)
         )
         for method in methods
-        for index, image in enumerate(images[: _image_count(method, len(images), slow_images)])
+        for index, image in enumerate(images[: image_count(method, len(images), slow_images)])
     }
     scores = []
     for step, (layer, randomised) in enumerate(cascade(model, depth, seed), start=1):
@@ -225,8 +225,15 @@ def sanity_check(
     return scores
 
 
-def _image_count(method: str, count: int, slow_images: int | None) -> int:
-    if slow_images is None or get_method(method).uses_gradients:
+def is_slow(method: str) -> bool:
+    """A method without gradients: Score-CAM runs a forward per channel for every map."""
+    return not get_method(method).uses_gradients
+
+
+def image_count(method: str, count: int, slow_images: int | None) -> int:
+    """How many of ``count`` images ``method`` explains: all, or at most ``slow_images`` for a
+    slow method (:func:`is_slow`)."""
+    if slow_images is None or not is_slow(method):
         return count
     return min(count, slow_images)
 
