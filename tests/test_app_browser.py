@@ -270,7 +270,7 @@ def test_compare_tab_ranks_every_method_and_a_click_makes_it_active(page, server
     _image_src(page, "clf-finer")  # the page opens on an explained example
     page.get_by_role("tab", name="Compare methods").click()
     page.wait_for_function("() => document.querySelectorAll('#cmp-grid img').length >= 4")
-    _wait_text(page, "cmp-summary", "Best first")
+    _wait_text(page, "cmp-summary", "Highest first")
     assert "Score-CAM" in page.locator("#cmp-summary").inner_text()  # offered on request only
     thumbnails = page.locator("#cmp-grid button.thumbnail-item")
     count = thumbnails.count()

@@ -92,7 +92,7 @@ class Faithfulness:
 
 @dataclass(frozen=True)
 class MethodComparison:
-    """Every method's CAM and Finer maps of one image, scored together, best first.
+    """Every method's CAM and Finer maps of one image, scored together, highest relative drop first.
 
     Attributes:
         scores: One per map, sorted by relative drop, highest first.

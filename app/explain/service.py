@@ -338,8 +338,8 @@ class ExplanationService:
         prompts: ConceptPrompts | None = None,
     ) -> MethodComparison:
         """Every method of the model × {CAM, Finer} at ``settings``' γ and references (or
-        ``prompts``, as in :meth:`explain`), scored in one batched forward and sorted best first.
-        Gradient methods read the one cached entry; Score-CAM and FG-CAM (of
+        ``prompts``, as in :meth:`explain`), scored in one batched forward and sorted by relative
+        drop, highest first. Gradient methods read the one cached entry; Score-CAM and FG-CAM (of
         ``settings.method``) run only with ``slower``."""
         request = self._request(model_name, image, settings, prompts)
         return self._compare(request, slower, top_fraction)

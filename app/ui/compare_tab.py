@@ -45,8 +45,8 @@ def build_compare_tab(
                              elem_id="cmp-slower")  # fmt: skip
         run = gr.Button("Compare methods", variant="primary", elem_id="cmp-run")
     summary = gr.Markdown(elem_id="cmp-summary")
-    grid = gr.Gallery(label="Every method × {CAM, Finer}, best first", columns=4, height="auto",
-                      allow_preview=False, elem_id="cmp-grid")  # fmt: skip
+    grid = gr.Gallery(label="Every method × {CAM, Finer}, highest drop first", columns=4,
+                      height="auto", allow_preview=False, elem_id="cmp-grid")  # fmt: skip
     curves = gr.Button("Deletion / insertion curves", elem_id="cmp-curves")
     plot = gr.Plot(label="Deletion and insertion curves", elem_id="cmp-plot")
     shown = gr.State([])  # (method, FG-CAM) of each cell of the grid

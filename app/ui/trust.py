@@ -151,7 +151,7 @@ def faithfulness_payload(result: Faithfulness) -> dict[str, Any]:
 def comparison_gallery(
     comparison: MethodComparison, opacity: float, colormap: str
 ) -> list[tuple[Any, str]]:
-    """``(overlay, caption)`` per map, best first: ``1. Finer Layer-CAM: 31 %``."""
+    """``(overlay, caption)`` per map, highest drop first: ``1. Finer Layer-CAM: 31 %``."""
     return [
         (
             overlay(comparison.image, cam, opacity, colormap),
@@ -167,7 +167,10 @@ def comparison_summary(comparison: MethodComparison) -> str:
     text = (
         f"Each map's top {comparison.top_fraction * 100:g} % removed; the number is how much "
         f"that lowers {comparison.target}'s share against its {count} look-alike"
-        f"{'s' * (count != 1)}. Best first; click a map to use its method in the classifier tab."
+        f"{'s' * (count != 1)}. Highest first; click a map to use its method in the classifier "
+        "tab. The number says how much a map's top pixels matter to the contrast; on test birds "
+        "whose telling part is known it was not a reliable way to pick the best method for an "
+        "image (a fixed method did better)."
     )
     if comparison.on_request:
         text += f" Slower, on request: {', '.join(comparison.on_request)}."
