@@ -3,9 +3,9 @@
 Scaling follows pytorch-grad-cam exactly (``scale_cam_image`` per layer, then again after the
 layer aggregation), so our maps are comparable number for number with the anchor's.
 
-Given the model's ``device``, :func:`finish_maps` and :func:`overlay` run as tensor operations
-there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one copy back;
-on the CPU numpy/OpenCV are the faster of the two and do the work.
+Given the model's ``device``, :func:`finish_maps` and :func:`overlay_maps` run as tensor
+operations there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one
+copy back for all its maps; on the CPU numpy/OpenCV are the faster of the two and do the work.
 """
 
 from __future__ import annotations
@@ -100,29 +100,51 @@ def overlay(
 ) -> np.ndarray:
     """``cam`` coloured with ``colormap`` over the RGB uint8 ``image`` at heat-map ``opacity``
     in [0, 1] (pytorch-grad-cam's blending)."""
+    return overlay_maps(image, cam[None], opacity, colormap, device)[0]
+
+
+def overlay_maps(
+    image: np.ndarray,
+    cams: np.ndarray,
+    opacity: float,
+    colormap: str = DEFAULT_COLORMAP,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """:func:`overlay` of each of the ``(N, H, W)`` maps ``cams``: ``(N, H, W, 3)`` uint8. On
+    the tensor path all of them in one pass on ``device`` and one copy back."""
     name = validate_colormap(colormap)
     if device is not None and tensor_path(device):
-        return _overlay_on_device(image, cam, float(opacity), name, torch.device(device))
+        return _overlays_on_device(image, cams, float(opacity), name, torch.device(device))
     base = image.astype(np.float32) / 255.0
-    clipped = np.clip(cam, 0.0, 1.0)
-    return show_cam_on_image(
-        base, clipped, use_rgb=True, colormap=COLORMAPS[name], image_weight=1.0 - float(opacity)
+    return np.stack(
+        [
+            show_cam_on_image(
+                base,
+                np.clip(cam, 0.0, 1.0),
+                use_rgb=True,
+                colormap=COLORMAPS[name],
+                image_weight=1.0 - float(opacity),
+            )
+            for cam in cams
+        ]
     )
 
 
-def _overlay_on_device(
-    image: np.ndarray, cam: np.ndarray, opacity: float, colormap: str, device: torch.device
+def _overlays_on_device(
+    image: np.ndarray, cams: np.ndarray, opacity: float, colormap: str, device: torch.device
 ) -> np.ndarray:
-    """``show_cam_on_image`` step for step on ``device``: the colour table looked up there,
-    the blend scaled by its maximum, truncated to uint8, copied back once."""
+    """``show_cam_on_image`` step for step on ``device`` for every map at once: the colour
+    table looked up there, each blend scaled by its own maximum, truncated to uint8, copied
+    back once."""
     # np.require copies only arrays torch cannot wrap (read-only, strided, another dtype).
     pixels = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).to(device)
-    mask = torch.from_numpy(np.require(cam, np.float32, ["C", "W"])).to(device)
-    index = (255 * mask.clamp(0.0, 1.0)).to(torch.uint8).long()
+    masks = torch.from_numpy(np.require(cams, np.float32, ["C", "W"])).to(device)
+    index = (255 * masks.clamp(0.0, 1.0)).to(torch.uint8).long()
     heat = _colour_table(colormap, device)[index].float() / 255
     image_weight = 1.0 - opacity  # the same float arithmetic as show_cam_on_image
     blend = (1 - image_weight) * heat + image_weight * (pixels.float() / 255.0)
-    return (255 * (blend / blend.max())).to(torch.uint8).cpu().numpy()
+    peaks = blend.amax(dim=(1, 2, 3), keepdim=True)
+    return (255 * (blend / peaks)).to(torch.uint8).cpu().numpy()
 
 
 @functools.lru_cache(maxsize=16)
