@@ -55,9 +55,12 @@ def _finish_on_device(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _min_max(maps: torch.Tensor) -> torch.Tensor:
-    """pytorch-grad-cam's per-map scaling: ``(m - min) / (1e-7 + max)``."""
-    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
-    return shifted / (1e-7 + shifted.amax(dim=(1, 2), keepdim=True))
+    """pytorch-grad-cam's per-map scaling ``(m - min) / (1e-7 + max)``, in place on the
+    contiguous ``maps`` (each a fresh ReLU here): no full-size temporaries."""
+    flat = maps.view(maps.shape[0], -1)
+    flat.sub_(flat.amin(dim=1, keepdim=True))
+    flat.div_(1e-7 + flat.amax(dim=1, keepdim=True))
+    return maps
 
 
 def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
