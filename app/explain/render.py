@@ -5,7 +5,8 @@ layer aggregation), so our maps are comparable number for number with the anchor
 
 Given the model's ``device``, :func:`finish_maps` and :func:`overlay_maps` run as tensor
 operations there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one
-copy back for all its maps; on the CPU numpy/OpenCV are the faster of the two and do the work.
+copy back for all its maps; on the CPU numpy/OpenCV do the work (the tensor path is no faster
+there: docs/benchmarks.md, (g)).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def overlay_maps(
     device: torch.device | str | None = None,
 ) -> np.ndarray:
     """:func:`overlay` of each of the ``(N, H, W)`` maps ``cams``: ``(N, H, W, 3)`` uint8. On
-    the tensor path all of them in one pass on ``device`` and one copy back."""
+    the tensor path all of them on ``device`` with one copy back."""
     name = validate_colormap(colormap)
     if device is not None and tensor_path(device):
         return _overlays_on_device(image, cams, float(opacity), name, torch.device(device))
@@ -136,9 +137,10 @@ def overlay_maps(
 def _overlays_on_device(
     image: np.ndarray, cams: np.ndarray, opacity: float, colormap: str, device: torch.device
 ) -> np.ndarray:
-    """``show_cam_on_image`` on ``device``, the same float32 operations in the same order: the
-    colour table (scaled by the heat weight) looked up there, the image's share added, each
-    blend scaled by its own maximum, truncated to uint8; every map copied back at once.
+    """``show_cam_on_image`` on ``device`` with its float32 operations: the colour table looked
+    up there (the heat weight applied to its 256 entries first, which gives the same values),
+    the image's share added, each blend scaled by its own maximum, truncated to uint8; every
+    map copied back at once.
 
     One map at a time: a gather over all of them at once is 3–4× slower per map on the CPU
     (a working set of N full-size float images) and saves nothing but a few kernel launches.
