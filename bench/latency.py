@@ -11,9 +11,12 @@ Finer map (T=3) against pytorch-grad-cam's FinerCAM and against one forward, (f)
 attention-gradient CAM + Finer side by side against one forward pass and torchcam's LeGrad, and
 their re-render time, (g) the CPU-side work of one ``--upload`` (resize + normalise, finishing
 and colouring the maps, the γ strip from the cached gradients) with PIL/numpy and with the tensor
-paths on the device, alone and end to end. Random weights: timing does not depend on them.
-Numbers are medians over ``--repeats`` interleaved rounds after a warm-up. A smoke run:
-``--model ViT-S-32 --classes 4 --repeats 1 --size 32 --upload 64x48``.
+paths on the device, alone and end to end, (h) ``torch.compile`` of the no-grad trunk and of the
+CAM tail (forward and the two backward passes of both panels) against eager, its first-call
+compile time and the largest difference (on CUDA also ``mode="reduce-overhead"``: CUDA graphs).
+Random weights: timing does not depend on them. Numbers are medians over ``--repeats``
+interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4 --repeats 1
+--size 32 --upload 64x48 --skip-compile``.
 """
 
 from __future__ import annotations
@@ -392,6 +395,71 @@ def print_attention(timings: dict[str, float]) -> None:
         )
 
 
+COMPILE_MODES = {"cpu": ("default",), "cuda": ("default", "reduce-overhead")}
+
+
+def bench_compile(args: argparse.Namespace) -> dict[str, float]:
+    """(h) Does ``torch.compile`` pay for the trunk (no grad) or the CAM tail (forward and the
+    backward pass of each of both panels' two score directions)? Eager against each compile
+    mode of the device, with the first call (the compile) and the largest output difference."""
+    engine = load_open_clip(args.model, None, args.device)
+    view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
+    image = Image.fromarray(
+        np.random.default_rng(2).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    )
+    x = view.preprocess(image)
+    with torch.no_grad():
+        activation = view.trunk(x)
+        scores = view.tail(activation)[0]
+    directions = scores.topk(4).indices
+
+    def trunk_run(trunk: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.no_grad():
+                return trunk(x)
+
+        return run
+
+    def tail_run(tail: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            leaf = activation.detach().requires_grad_(True)
+            logits = tail(leaf)[0]
+            target = torch.autograd.grad(logits[directions[0]], leaf, retain_graph=True)[0]
+            references = torch.autograd.grad(logits[directions[1:]].sum(), leaf)[0]
+            return torch.cat([target, references])
+
+        return run
+
+    runs = {"trunk eager": trunk_run(view.trunk), "tail eager": tail_run(view.tail)}
+    timings: dict[str, float] = {}
+    for mode in COMPILE_MODES[args.device.type]:
+        for part, eager_fn in (("trunk", view.trunk), ("tail", view.tail)):
+            maker = trunk_run if part == "trunk" else tail_run
+            compiled = maker(torch.compile(eager_fn, mode=mode, dynamic=False))
+            start = time.perf_counter()
+            first = compiled()
+            timings[f"{part} {mode} compile s"] = time.perf_counter() - start
+            difference = (first - runs[f"{part} eager"]()).abs().max()
+            timings[f"{part} {mode} max diff"] = float(difference)
+            runs[f"{part} {mode}"] = compiled
+    return timings | interleaved_medians(runs, args.repeats)
+
+
+def print_compile(timings: dict[str, float], device: torch.device) -> None:
+    print("(h) torch.compile against eager (first call = compile, not in the medians):")
+    for part, label in (("trunk", "trunk, no grad"), ("tail", "CAM tail, fwd + 2 bwd")):
+        eager = timings[f"{part} eager"]
+        print(f"    {label:<22} eager              : {eager * 1000:8.1f} ms")
+        for mode in COMPILE_MODES[device.type]:
+            compiled = timings[f"{part} {mode}"]
+            print(
+                f"    {label:<22} {mode:<18} : {compiled * 1000:8.1f} ms"
+                f"   ratio compiled/eager = {compiled / eager:.3f}"
+                f"   first call {timings[f'{part} {mode} compile s']:.1f} s"
+                f"   max |diff| {timings[f'{part} {mode} max diff']:.1e}"
+            )
+
+
 def timing_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every latency bench shares: repeats, threads, the open_clip model and its
     class count, the clock, the device."""
@@ -424,6 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-attention", action="store_true")
     parser.add_argument(
         "--skip-device-paths", action="store_true", help="skip (g), preprocessing and rendering"
+    )
+    parser.add_argument(
+        "--skip-compile", action="store_true", help="skip (h), torch.compile against eager"
     )
     parser.add_argument(
         "--upload",
@@ -493,6 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         print_attention(bench_attention(args))
     if not args.skip_device_paths:
         print_device_paths(bench_device_paths(args), args.upload)
+    if not args.skip_compile:
+        print_compile(bench_compile(args), args.device)
 
 
 def upload_size(text: str) -> tuple[int, int]:

@@ -62,20 +62,38 @@ def save_random_clip(name: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
+#: A tiny timm backbone: 3 blocks of width 48, patch 14, no head, dynamic input size.
+TINY_TIMM_BACKBONE = dict(
+    img_size=56,
+    patch_size=14,
+    embed_dim=48,
+    depth=3,
+    num_heads=3,
+    num_classes=0,
+    dynamic_img_size=True,
+)
+
+
 def tiny_timm_vit(**kwargs):
     """A DINOv2-like timm ViT (patch 14, layer scale, dynamic size), random weights."""
     from timm.models.vision_transformer import VisionTransformer
 
     torch.manual_seed(0)
-    config = dict(
-        img_size=56,
-        patch_size=14,
-        embed_dim=48,
-        depth=3,
-        num_heads=3,
-        num_classes=0,
-        init_values=0.1,
-        dynamic_img_size=True,
-    )
-    config.update(kwargs)
+    config = {**TINY_TIMM_BACKBONE, "init_values": 0.1, **kwargs}
     return VisionTransformer(**config).eval()
+
+
+def tiny_timm_eva(architecture: str = "eva02_tiny_patch14_224", seed: int = 0, **kwargs):
+    """A tiny EVA-02 (rotary positions, SwiGLU, layer scales; by default a class-token backbone
+    of dynamic size) with random q/v biases (timm starts them at zero, where errors hide)."""
+    import timm
+
+    torch.manual_seed(seed)
+    config = {**TINY_TIMM_BACKBONE, "init_values": 0.5, "global_pool": "token", **kwargs}
+    model = timm.create_model(architecture, **config)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.q_bias.normal_(std=0.5)
+            block.attn.v_bias.normal_(std=0.5)
+    assert model.rope is not None
+    return model.eval()

@@ -9,7 +9,9 @@ formulas are written out again from the papers.
 
 from __future__ import annotations
 
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from app.models.adapters.clip import ClipEngine
 from app.models.adapters.linear_head import LinearHeadModel
 from app.models.adapters.vit import AttentionView
 from app.models.hub.loading import TimmClassifier
-from tests.model_fixtures import register_tiny_clip, tiny_timm_vit
+from tests.model_fixtures import register_tiny_clip, tiny_timm_eva, tiny_timm_vit
 
 KINDS = ("legrad", "attention-gradient")
 
@@ -59,19 +61,23 @@ def clip_view(engine: ClipEngine, pooling: str):
     return engine.with_pooling(pooling).view("concepts", PROMPTS, template=None)
 
 
-def timm_model(pooling: str) -> LinearHeadModel:
-    vit = tiny_timm_vit(
-        patch_size=8, img_size=48, global_pool=pooling, class_token=pooling == "token"
-    )
-    backbone = TimmBackbone(vit, f"test:timm-{pooling}", input_size=(40, 64))
+def timm_model(pooling: str, architecture: str = "timm") -> LinearHeadModel:
+    """A linear head on a tiny timm ViT (``timm``) or EVA-02 (``eva``) backbone."""
+    if architecture == "eva":
+        trunk = tiny_timm_eva(patch_size=8, img_size=48, global_pool=pooling)
+    else:
+        trunk = tiny_timm_vit(
+            patch_size=8, img_size=48, global_pool=pooling, class_token=pooling == "token"
+        )
+    backbone = TimmBackbone(trunk, f"test:{architecture}-{pooling}", input_size=(40, 64))
     generator = torch.Generator().manual_seed(3)
-    weight = torch.randn(5, vit.num_features, generator=generator)
+    weight = torch.randn(5, trunk.num_features, generator=generator)
     return LinearHeadModel(
         backbone,
         weight,
         torch.randn(5, generator=generator),
         [f"class {i}" for i in range(5)],
-        name=f"timm-{pooling}",
+        name=f"{architecture}-{pooling}",
     )
 
 
@@ -186,7 +192,8 @@ def scaled(raw: np.ndarray) -> np.ndarray:
     return (raw - raw.min()) / (raw.max() - raw.min() + 1e-12)
 
 
-CASES = [("clip", "token"), ("clip", "avg"), ("timm", "token"), ("timm", "avg")]
+#: (model, pooling): a CLIP tower, linear heads on a timm ViT and on an EVA-02 backbone.
+CASES = [(m, p) for m in ("clip", "timm", "eva") for p in ("token", "avg")]
 #: timm models read through their own attention arithmetic: (input size, explained grid).
 TOKEN_CASES = {
     ("eva02", "token"): ((40, 64), (5, 8)),
@@ -195,28 +202,20 @@ TOKEN_CASES = {
 }
 
 
-def eva02_classifier(pooling: str) -> TimmClassifier:
-    """A 3-block EVA-02 (rotary positions on a 5 x 8 grid, SwiGLU, layer scales) with random
-    q/v biases."""
-    import timm
-
-    torch.manual_seed(4)
-    model = timm.create_model(
+def eva02_classifier(pooling: str, dynamic_img_size: bool = False) -> TimmClassifier:
+    """A 3-block EVA-02 (rotary positions on a 5 x 8 grid, or any grid with
+    ``dynamic_img_size``; SwiGLU, layer scales) with random q/v biases."""
+    model = tiny_timm_eva(
         "eva02_tiny_patch14_336",
+        seed=4,
         num_classes=5,
         img_size=(40, 64),
         patch_size=8,
         embed_dim=32,
-        depth=3,
         num_heads=2,
-        init_values=0.5,
         global_pool=pooling,
+        dynamic_img_size=dynamic_img_size,
     )
-    with torch.no_grad():
-        for block in model.blocks:
-            block.attn.q_bias.normal_(std=0.5)
-            block.attn.v_bias.normal_(std=0.5)
-    assert model.rope is not None
     return _timm_classifier(model, "eva02")
 
 
@@ -317,7 +316,7 @@ def case_model(kind_of_model, pooling, clip_engine):
     if kind_of_model == "clip":
         view = clip_view(clip_engine, pooling)
         return view, view.attention_view(), lambda x: naive_open_clip(view, x, pooling)
-    model = timm_model(pooling)
+    model = timm_model(pooling, kind_of_model)
     return model, model.attention_view(), lambda x: naive_timm(model, x)
 
 
@@ -359,7 +358,9 @@ def test_eva02_and_levit_maps_equal_naive_full_autograd(kind, name, pooling, gam
         logits = model.model(x)
     assert logits.abs().max() > 0.5
     for start in range(view.num_blocks):
-        through_ours, _ = view.final_scores(view.tokens_before(x, start)[0], start)
+        tokens, embedded = view.tokens_before(x, start)
+        assert embedded == grid
+        through_ours, _ = view.final_scores(tokens, start, grid)
         torch.testing.assert_close(through_ours, logits, atol=1e-5, rtol=1e-5)
     entry = compute_attention_entry(view, x, kind, blocks=2)
     contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=gamma)
@@ -371,6 +372,57 @@ def test_eva02_and_levit_maps_equal_naive_full_autograd(kind, name, pooling, gam
     assert ours.shape == (1, *grid) and np.abs(reference).max() > 1e-3
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(entry.logits, logits[0].numpy(), atol=1e-5)
+
+
+def assert_eva_entry_is_naive(model: TimmClassifier, x: torch.Tensor, entry, kind: str) -> None:
+    """An entry of the dynamic-size EVA-02 (2 of 3 blocks, Finer) against timm's own forward on
+    ``x``: the logits and the map, on the grid of ``x``."""
+    contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=0.7)
+    scores, attentions = naive_eva(model, x)
+    grid = (x.shape[-2] // 8, x.shape[-1] // 8)
+    reference = naive_map(kind, scores, attentions, contrast.coefficients(), 2, 1, grid, "token")
+    np.testing.assert_allclose(entry.logits, scores[-1].detach()[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(raw_attention_map(entry, contrast), reference, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dynamic_eva02_keeps_the_rotary_embedding_of_each_grid(kind):
+    """5 x 8 and 8 x 5 grids have as many tokens but other rotary embeddings: an EVA-02 of
+    dynamic size explained on one, then the other, then the first again from its cached trunk
+    output gives timm's own maps each time."""
+    model = eva02_classifier("token", dynamic_img_size=True)
+    view = model.attention_view()
+    wide, tall = random_input(40, 64), random_input(64, 40, seed=1)
+    first = compute_attention_entry(view, wide, kind, blocks=2)
+    second = compute_attention_entry(view, tall, kind, blocks=2)
+    again = compute_attention_entry(view, wide, kind, blocks=2, trunk=first.trunk_output)
+    assert (first.grid, second.grid, again.grid) == ((5, 8), (8, 5), (5, 8))
+    for x, entry in ((wide, first), (tall, second), (wide, again)):
+        assert_eva_entry_is_naive(model, x, entry, kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_passes_on_transposed_grids_keep_their_own_rotary_embedding(kind, monkeypatch):
+    """Two threads inside their passes at once (both embedded before either attends), on 5 x 8
+    and 8 x 5 inputs: each pass uses its own grid's rotary embedding."""
+    model = eva02_classifier("token", dynamic_img_size=True)
+    view = model.attention_view()
+    split = view.split
+    barrier, waited = threading.Barrier(2, timeout=60), threading.local()
+    attention_parts = split._attention_parts
+
+    def meeting_first(*args, **kwargs):
+        if not getattr(waited, "done", False):
+            waited.done = True
+            barrier.wait()
+        return attention_parts(*args, **kwargs)
+
+    monkeypatch.setattr(split, "_attention_parts", meeting_first)
+    inputs = (random_input(40, 64), random_input(64, 40, seed=1))
+    with ThreadPoolExecutor(2) as pool:
+        entries = list(pool.map(lambda x: compute_attention_entry(view, x, kind, 2), inputs))
+    for x, entry in zip(inputs, entries, strict=True):
+        assert_eva_entry_is_naive(model, x, entry, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -101,12 +101,26 @@ def test_latency_prints_every_ratio(capsys):
     from bench.latency import main
 
     main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--size", "32",
-          "--upload", "64x48"])  # fmt: skip
+          "--upload", "64x48", "--skip-compile"])  # fmt: skip
     out = capsys.readouterr().out
     for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g) CPU-side work of a 64x48 upload"):
         assert part in out
     assert len(re.findall(RATIO, out)) == 15, out
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
+    assert "(h)" not in out
+
+
+def test_latency_compares_torch_compile_with_eager_and_checks_the_outputs(capsys):
+    from bench.latency import main
+
+    main(["--model", "ViT-S-32", "--classes", "4", "--repeats", "1", "--skip-clip",
+          "--skip-fgcam", "--skip-generic", "--skip-attention", "--skip-device-paths"])  # fmt: skip
+    out = capsys.readouterr().out
+    compiled = re.findall(
+        r"default +: +[\d.]+ ms +ratio compiled/eager = [\d.]+ .*max \|diff\| (\S+)", out
+    )
+    assert len(compiled) == 2, out  # the trunk and the tail, CPU: the default mode only
+    assert all(float(difference) < 1e-4 for difference in compiled), out
 
 
 def test_faithfulness_prints_the_line_and_the_compare_view_against_a_forward(capsys):

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
-from model_fixtures import NotATensor, register_tiny_clip, save_random_clip, tiny_timm_vit
+from model_fixtures import (
+    NotATensor,
+    register_tiny_clip,
+    save_random_clip,
+    tiny_timm_eva,
+    tiny_timm_vit,
+)
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -73,21 +80,23 @@ def test_zero_shot_head_rows_are_the_class_name_embeddings(tiny_clip):
 
 
 @pytest.mark.parametrize(
-    "kwargs, fast",
+    "build, kwargs, fast",
     [
-        ({}, True),
-        ({"reg_tokens": 4, "no_embed_class": True}, True),
-        ({"qk_norm": True}, True),
-        ({"global_pool": "avg"}, False),
+        (tiny_timm_vit, {}, True),
+        (tiny_timm_vit, {"reg_tokens": 4, "no_embed_class": True}, True),
+        (tiny_timm_vit, {"qk_norm": True}, True),
+        (tiny_timm_vit, {"global_pool": "avg"}, False),
+        (tiny_timm_eva, {}, True),
+        (tiny_timm_eva, {"global_pool": "avg"}, False),
     ],
-    ids=["dinov2-like", "registers", "qk-norm", "avg-pool"],
+    ids=["dinov2-like", "registers", "qk-norm", "avg-pool", "eva02", "eva02-avg-pool"],
 )
 @pytest.mark.parametrize("target", ["norm1", "residual"])
-def test_timm_split_equals_unsplit_model(kwargs, fast, target):
-    model = tiny_timm_vit(**kwargs)
+def test_timm_split_equals_unsplit_model(build, kwargs, fast, target):
+    model = build(**kwargs)
     backbone = TimmBackbone(model, "tiny", input_size=(56, 56), target=target)
     assert backbone.split.fast is fast and backbone.split.target == target
-    for height, width in [(56, 56), (42, 70), (84, 28)]:
+    for height, width in [(56, 56), (42, 70), (70, 42), (84, 28)]:
         x = torch.randn(2, 3, height, width)
         activation = backbone.trunk(x)
         with torch.no_grad():
@@ -123,6 +132,66 @@ def test_timm_norm1_target_matches_a_hook_on_blocks_norm1():
 
     assert torch.allclose(backbone.to_grid(activation.detach()), grid(hooked.detach()), atol=1e-5)
     assert torch.allclose(backbone.to_grid(grad), grid(hooked.grad), atol=1e-5)
+
+
+def test_cam_of_a_head_on_an_eva02_backbone_equals_hooks_on_timms_forward():
+    """Every gradient CAM method, plain and Finer, of a linear head on an EVA-02 backbone (our
+    split, rotary attention by hand) equals the same method through hooks on
+    ``blocks[-1].norm1`` of timm's own forward, on a non-square input."""
+    from app.explain.combine import Contrast
+    from app.explain.engine import HookedLayerModel
+    from app.explain.gradients import compute_entry
+    from app.explain.methods import METHODS, ModelInput
+
+    eva = tiny_timm_eva()
+    torch.manual_seed(1)
+    head = torch.nn.Linear(48, 5)
+    backbone = TimmBackbone(eva, "tiny-eva", input_size=(42, 70))
+    ours = LinearHeadModel(backbone, head.weight, head.bias, [f"c{i}" for i in range(5)])
+
+    def grid(tokens):  # class token, then the 3 x 5 patch grid
+        return tokens[:, 1:].reshape(tokens.shape[0], 3, 5, 48).permute(0, 3, 1, 2)
+
+    hooked = HookedLayerModel(torch.nn.Sequential(eva, head), eva.blocks[-1].norm1, grid)
+    x = torch.randn(1, 3, 42, 70)
+    entries = [compute_entry(split, x, ()) for split in (ours, hooked)]
+    np.testing.assert_allclose(entries[0].logits, entries[1].logits, atol=1e-5)
+    methods = [m for m in METHODS.values() if m.uses_gradients and not m.needs_attention_view]
+    for method in methods:
+        for gamma in (0.0, 0.7):
+            contrast = Contrast(target=1, references=(0, 3), weights=(0.5, 0.5), gamma=gamma)
+            ours_map, reference = (
+                method.raw_map(entry, contrast, ModelInput(split, x))
+                for entry, split in zip(entries, (ours, hooked), strict=True)
+            )
+            assert ours_map.shape == (1, 3, 5) and np.abs(reference).max() > 1e-4, method.name
+            np.testing.assert_allclose(ours_map, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_a_timm_eva02_is_a_backbone_through_the_spec():
+    """``timm:eva02_*`` builds the real architecture (random weights, offline) split as an EVA."""
+    from app.models.adapters.eva import EvaSplit
+
+    backbone = build_backbone("timm:eva02_tiny_patch14_224.mim_in22k@random", input_size=56)
+    assert isinstance(backbone.split, EvaSplit) and backbone.input_size == (56, 56)
+    x = torch.randn(1, 3, 56, 84)
+    activation = backbone.trunk(x)
+    assert backbone.to_grid(activation).shape == (1, backbone.feature_dim, 4, 6)
+    with torch.no_grad():
+        expected = backbone.model(x)
+    assert torch.allclose(backbone.features(activation), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, kind", [("resnet18", "ResNet"), ("convnext_atto", "ConvNeXt")])
+def test_a_timm_cnn_is_refused_as_a_backbone_before_any_download(name, kind):
+    """Hub weights are not cached (HF_HUB_OFFLINE): the refusal comes from the architecture."""
+    import timm
+
+    refusal = f"{kind} cannot be a linear head's backbone: .*EVA-02.*--model timm:NAME"
+    with pytest.raises(ValueError, match=refusal):
+        build_backbone(f"timm:{name}")
+    with pytest.raises(ValueError, match=refusal):
+        TimmBackbone(timm.create_model(name, num_classes=0), "cnn")
 
 
 def _timm_weights(tmp_path):

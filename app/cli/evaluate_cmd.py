@@ -42,7 +42,8 @@ from tqdm import tqdm
 
 from app.explain import metrics
 from app.explain.methods import get_method
-from app.explain.service import ExplainSettings
+from app.explain.service import ExplainSettings, Explanation
+from app.models.base import ExplainableModel
 
 from .command_support import (
     BadFiles,
@@ -231,11 +232,46 @@ def evaluate_image(
 ) -> list[dict[str, object]]:
     """Rows for the ``wanted`` variants of one image: one model pass (cached by the service),
     then every map of the image scored together, in batches of perturbed images."""
-    model, service = session.model, session.service
     target = label_index if options.target == "label" else None
+    maps, first = _variant_maps(session, loaded, wanted, options, target)
+    references = [ref.index for ref in first.references]
+    scores = _map_scores(session.model, loaded, maps, first.target.index, references, options)
+    predicted = first.top[0]
+    shared = {
+        "image": loaded.item.key,
+        "label": loaded.item.label or "",
+        "label_index": "" if label_index is None else label_index,
+        "predicted": predicted.name,
+        "predicted_index": predicted.index,
+        "correct": "" if label_index is None else int(predicted.index == label_index),
+        "target": first.target.name,
+        "target_index": first.target.index,
+        "references": "; ".join(session.model.labels[r] for r in references),
+    }
+    return [
+        shared
+        | {
+            "method": variant.method,
+            "variant": variant.variant,
+            "gamma": gamma_tag(variant.gamma),
+            **{column: values[i] for column, values in scores.items()},
+            "map_empty": int(not np.any(maps[i] > 0)),
+        }
+        for i, variant in enumerate(wanted)
+    ]
+
+
+def _variant_maps(
+    session: Session,
+    loaded: Loaded,
+    wanted: Sequence[Variant],
+    options: MetricOptions,
+    target: int | None,
+) -> tuple[list[np.ndarray], Explanation]:
+    """The map of every wanted variant, in order, and the first method's plain explanation
+    (target, references and predictions are the same for every method)."""
     maps: list[np.ndarray] = []
-    references: list[int] | None = None
-    first = None
+    first: Explanation | None = None
     for method in dict.fromkeys(v.method for v in wanted):
         settings = ExplainSettings(
             method=method,
@@ -250,21 +286,30 @@ def evaluate_image(
             pooling=options.pooling,
             attention_blocks=options.attention_blocks,
         )
-        plain = service.explain(session.model_name, loaded.image, settings)
+        plain = session.service.explain(session.model_name, loaded.image, settings)
         first = first or plain
-        references = [ref.index for ref in plain.references]
         for variant in (v for v in wanted if v.method == method):
             if variant.variant == "plain":
                 maps.append(plain.cam)
             else:
-                finer = service.explain(
-                    session.model_name,
-                    loaded.image,
-                    replace(settings, gamma=variant.gamma),
+                finer = session.service.explain(
+                    session.model_name, loaded.image, replace(settings, gamma=variant.gamma)
                 )
                 maps.append(finer.finer)
-    assert first is not None and references is not None
+    if first is None:
+        raise ValueError("no variant to evaluate")
+    return maps, first
 
+
+def _map_scores(
+    model: ExplainableModel,
+    loaded: Loaded,
+    maps: list[np.ndarray],
+    target: int,
+    references: list[int],
+    options: MetricOptions,
+) -> dict[str, list[object]]:
+    """Every metric of every map, as the manifest's columns (masks: energy and pointing)."""
     x = model.preprocess(loaded.image)
     stack = torch.from_numpy(np.stack(maps).astype(np.float32)).to(x.device)
     at_input = (
@@ -275,49 +320,37 @@ def evaluate_image(
         )[:, 0]
     )
     common = dict(baseline=options.baseline, batch_size=options.batch_size)
-    t = first.target.index
-    deletion = metrics.deletion_auc(model.logits, x, at_input, t, steps=options.steps, **common)
-    insertion = metrics.insertion_auc(model.logits, x, at_input, t, steps=options.steps, **common)
-    drop = metrics.relative_confidence_drop(
-        model.logits, x, at_input, t, references, top_fraction=options.top_fraction, **common
+    deletion = metrics.deletion_auc(
+        model.logits, x, at_input, target, steps=options.steps, **common
     )
-    energy = pointing = None
+    insertion = metrics.insertion_auc(
+        model.logits, x, at_input, target, steps=options.steps, **common
+    )
+    drop = metrics.relative_confidence_drop(
+        model.logits, x, at_input, target, references, top_fraction=options.top_fraction, **common
+    )
+    count = len(maps)
+    energy = pointing = [""] * count
     if loaded.mask is not None:
         mask = torch.from_numpy(np.asarray(loaded.mask, dtype=bool)).to(x.device)
-        energy = metrics.energy_inside(stack, mask).tolist()
-        pointing = metrics.pointing_game(stack, mask, tolerance_px=options.tolerance).tolist()
-
-    predicted = first.top[0]
-    names = "; ".join(model.labels[r] for r in references)
-    rows = []
-    for i, variant in enumerate(wanted):
-        rows.append(
-            {
-                "image": loaded.item.key,
-                "label": loaded.item.label or "",
-                "label_index": "" if label_index is None else label_index,
-                "predicted": predicted.name,
-                "predicted_index": predicted.index,
-                "correct": "" if label_index is None else int(predicted.index == label_index),
-                "target": first.target.name,
-                "target_index": t,
-                "references": names,
-                "method": variant.method,
-                "variant": variant.variant,
-                "gamma": gamma_tag(variant.gamma),
-                "deletion_auc": _fmt(float(deletion[i])),
-                "insertion_auc": _fmt(float(insertion[i])),
-                "rel_conf_drop": _fmt(float(drop.relative_drop[i])),
-                "prob_drop": _fmt(float(drop.probability_drop[i])),
-                "rc_before": _fmt(float(drop.relative_before[i])),
-                "rc_after": _fmt(float(drop.relative_after[i])),
-                "p_before": _fmt(float(drop.probability_before[i])),
-                "energy_inside": "" if energy is None else _fmt(energy[i]),
-                "pointing_game": "" if pointing is None else int(pointing[i]),
-                "map_empty": int(not np.any(maps[i] > 0)),
-            }
-        )
-    return rows
+        energy = [_fmt(e) for e in metrics.energy_inside(stack, mask).tolist()]
+        pointing = [
+            int(p)
+            for p in metrics.pointing_game(stack, mask, tolerance_px=options.tolerance).tolist()
+        ]
+    floats = {
+        "deletion_auc": deletion,
+        "insertion_auc": insertion,
+        "rel_conf_drop": drop.relative_drop,
+        "prob_drop": drop.probability_drop,
+        "rc_before": drop.relative_before,
+        "rc_after": drop.relative_after,
+        "p_before": drop.probability_before,
+    }
+    return {column: [_fmt(float(v[i])) for i in range(count)] for column, v in floats.items()} | {
+        "energy_inside": energy,
+        "pointing_game": pointing,
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -152,15 +152,7 @@ def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
     overlays = not args.no_overlays
     gammas, auto = split_auto(args.gamma)
-    check_reference_options(args.reference_mode, args.weighting, args.top_t)
-    if args.limit is not None and args.limit < 1:
-        raise CliError(f"--limit must be at least 1, got {args.limit}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not 0 <= args.faithfulness_k <= 1:
-        raise CliError(
-            f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}"
-        )
+    _check_arguments(args)
     discovery = discover_paths(args.inputs, exclude=args.out)
     check_model(args.model)
     items = discovery.items[: args.limit] if args.limit else discovery.items
@@ -183,37 +175,9 @@ def run(args: argparse.Namespace) -> int:
     if args.reference_mode == "manual" and not split_list(args.references):
         raise CliError("--reference-mode manual needs --references (class names or indices)")
     session = open_session(args.model, args.device, args.threads, allow_fallback=False)
-    for flag, value in [("--target", _target(args.target))] + [
-        ("--references", _target(r)) for r in split_list(args.references)
-    ]:
-        if value is not None:
-            try:
-                session.model.class_index(value)
-            except ValueError as error:
-                raise CliError(f"{flag}: {error}") from error
-    base = ExplainSettings(
-        method=methods[0],
-        gamma=gammas[0] if gammas else DEFAULT_GAMMA,
-        top_t=args.top_t,
-        reference_mode=args.reference_mode,
-        weighting=args.weighting,
-        target=_target(args.target),
-        manual_references=tuple(_target(r) for r in split_list(args.references)),
-        opacity=args.opacity,
-        colormap=args.colormap,
-        fgcam=args.fgcam,
-        fgcam_stop=args.fgcam_layer,
-        fgcam_denoise=args.fgcam_denoise,
-        pooling=args.pooling,
-        attention_blocks=args.attention_blocks,
-    )
-    batch_size = args.batch_size or default_batch_size(session.settings.torch_device)
-    if batch_size > session.settings.cache_entries:
-        raise CliError(
-            f"--batch-size {batch_size} is more than the service caches "
-            f"(FINERCAM_CACHE_ENTRIES={session.settings.cache_entries}): a batch's entries "
-            "would be dropped before their images are explained"
-        )
+    _check_classes(session, args)
+    base = _base_settings(args, methods, gammas)
+    batch_size = _batch_size(session, args)
     out.mkdir(parents=True, exist_ok=True)
     job = Job(
         dataset=ItemDataset(pending, max_side=session.settings.max_side),
@@ -235,7 +199,82 @@ def run(args: argparse.Namespace) -> int:
         batch_size=batch_size,
         prepare=partial(prepare_items, methods=methods, base=base) if batch_size > 1 else None,
     )
-    bad, done, start = BadFiles(), 0, time.perf_counter()
+    start = time.perf_counter()
+    done, bad = _write_manifest(session, job, args, out, len(pending))
+    seconds = time.perf_counter() - start
+    say(
+        f"explained {done} image(s) with {', '.join(methods)} at gamma "
+        f"{', '.join([*map(gamma_tag, gammas), *(['auto'] if auto else [])])} "
+        f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
+    )
+    return exit_code(done, skipped, len(bad))
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse option values no run could use, before any model loads."""
+    check_reference_options(args.reference_mode, args.weighting, args.top_t)
+    if args.limit is not None and args.limit < 1:
+        raise CliError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0 <= args.faithfulness_k <= 1:
+        raise CliError(
+            f"--faithfulness-k must be in [0, 1] (0: no scores), got {args.faithfulness_k}"
+        )
+
+
+def _check_classes(session: Session, args: argparse.Namespace) -> None:
+    """``--target`` and ``--references`` name classes of the loaded model."""
+    for flag, value in [("--target", _target(args.target))] + [
+        ("--references", _target(r)) for r in split_list(args.references)
+    ]:
+        if value is not None:
+            try:
+                session.model.class_index(value)
+            except ValueError as error:
+                raise CliError(f"{flag}: {error}") from error
+
+
+def _base_settings(
+    args: argparse.Namespace, methods: list[str], gammas: list[float]
+) -> ExplainSettings:
+    """The settings every image starts from (each method and γ replaces its own)."""
+    return ExplainSettings(
+        method=methods[0],
+        gamma=gammas[0] if gammas else DEFAULT_GAMMA,
+        top_t=args.top_t,
+        reference_mode=args.reference_mode,
+        weighting=args.weighting,
+        target=_target(args.target),
+        manual_references=tuple(_target(r) for r in split_list(args.references)),
+        opacity=args.opacity,
+        colormap=args.colormap,
+        fgcam=args.fgcam,
+        fgcam_stop=args.fgcam_layer,
+        fgcam_denoise=args.fgcam_denoise,
+        pooling=args.pooling,
+        attention_blocks=args.attention_blocks,
+    )
+
+
+def _batch_size(session: Session, args: argparse.Namespace) -> int:
+    """``--batch-size`` or the device's default, no more than the service caches."""
+    batch_size = args.batch_size or default_batch_size(session.settings.torch_device)
+    if batch_size > session.settings.cache_entries:
+        raise CliError(
+            f"--batch-size {batch_size} is more than the service caches "
+            f"(FINERCAM_CACHE_ENTRIES={session.settings.cache_entries}): a batch's entries "
+            "would be dropped before their images are explained"
+        )
+    return batch_size
+
+
+def _write_manifest(
+    session: Session, job: Job, args: argparse.Namespace, out: Path, total: int
+) -> tuple[int, BadFiles]:
+    """Run the job, appending each image's rows to ``explanations.csv`` once its files exist:
+    (images explained, the files that could not be read, reported in ``out``)."""
+    bad, done = BadFiles(), 0
     manifest = out / "explanations.csv"
     new_file = not manifest.is_file()
     _check_manifest(manifest, new_file)
@@ -244,9 +283,7 @@ def run(args: argparse.Namespace) -> int:
         if new_file:
             writer.writeheader()
         outcomes = run_job(session, job, args)
-        bar = tqdm(
-            outcomes, total=len(pending), desc="explain", unit="img", disable=args.no_progress
-        )
+        bar = tqdm(outcomes, total=total, desc="explain", unit="img", disable=args.no_progress)
         for outcome in bar:
             stop_on_model_failure(outcome, args.model)
             if outcome.error:
@@ -256,13 +293,7 @@ def run(args: argparse.Namespace) -> int:
             handle.flush()
             done += 1
     bad.report(out)
-    seconds = time.perf_counter() - start
-    say(
-        f"explained {done} image(s) with {', '.join(methods)} at gamma "
-        f"{', '.join([*map(gamma_tag, gammas), *(['auto'] if auto else [])])} "
-        f"in {seconds:.1f} s; {skipped} already done; {len(bad)} could not be read -> {out}"
-    )
-    return exit_code(done, skipped, len(bad))
+    return done, bad
 
 
 def prepare_items(

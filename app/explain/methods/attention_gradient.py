@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients
+from app.explain.attention import AttentionEntry, AttentionRecording, BlockGradients, grid_of
 from app.explain.methods.attention_base import AttentionMethod
 from app.explain.methods.registry import register
 from app.models.adapters.vit import AttentionView
@@ -33,7 +33,7 @@ class AttentionGradientMethod(AttentionMethod):
         tokens_in = trunk if trunk is not None else view.tokens_before(x, start)[0]
         leaf = tokens_in.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits, attentions = view.final_scores(leaf, start)
+            logits, attentions = view.final_scores(leaf, start, grid_of(view, x))
         return AttentionRecording(
             paths=[(logits, list(attentions))],
             logits=logits,

@@ -7,8 +7,11 @@ feature vector (with autograd); a linear head on the features gives the logits. 
 * ``demo-tinyclip`` — the offline tiny CLIP shipped in ``assets/demo/``.
 * ``open_clip:NAME[@PRETRAINED]`` — any open_clip model; ``PRETRAINED`` is a tag (``openai``),
   a local checkpoint file, or ``random``. ``NAME`` may be ``hf-hub:org/repo``.
-* ``timm:NAME[@WEIGHTS]`` — a timm ViT, e.g. ``timm:vit_base_patch14_dinov2.lvd142m``; weights
-  from the Hub by default, a local safetensors file, or ``random``.
+* ``timm:NAME[@WEIGHTS]`` — a timm ViT or EVA / EVA-02, e.g.
+  ``timm:vit_base_patch14_dinov2.lvd142m`` or ``timm:eva02_base_patch14_224.mim_in22k``; weights
+  from the Hub by default, a local safetensors file, or ``random``. Other timm models (CNNs,
+  Swin, LeViT ...) are refused with a ValueError before any download: their last block is not
+  what the split reproduces (:func:`backbone_split`).
 
 open_clip features are the image embedding (the head sees it L2-normalised, like CLIP's own
 logits); timm features are ``forward_head(pre_logits=True)`` (DINOv2: the normed class token).
@@ -24,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from app.config import Settings
+from app.models.adapters.timm_splits import timm_vit_split
 from app.models.adapters.vit import TimmVitSplit, timm_vit_layers
 from app.models.hub.downloads import hf_cache_dir, hub_error
 from app.models.preprocess import to_tensor
@@ -54,11 +58,25 @@ class Backbone(Protocol):
     def feature_dim(self) -> int: ...
 
 
+def backbone_split(model: nn.Module, target: str = "norm1") -> TimmVitSplit:
+    """The split of a linear head's timm backbone (ValueError saying which models can be one)."""
+    try:
+        return timm_vit_split(model, target)
+    except ValueError as error:
+        raise ValueError(
+            f"timm model {type(model).__name__} cannot be a linear head's backbone: {error}. "
+            "A backbone is a timm ViT (vit_*, DINOv2, DeiT, SigLIP ...) or EVA / EVA-02 "
+            "(eva02_*); other timm classifiers are explained as models of their own "
+            "(--model timm:NAME)"
+        ) from error
+
+
 class TimmBackbone:
-    """A timm VisionTransformer split at the input of its last block.
+    """A timm VisionTransformer or Eva (EVA, EVA-02) split at the input of its last block.
 
     Args:
-        model: A timm ``VisionTransformer`` (``num_classes=0``; ideally ``dynamic_img_size``).
+        model: A timm ``VisionTransformer`` or ``Eva`` (``num_classes=0``; ideally
+            ``dynamic_img_size``).
         key: Identifies model + weights (``trunk_key``).
         input_size: ``(height, width)`` the whole image is resized to.
         mean, std, interpolation: Normalisation of the model's pretraining (pretrained_cfg).
@@ -82,7 +100,7 @@ class TimmBackbone:
     ) -> None:
         self.device = torch.device(device)
         self.model = freeze(model.to(self.device))
-        self.split = TimmVitSplit(self.model, target)
+        self.split = backbone_split(self.model, target)
         cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
         if input_size is None:
             if getattr(model, "dynamic_img_size", False):
@@ -130,12 +148,14 @@ def load_timm(
     device: torch.device | str = "cpu",
     input_size: int | tuple[int, int] | None = None,
 ) -> TimmBackbone:
-    """A timm ViT backbone; ``weights``: None = the Hub's pretrained weights, ``random``, or a
-    local safetensors/torch file (``weights_only``)."""
+    """A timm ViT or EVA backbone; ``weights``: None = the Hub's pretrained weights, ``random``,
+    or a local safetensors/torch file (``weights_only``)."""
     import timm
 
     if not timm.is_model(name.split(".")[0]) and not timm.list_models(name.split(".")[0]):
         raise ValueError(f"unknown timm model {name!r}")
+    with torch.device("meta"):  # the architecture alone: no memory, no weights, no download
+        backbone_split(timm.create_model(name, pretrained=False, num_classes=0).eval())
     random = weights == "random"
     local = weights not in (None, "", "random")
     try:

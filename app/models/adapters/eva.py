@@ -9,6 +9,14 @@ output projection. Blocks add the attention and the MLP back with EVA's ``gamma_
 layer scales. So the probabilities LeGrad and attention-gradient read are the model's own and
 the logits through them equal ``model(x)``.
 
+The rotary embedding depends on the patch grid ``(h, w)``, not only on the token count (5×8 and
+8×5 grids have as many tokens): each pass of blocks builds it for the grid of its tokens and
+keeps it in a context variable for that pass alone (:meth:`AttentionSplit.on_grid`), so
+requests on different grids, concurrent ones included, never share one. The trunk, LeGrad and
+attention-gradient know their grid (from the input); the CAM tail sees only the trunk's
+activation and takes the grid the trunk last recorded for that many tokens, as ``to_grid``
+does. The app resizes every input of a model to one size, so a model sees one grid.
+
 Supported: pre-norm ``EvaBlock`` with ``EvaAttention`` (EVA, EVA-02, timm's SBB RoPE ViTs of
 that layout). Gated attention, ``AttentionRope`` blocks, post-norm blocks and depth-mixed
 RoPE are refused with a ValueError (the classifier then explains the final tokens only).
@@ -16,11 +24,18 @@ RoPE are refused with a ValueError (the classifier then explains the final token
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from app.models.adapters.vit import TimmVitSplit, _attention_probabilities, _merge_heads
+
+#: The rotary embedding of the pass of blocks running in this context (thread, task).
+_PASS_ROPE: ContextVar[torch.Tensor | None] = ContextVar("eva_pass_rope")
 
 
 def eva_block_problem(block: nn.Module) -> str | None:
@@ -38,10 +53,6 @@ def eva_block_problem(block: nn.Module) -> str | None:
 class EvaSplit(TimmVitSplit):
     """Trunk/tail of a timm ``Eva`` at its last block; RoPE applied as ``EvaAttention`` does."""
 
-    def __init__(self, model: nn.Module, target: str = "norm1") -> None:
-        self._ropes: dict[int, torch.Tensor | None] = {}
-        super().__init__(model, target)
-
     def _check(self, model: nn.Module) -> bool:
         from timm.models.eva import Eva
 
@@ -57,16 +68,26 @@ class EvaSplit(TimmVitSplit):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         model = self.model
         patches, grid = self._patches(x)
-        tokens, rope = model._pos_embed(patches)
-        self._ropes[grid[0] * grid[1]] = rope  # the same for every input of that grid
+        tokens, _ = model._pos_embed(patches)  # the rotary embedding comes from on_grid
         return model.norm_pre(tokens), grid
 
-    def _rope(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """The rotary embedding of the grid behind ``tokens`` (recorded when it was embedded)."""
-        return self._ropes[int(tokens.shape[1]) - self.prefix]
+    @contextmanager
+    def on_grid(self, grid: tuple[int, int]) -> Iterator[None]:
+        """The rotary embedding of ``grid``, as ``Eva._pos_embed`` builds it, for this pass."""
+        rope = self.model.rope
+        token = _PASS_ROPE.set(None if rope is None else rope.get_embed(shape=list(grid)))
+        try:
+            yield
+        finally:
+            _PASS_ROPE.reset(token)
+
+    @staticmethod
+    def _rope() -> torch.Tensor | None:
+        """The rotary embedding of the running pass (LookupError outside :meth:`on_grid`)."""
+        return _PASS_ROPE.get()
 
     def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        return block(tokens, rope=self._rope(tokens))
+        return block(tokens, rope=self._rope())
 
     def _qkv(
         self, attn: nn.Module, normed: torch.Tensor, rows: slice
@@ -92,7 +113,7 @@ class EvaSplit(TimmVitSplit):
                 for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
             )
         q, k = attn.q_norm(q), attn.k_norm(k)
-        rope = self._rope(normed)
+        rope = self._rope()
         if rope is not None:
             npt, half = attn.num_prefix_tokens, bool(getattr(attn, "rotate_half", False))
             q, k = (

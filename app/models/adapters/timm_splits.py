@@ -1,4 +1,5 @@
-"""Which split a timm classifier gets: one place for the classifier and for the Hub hint."""
+"""Which split a timm model gets: one place for the classifier, the Hub hint and the backbones
+of linear heads."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ from app.models.adapters.levit import LevitSplit
 from app.models.adapters.vit import TimmVitSplit
 
 
+def timm_vit_split(model: nn.Module, target: str = "norm1") -> TimmVitSplit:
+    """A timm ViT or EVA / EVA-02 split at its last block, for CAM and the attention methods
+    (ValueError naming why not: CNNs, Swin, LeViT, non-standard blocks ...)."""
+    from timm.models.eva import Eva
+
+    return EvaSplit(model, target) if isinstance(model, Eva) else TimmVitSplit(model, target)
+
+
 def timm_splits(
     model: nn.Module,
 ) -> tuple[TimmVitSplit | None, TimmVitSplit | LevitSplit | None]:
     """(CAM split, attention split) of a timm classifier: ViTs and EVA / EVA-02 (rotary
     positions) split at their last block, which is also what LeGrad and attention-gradient read;
     LeViT's last stage offers only the attention path; other models (CNNs, Swin ...) neither."""
-    from timm.models.eva import Eva
-
     try:
-        split = EvaSplit(model) if isinstance(model, Eva) else TimmVitSplit(model)
+        split = timm_vit_split(model)
         return split, split
     except ValueError:
         pass

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -85,6 +86,12 @@ class AttentionSplit(ABC):
     def _blocks(self) -> nn.ModuleList | nn.Sequential:
         """The transformer blocks, in order."""
 
+    @contextmanager
+    def on_grid(self, grid: tuple[int, int]) -> Iterator[None]:
+        """One pass of blocks over tokens of the patch ``grid``. Splits whose blocks depend on
+        the grid (EVA's rotary positions) compute that here, for this pass and thread alone."""
+        yield
+
     def _run_block(self, block: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         """One block before the explained ones (the module's own forward by default)."""
         return block(tokens)
@@ -115,30 +122,40 @@ class AttentionSplit(ABC):
     def tokens_before(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Tokens entering block ``start`` and the patch grid (call under ``torch.no_grad``)."""
         tokens, grid = self._embed(x)
-        for block in self._blocks()[:start]:
-            tokens = self._run_block(block, tokens)
+        with self.on_grid(grid):
+            for block in self._blocks()[:start]:
+                tokens = self._run_block(block, tokens)
         return tokens, grid
 
     def attention_blocks(
-        self, tokens: torch.Tensor, start: int, last_rows: slice = slice(None)
+        self,
+        tokens: torch.Tensor,
+        start: int,
+        grid: tuple[int, int],
+        last_rows: slice = slice(None),
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Run blocks ``start..`` by hand: each block's output tokens and attention probabilities
-        (in the caller's autograd mode: with it, the probabilities are part of the graph). The
-        last block attends and outputs for its query ``last_rows`` only."""
+        """Run blocks ``start..`` by hand on tokens of the patch ``grid``: each block's output
+        tokens and attention probabilities (in the caller's autograd mode: with it, the
+        probabilities are part of the graph). The last block attends and outputs for its query
+        ``last_rows`` only."""
         outputs, attentions = [], []
         blocks = self._blocks()
-        for index in range(start, len(blocks)):
-            rows = last_rows if index == len(blocks) - 1 else slice(None)
-            attention, values = self._attention_parts(blocks[index], tokens, rows)
-            tokens = self._attention_output(blocks[index], tokens[:, rows], attention, values)
-            outputs.append(tokens)
-            attentions.append(attention)
+        with self.on_grid(grid):
+            for index in range(start, len(blocks)):
+                rows = last_rows if index == len(blocks) - 1 else slice(None)
+                attention, values = self._attention_parts(blocks[index], tokens, rows)
+                tokens = self._attention_output(blocks[index], tokens[:, rows], attention, values)
+                outputs.append(tokens)
+                attentions.append(attention)
         return outputs, attentions
 
-    def record_blocks(self, tokens: torch.Tensor, start: int) -> list[BlockState]:
-        """Run blocks ``start..`` by hand without autograd, keeping what each one attended with."""
+    def record_blocks(
+        self, tokens: torch.Tensor, start: int, grid: tuple[int, int]
+    ) -> list[BlockState]:
+        """Run blocks ``start..`` by hand without autograd on tokens of the patch ``grid``,
+        keeping what each one attended with."""
         states = []
-        with torch.no_grad():
+        with torch.no_grad(), self.on_grid(grid):
             for index, block in enumerate(self._blocks()[start:], start):
                 attention, values = self._attention_parts(block, tokens)
                 states.append(BlockState(index, tokens, attention, values))
@@ -191,22 +208,26 @@ class ViTSplit(AttentionSplit):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         tokens, grid = self._embed(x)
         self.grids.record(grid)
-        for block in self._blocks()[:-1]:
-            tokens = self._run_block(block, tokens)
+        with self.on_grid(grid):
+            for block in self._blocks()[:-1]:
+                tokens = self._run_block(block, tokens)
         if self.target == "residual":
             return tokens
         raw = tokens[:, :1] if self.fast else tokens
         return torch.cat([self._norm1(tokens), raw], dim=1)
 
     def last_block(self, activation: torch.Tensor) -> torch.Tensor:
-        """Output of the last block: the class token's row only on the fast path."""
-        if self.target == "residual":
-            if self.fast:
-                return self._finish(activation[:, :1], self._attend(self._norm1(activation), True))
-            return self._blocks()[-1](activation)
-        rows = 1 if self.fast else (activation.shape[1] // 2)
-        normed, raw = activation[:, :-rows], activation[:, -rows:]
-        return self._finish(raw, self._attend(normed, self.fast))
+        """Output of the last block: the class token's row only on the fast path. Its patch
+        grid is the one the trunk last recorded for that many tokens (:class:`TokenGrids`)."""
+        with self.on_grid(self.grids.grid_for(activation.shape[1])):
+            if self.target == "residual":
+                if not self.fast:
+                    return self._run_block(self._blocks()[-1], activation)
+                attended = self._attend(self._norm1(activation), True)
+                return self._finish(activation[:, :1], attended)
+            rows = 1 if self.fast else (activation.shape[1] // 2)
+            normed, raw = activation[:, :-rows], activation[:, -rows:]
+            return self._finish(raw, self._attend(normed, self.fast))
 
     def to_grid(self, activation: torch.Tensor) -> torch.Tensor:
         """Target activation (or its gradient) -> ``(N, C, h, w)`` over the patch tokens."""
@@ -466,8 +487,8 @@ class TimmVitSplit(ViTSplit):
 
         if not isinstance(model, VisionTransformer):
             raise ValueError(
-                f"cannot split timm model {type(model).__name__}: only timm VisionTransformer "
-                "models (vit_*, DINOv2 vit_*_dinov2, deit, SigLIP ...) are supported"
+                f"cannot split timm model {type(model).__name__}: not a timm VisionTransformer "
+                "(vit_*, DINOv2 vit_*_dinov2, deit, SigLIP ...)"
             )
         for attribute in ("rope", "pos_embed_rope"):
             if getattr(model, attribute, None) is not None:
@@ -648,8 +669,8 @@ class AttentionView:
 
     def record(self, x: torch.Tensor, start: int) -> list[BlockState]:
         """One no-grad pass, keeping what blocks ``start..`` attended with (head-independent)."""
-        tokens, _ = self.tokens_before(x, start)
-        return self.split.record_blocks(tokens, start)
+        tokens, grid = self.tokens_before(x, start)
+        return self.split.record_blocks(tokens, start, grid)
 
     def block_readout(self, state: BlockState, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """(leaf = the block's attention ``rows``, logits read out after the block): a graph
@@ -660,14 +681,14 @@ class AttentionView:
             return leaf, self.readout(out)
 
     def final_scores(
-        self, tokens: torch.Tensor, start: int
+        self, tokens: torch.Tensor, start: int, grid: tuple[int, int]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The model's logits from the tokens entering block ``start`` and the attention
-        probabilities of blocks ``start..``, in one autograd graph. When the model reads only the
-        class token, the last block attends for the class-token query alone (its other rows
-        never reach the logits): its probabilities are ``(N, heads, 1, tokens)``."""
+        """The model's logits from the tokens entering block ``start`` (patch ``grid``) and the
+        attention probabilities of blocks ``start..``, in one autograd graph. When the model
+        reads only the class token, the last block attends for the class-token query alone (its
+        other rows never reach the logits): its probabilities are ``(N, heads, 1, tokens)``."""
         rows = slice(0, 1) if self.split.fast else slice(None)
-        outputs, attentions = self.split.attention_blocks(tokens, start, rows)
+        outputs, attentions = self.split.attention_blocks(tokens, start, grid, rows)
         return self.readout(outputs[-1]), attentions
 
 
