@@ -10,12 +10,13 @@ VGG16-BN at ``--size`` px and its ratio to one forward pass, (e) the library ent
 Finer map (T=3) against pytorch-grad-cam's FinerCAM and against one forward, (f) LeGrad and
 attention-gradient CAM + Finer side by side against one forward pass and torchcam's LeGrad, and
 their re-render time, (g) the CPU-side work of one ``--upload`` (resize + normalise, finishing
-and colouring the maps) with PIL/numpy and with the tensor paths on the device, alone and end to
-end, (h) ``torch.compile`` of the no-grad trunk and of the CAM tail (forward and the two backward
-passes of both panels) against eager, its first-call compile time and the largest difference
-(on CUDA also ``mode="reduce-overhead"``: CUDA graphs). Random weights: timing does not depend
-on them. Numbers are medians over ``--repeats`` interleaved rounds after a warm-up. A smoke run:
-``--model ViT-S-32 --classes 4 --repeats 1 --size 32 --upload 64x48 --skip-compile``.
+and colouring the maps, the γ strip from the cached gradients) with PIL/numpy and with the tensor
+paths on the device, alone and end to end, (h) ``torch.compile`` of the no-grad trunk and of the
+CAM tail (forward and the two backward passes of both panels) against eager, its first-call
+compile time and the largest difference (on CUDA also ``mode="reduce-overhead"``: CUDA graphs).
+Random weights: timing does not depend on them. Numbers are medians over ``--repeats``
+interleaved rounds after a warm-up. A smoke run: ``--model ViT-S-32 --classes 4 --repeats 1
+--size 32 --upload 64x48 --skip-compile``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from PIL import Image
 from pytorch_grad_cam import FinerCAM, GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from app.explain.render import finish_maps, overlay
+from app.explain.gamma import GAMMA_GRID
+from app.explain.render import finish_maps, overlay_maps
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.adapters.clip import ClipEngine, ClipPromptView, load_open_clip
 from app.models.preprocess import TENSOR_PATH_ENV
@@ -174,7 +176,8 @@ def with_tensor_paths(choice: str, run: Callable[[], object]) -> Callable[[], ob
 def bench_device_paths(args: argparse.Namespace) -> dict[str, float]:
     """(g) The CPU-side work of one upload of ``--upload`` pixels: resizing and normalising it
     (PIL vs the tensor path on the device), finishing and colouring both maps (numpy vs the
-    tensor path), and both panels end to end with each, against the anchor of (a)."""
+    tensor path), the γ strip's maps and overlays from a cached entry, and both panels end to end
+    with each, against the anchor of (a)."""
     width, height = args.upload
     engine = load_open_clip(args.model, None, args.device)
     view = engine.view("bench", [f"a photo of species {i}" for i in range(args.classes)])
@@ -189,19 +192,23 @@ def bench_device_paths(args: argparse.Namespace) -> dict[str, float]:
     raw = rng.standard_normal((2, *view.grid_size(*engine.input_size))).astype(np.float32)
 
     def render() -> None:
-        maps = finish_maps(raw, image.size, args.device)
-        for cam in maps:
-            overlay(pixels, cam, 0.5, "jet", args.device)
+        overlay_maps(pixels, finish_maps(raw, image.size, args.device), 0.5, "jet", args.device)
 
     def cold() -> None:
         service.entries.clear()
         service.trunks.clear()
         service.explain("bench", image, settings)
 
+    strips = ExplanationService(lambda name: view)  # its entry stays cached (warm-up round)
+
+    def strip() -> None:
+        strips.gamma_strip("bench", image, settings).overlays()
+
     runs = {"anchor": side_by_side_anchor(classifier, view, x, target)}
     for choice in ("off", "on"):
         runs[f"preprocess {choice}"] = with_tensor_paths(choice, lambda: view.preprocess(image))
         runs[f"render {choice}"] = with_tensor_paths(choice, render)
+        runs[f"strip {choice}"] = with_tensor_paths(choice, strip)
         runs[f"ours {choice}"] = with_tensor_paths(choice, cold)
     return interleaved_medians(runs, args.repeats)
 
@@ -215,6 +222,7 @@ def print_device_paths(timings: dict[str, float], upload: tuple[int, int]) -> No
     rows = (
         ("preprocess", "resize + normalise the upload"),
         ("render", "finish 2 maps + 2 overlays"),
+        ("strip", f"γ strip: {len(GAMMA_GRID)} maps + {len(GAMMA_GRID)} overlays"),
         ("ours", "CAM + Finer-CAM (T=3), ours"),
     )
     for key, label in rows:

@@ -105,7 +105,8 @@ def test_latency_prints_every_ratio(capsys):
     out = capsys.readouterr().out
     for part in ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g) CPU-side work of a 64x48 upload"):
         assert part in out
-    assert len(re.findall(RATIO, out)) == 15, out
+    assert len(re.findall(RATIO, out)) == 16, out
+    assert "γ strip: 6 maps + 6 overlays" in out
     assert re.search(r"legrad +\(\d+ blocks\)", out) and "attention-gradient" in out
     assert "(h)" not in out
 

@@ -119,7 +119,7 @@ def test_cli_explain_on_cuda_matches_cpu(tmp_path):
 
 
 def test_resize_and_render_on_cuda_match_pil_and_numpy():
-    from app.explain.render import finish_maps, overlay
+    from app.explain.render import finish_maps, overlay_maps
     from app.models.preprocess import resize_on_device
 
     rng = np.random.default_rng(2)
@@ -133,5 +133,5 @@ def test_resize_and_render_on_cuda_match_pil_and_numpy():
     maps = finish_maps(raw, (128, 96), "cuda")
     np.testing.assert_allclose(maps, finish_maps(raw, (128, 96)), atol=1e-5)
     pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
-    gpu = overlay(pixels, maps[0], 0.6, "jet", "cuda").astype(int)
-    assert np.abs(gpu - overlay(pixels, maps[0], 0.6, "jet")).max() <= 1
+    gpu = overlay_maps(pixels, maps, 0.6, "jet", "cuda").astype(int)  # both maps, one copy back
+    assert np.abs(gpu - overlay_maps(pixels, maps, 0.6, "jet")).max() <= 1

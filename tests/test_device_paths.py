@@ -2,8 +2,8 @@
 
 They run on CUDA by default; forcing them (``FINERCAM_TENSOR_PATH=on``) runs the same code on
 the CPU, so each is checked here against the path it replaces: the resized pixels, the demo
-models' logits and maps (within the CPU-vs-CUDA tolerance of ``test_cuda``), the overlays and the
-composite PNG (within a level).
+models' logits and maps (within the CPU-vs-CUDA tolerance of ``test_cuda``), the overlays, the γ
+strip's and the composite PNG (within a level).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.config import Settings
 from app.explain import render
-from app.explain.render import COLORMAPS, finish_maps, overlay
+from app.explain.render import COLORMAPS, finish_maps, overlay, overlay_maps
 from app.explain.service import ExplainSettings, ExplanationService
 from app.models.preprocess import TENSOR_PATH_ENV, resize_on_device, tensor_path
 from app.models.registry import ModelRegistry
@@ -121,3 +121,40 @@ def test_the_composite_png_rendered_on_the_device_is_within_a_level(models, exam
     got = np.asarray(device_render.composite(), dtype=int)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["demo-cnn", "demo-vit"])
+def test_the_gamma_strip_renders_on_the_device_within_a_level(models, example, monkeypatch, name):
+    settings = ExplainSettings(top_t=3, opacity=0.45, colormap="turbo")
+    monkeypatch.setenv(TENSOR_PATH_ENV, "off")
+    numpy_strip = ExplanationService(models.get).gamma_strip(name, example, settings)
+    monkeypatch.setenv(TENSOR_PATH_ENV, "on")
+    device_strip = ExplanationService(models.get).gamma_strip(name, example, settings)
+    np.testing.assert_allclose(device_strip.maps, numpy_strip.maps, atol=PARITY_ATOL)
+    want = overlay_maps(device_strip.image, device_strip.maps, 0.45, "turbo")  # numpy
+    got = np.stack(device_strip.overlays(0.45))
+    assert got.dtype == np.uint8 and got.shape == (len(device_strip.gammas), *want.shape[1:])
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_the_gamma_strip_is_one_device_call_and_no_numpy_with_the_tensor_path_on(
+    models, example, monkeypatch
+):
+    def numpy_rendering(*args, **kwargs):
+        raise AssertionError("numpy rendering with the tensor path on")
+
+    monkeypatch.setenv(TENSOR_PATH_ENV, "on")
+    monkeypatch.setattr(render, "scale_cam_image", numpy_rendering)
+    monkeypatch.setattr(render, "show_cam_on_image", numpy_rendering)
+    batches = []
+    on_device = render._overlays_on_device
+
+    def counted(image, cams, *rest):
+        batches.append(cams.shape)
+        return on_device(image, cams, *rest)
+
+    monkeypatch.setattr(render, "_overlays_on_device", counted)
+    strip = ExplanationService(models.get).gamma_strip("demo-cnn", example, ExplainSettings())
+    pictures = strip.overlays()
+    assert batches == [strip.maps.shape]  # every γ in one call
+    assert len(pictures) == len(strip.gammas) == strip.maps.shape[0] > 1

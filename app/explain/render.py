@@ -3,9 +3,10 @@
 Scaling follows pytorch-grad-cam exactly (``scale_cam_image`` per layer, then again after the
 layer aggregation), so our maps are comparable number for number with the anchor's.
 
-Given the model's ``device``, :func:`finish_maps` and :func:`overlay` run as tensor operations
-there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one copy back;
-on the CPU numpy/OpenCV are the faster of the two and do the work.
+Given the model's ``device``, :func:`finish_maps` and :func:`overlay_maps` run as tensor
+operations there when :func:`~app.models.preprocess.tensor_path` says so (CUDA), each with one
+copy back for all its maps; on the CPU numpy/OpenCV do the work (the tensor path is no faster
+there: docs/benchmarks.md, (g)).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def _finish_on_device(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def _min_max(maps: torch.Tensor) -> torch.Tensor:
-    """pytorch-grad-cam's per-map scaling: ``(m - min) / (1e-7 + max)``."""
-    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
-    return shifted / (1e-7 + shifted.amax(dim=(1, 2), keepdim=True))
+    """pytorch-grad-cam's per-map scaling ``(m - min) / (1e-7 + max)``, in place on the
+    contiguous ``maps`` (each a fresh ReLU here): no full-size temporaries."""
+    flat = maps.view(maps.shape[0], -1)
+    flat.sub_(flat.amin(dim=1, keepdim=True))
+    flat.div_(1e-7 + flat.amax(dim=1, keepdim=True))
+    return maps
 
 
 def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -100,29 +104,59 @@ def overlay(
 ) -> np.ndarray:
     """``cam`` coloured with ``colormap`` over the RGB uint8 ``image`` at heat-map ``opacity``
     in [0, 1] (pytorch-grad-cam's blending)."""
+    return overlay_maps(image, cam[None], opacity, colormap, device)[0]
+
+
+def overlay_maps(
+    image: np.ndarray,
+    cams: np.ndarray,
+    opacity: float,
+    colormap: str = DEFAULT_COLORMAP,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """:func:`overlay` of each of the ``(N, H, W)`` maps ``cams``: ``(N, H, W, 3)`` uint8. On
+    the tensor path all of them on ``device`` with one copy back."""
     name = validate_colormap(colormap)
     if device is not None and tensor_path(device):
-        return _overlay_on_device(image, cam, float(opacity), name, torch.device(device))
+        return _overlays_on_device(image, cams, float(opacity), name, torch.device(device))
     base = image.astype(np.float32) / 255.0
-    clipped = np.clip(cam, 0.0, 1.0)
-    return show_cam_on_image(
-        base, clipped, use_rgb=True, colormap=COLORMAPS[name], image_weight=1.0 - float(opacity)
+    return np.stack(
+        [
+            show_cam_on_image(
+                base,
+                np.clip(cam, 0.0, 1.0),
+                use_rgb=True,
+                colormap=COLORMAPS[name],
+                image_weight=1.0 - float(opacity),
+            )
+            for cam in cams
+        ]
     )
 
 
-def _overlay_on_device(
-    image: np.ndarray, cam: np.ndarray, opacity: float, colormap: str, device: torch.device
+def _overlays_on_device(
+    image: np.ndarray, cams: np.ndarray, opacity: float, colormap: str, device: torch.device
 ) -> np.ndarray:
-    """``show_cam_on_image`` step for step on ``device``: the colour table looked up there,
-    the blend scaled by its maximum, truncated to uint8, copied back once."""
+    """``show_cam_on_image`` on ``device`` with its float32 operations: the colour table looked
+    up there (the heat weight applied to its 256 entries first, which gives the same values),
+    the image's share added, each blend scaled by its own maximum, truncated to uint8; every
+    map copied back at once.
+
+    One map at a time: a gather over all of them at once is 3–4× slower per map on the CPU
+    (a working set of N full-size float images) and saves nothing but a few kernel launches.
+    """
     # np.require copies only arrays torch cannot wrap (read-only, strided, another dtype).
     pixels = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).to(device)
-    mask = torch.from_numpy(np.require(cam, np.float32, ["C", "W"])).to(device)
-    index = (255 * mask.clamp(0.0, 1.0)).to(torch.uint8).long()
-    heat = _colour_table(colormap, device)[index].float() / 255
+    masks = torch.from_numpy(np.require(cams, np.float32, ["C", "W"])).to(device)
     image_weight = 1.0 - opacity  # the same float arithmetic as show_cam_on_image
-    blend = (1 - image_weight) * heat + image_weight * (pixels.float() / 255.0)
-    return (255 * (blend / blend.max())).to(torch.uint8).cpu().numpy()
+    heat = (1 - image_weight) * (_colour_table(colormap, device).float() / 255)
+    base = image_weight * (pixels.float() / 255.0)
+    pictures = torch.empty((*masks.shape, 3), dtype=torch.uint8, device=device)
+    for picture, mask in zip(pictures, masks, strict=True):
+        index = (255 * mask.clamp(0.0, 1.0)).to(torch.int32)  # np.uint8's truncation
+        blend = heat.index_select(0, index.flatten()).view(*index.shape, 3).add_(base)
+        picture.copy_(blend.div_(blend.max()).mul_(255))
+    return pictures.cpu().numpy()
 
 
 @functools.lru_cache(maxsize=16)

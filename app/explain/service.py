@@ -49,7 +49,7 @@ from app.explain.metrics import (
     perturbation_curve,
 )
 from app.explain.references import reference_weights, select_references
-from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay, side_by_side
+from app.explain.render import DEFAULT_COLORMAP, finish_maps, overlay_maps, side_by_side
 from app.explain.settings import ExplainSettings
 from app.models.adapters.vit import BlockState
 from app.models.base import ExplainableModel, PoolingChoice, PromptedModel
@@ -172,10 +172,15 @@ class GammaStrip:
     references: tuple[int, ...]
     auto: GammaChoice | None = None
     colormap: str = DEFAULT_COLORMAP
+    #: The model's device: the overlays are rendered there when the panels' are.
+    device: torch.device | str | None = None
 
     def overlays(self, opacity: float = 0.5, colormap: str | None = None) -> list[np.ndarray]:
         """One overlay per γ, at the image's size (in the strip's colour map by default)."""
-        return [overlay(self.image, cam, opacity, colormap or self.colormap) for cam in self.maps]
+        pictures = overlay_maps(
+            self.image, self.maps, opacity, colormap or self.colormap, self.device
+        )
+        return list(pictures)
 
     def caption(self, index: int, current: float | None = None) -> str:
         """``γ=0.4``, marked ``auto`` for auto-γ's choice and ``◀`` for the γ shown."""
@@ -385,7 +390,7 @@ class ExplanationService:
         contrasts = [contrast_for(target, references, prep.weights, gamma) for gamma in gammas]
         maps = self._maps(request, prep, contrasts)
         strip = GammaStrip(gammas, maps, np.asarray(image), target, tuple(references),
-                           colormap=request.settings.colormap)  # fmt: skip
+                           colormap=request.settings.colormap, device=model.device)  # fmt: skip
         if auto:
             pick = [i for i, gamma in enumerate(gammas) if gamma in AUTO_CANDIDATES] or list(
                 range(len(gammas))
@@ -508,8 +513,12 @@ class ExplanationService:
         entry, target, references, weights = prep.entry, prep.target, prep.references, prep.weights
         notices = [*model.notices, *prep.notices]  # e.g. truncated prompts
         contrasts = _panel_contrasts(prep, settings.gamma)
-        cam, finer_map = self._maps(request, prep, contrasts, progress)
+        maps = self._maps(request, prep, contrasts, progress)
+        cam, finer_map = maps
         pixels = np.asarray(request.decoded.image)
+        cam_overlay, finer_overlay = overlay_maps(
+            pixels, maps, settings.opacity, settings.colormap, model.device
+        )
         if not finer_map.any():
             notices.append(
                 "The Finer-CAM map is empty: no region raises the target over its references at "
@@ -522,10 +531,8 @@ class ExplanationService:
             image=pixels,
             cam=cam,
             finer=finer_map,
-            cam_overlay=overlay(pixels, cam, settings.opacity, settings.colormap, model.device),
-            finer_overlay=overlay(
-                pixels, finer_map, settings.opacity, settings.colormap, model.device
-            ),
+            cam_overlay=cam_overlay,
+            finer_overlay=finer_overlay,
             target=_score(model, entry, target),
             references=tuple(
                 _score(model, entry, ref, weight)
