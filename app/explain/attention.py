@@ -11,13 +11,17 @@ gradients.
 The cache entry mirrors :class:`app.explain.gradients.GradientEntry`: what does not depend on
 the head is cached per image, and gradients per direction are asked for in one batched call per
 gradient path (a method's :class:`AttentionRecording` says which scores are differentiated
-against which maps), never into the parameters. The methods themselves are
+against which maps), never into the parameters. A batch of images shares one pass: each entry is
+one row of the batch's graph (:class:`SharedGraph`), and one cotangent carries a direction of
+every row, so the directions of N images take as many backward passes as one image's
+(:func:`fill_attention_gradients`). The methods themselves are
 :mod:`app.explain.methods.legrad` and :mod:`app.explain.methods.attention_gradient`.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,8 +29,8 @@ import numpy as np
 import torch
 
 from app.explain.combine import Contrast, Direction
-from app.explain.gradients import all_cached, fill_missing, gradients_along
-from app.models.adapters.vit import AttentionView, BlockState
+from app.explain.gradients import all_cached, fill_rows, row_gradients
+from app.models.adapters.vit import AttentionView, BlockState, own_row
 
 BlockGradients = list[torch.Tensor]  # one (heads, rows, tokens) float32 tensor per explained block
 
@@ -53,6 +57,9 @@ class AttentionEntry:
         trunk_output: What the model computed that does not depend on the head, reusable for
             another head on the same image (CLIP prompts): the recorded blocks (LeGrad) or the
             tokens entering the first explained block (attention-gradient).
+
+    Everything above is the image's own (a copy of its row when it came from a batch); the
+    graph may hold a whole batch, the image being row ``_row`` of it.
     """
 
     kind: str
@@ -65,7 +72,8 @@ class AttentionEntry:
     pooling: str
     input_size: tuple[int, int]
     trunk_output: torch.Tensor | list[BlockState]
-    _paths: list[GradientPath]
+    _graph: SharedGraph
+    _row: int = 0
     _grads: dict[Direction, BlockGradients] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,42 +82,62 @@ class AttentionEntry:
         return int(self.logits.shape[0])
 
     def gradients(self, directions: Sequence[Direction]) -> dict[Direction, BlockGradients]:
-        """``{direction: per-block gradients}``; the missing ones in one batched call per path."""
-        return fill_missing(self._grads, self._lock, directions, self._backward)
+        """``{direction: per-block gradients}``; the missing ones in one batched call per path
+        (over the batch's retained graph, with cotangents on this image's row alone)."""
+        return fill_attention_gradients([(self, directions)])[0]
 
     def has_gradients(self, directions: Iterable[Direction]) -> bool:
         """Whether :meth:`gradients` of ``directions`` would run no backward pass."""
         return all_cached(self._grads, self._lock, directions)
 
-    def _backward(self, directions: list[Direction]) -> dict[Direction, BlockGradients]:
-        """Gradients per direction, kept as tensors where the model runs (no copy back)."""
-        per_block = [
-            grads.detach().float()
-            for score, attentions in self._paths
-            for grads in gradients_along(score, attentions, directions)
-        ]
-        return {d: [block[i] for block in per_block] for i, d in enumerate(directions)}
-
     def nbytes(self) -> int:
-        """Approximate memory held, for the cache's byte bound (graph counted as 4 maps/block)."""
+        """Approximate memory held, for the cache's byte bound: the entry's own tensors and its
+        share of the graph (:meth:`SharedGraph.share_bytes`)."""
         grads = sum(tensor_bytes(g) for blocks in self._grads.values() for g in blocks)
-        maps = sum(tensor_bytes(a) for _, path in self._paths for a in path)
         kept = sum(tensor_bytes(a) for a in self.attentions) + self.logits.nbytes * 2
-        return grads + 4 * maps + kept + trunk_bytes(self.trunk_output)
+        return grads + self._graph.share_bytes() + kept + trunk_bytes(self.trunk_output)
+
+
+@dataclass(eq=False)
+class SharedGraph:
+    """The autograd graph of one pass over a batch of images (of one image explained alone):
+    :attr:`AttentionRecording.paths`, retained for directions asked for later.
+
+    The byte bound counts it explicitly shared: the entries of a batch are evicted from the
+    cache independently and the graph lives as long as any of them, so each entry still alive
+    counts an equal share — the graph is counted once while all are cached, and wholly against
+    the last one left.
+    """
+
+    paths: list[GradientPath]
+    _holders: list[weakref.ReferenceType[AttentionEntry]] = field(default_factory=list)
+
+    def join(self, entry: AttentionEntry) -> None:
+        """Count ``entry`` among the graph's holders while it is alive."""
+        self._holders.append(weakref.ref(entry))
+
+    def share_bytes(self) -> int:
+        """The graph's bytes (4 maps per explained block) over the entries still alive."""
+        maps = sum(tensor_bytes(a) for _, path in self.paths for a in path)
+        alive = sum(holder() is not None for holder in self._holders)
+        return 4 * maps // max(1, alive)
 
 
 @dataclass(frozen=True)
 class AttentionRecording:
-    """What an attention method's pass over the explained blocks leaves for its entry.
+    """What an attention method's pass over the explained blocks of a batch of N images leaves
+    for their entries (row i of every tensor is image i's).
 
     Attributes:
         paths: The scores to differentiate and the attention maps each is differentiated
             against (LeGrad: each block's read-out against its own map; attention-gradient:
             the logits against every explained block's map).
-        logits: ``(1, K)`` logits of the model.
-        attentions: Attention maps the relevance needs besides the gradients.
+        logits: ``(N, K)`` logits of the model.
+        attentions: ``(N, heads, rows, tokens)`` attention maps (no graph) the relevance needs
+            besides the gradients.
         tokens: Token count.
-        trunk_output: Reusable output for another head on the same image.
+        trunk_output: Reusable output for another head on the same images: ``(N, tokens, dim)``
+            tokens or the recorded blocks of the batch.
     """
 
     paths: list[GradientPath]
@@ -119,24 +147,71 @@ class AttentionRecording:
     trunk_output: torch.Tensor | list[BlockState]
 
 
-def attention_entry(
+def attention_entries(
     kind: str, view: AttentionView, x: torch.Tensor, recording: AttentionRecording
-) -> AttentionEntry:
-    """The cache entry of ``x`` from a method's recording."""
-    logits = recording.logits.detach().float()[0]
-    return AttentionEntry(
-        kind=kind,
-        logits=logits.cpu().numpy(),
-        probabilities=torch.softmax(logits, dim=-1).cpu().numpy(),
-        attentions=recording.attentions,
-        grid=grid_of(view, x),
-        prefix=view.prefix,
-        tokens=recording.tokens,
-        pooling=view.pooling,
-        input_size=(int(x.shape[-2]), int(x.shape[-1])),
-        trunk_output=recording.trunk_output,
-        _paths=recording.paths,
+) -> list[AttentionEntry]:
+    """The cache entry of each image of the batch ``x`` from a method's recording: the image's
+    own rows of what the entry keeps, and a share of the batch's graph."""
+    logits = recording.logits.detach().float()
+    probabilities = torch.softmax(logits, dim=-1).cpu().numpy()
+    logits_np = logits.cpu().numpy()
+    graph = SharedGraph(recording.paths)
+    entries = []
+    for row in range(len(logits_np)):
+        entry = AttentionEntry(
+            kind=kind,
+            logits=logits_np[row].copy(),
+            probabilities=probabilities[row].copy(),
+            attentions=[own_row(a, row)[0].float() for a in recording.attentions],
+            grid=grid_of(view, x),
+            prefix=view.prefix,
+            tokens=recording.tokens,
+            pooling=view.pooling,
+            input_size=(int(x.shape[-2]), int(x.shape[-1])),
+            trunk_output=_trunk_row(recording.trunk_output, row),
+            _graph=graph,
+            _row=row,
+        )
+        graph.join(entry)
+        entries.append(entry)
+    return entries
+
+
+def _trunk_row(trunk: torch.Tensor | list[BlockState], row: int) -> torch.Tensor | list[BlockState]:
+    """Image ``row``'s part of a batch's :attr:`AttentionRecording.trunk_output`."""
+    if isinstance(trunk, torch.Tensor):
+        return own_row(trunk, row)
+    return [state.row(row) for state in trunk]
+
+
+def fill_attention_gradients(
+    requests: Sequence[tuple[AttentionEntry, Iterable[Direction]]],
+) -> list[dict[Direction, BlockGradients]]:
+    """``{direction: per-block gradients}`` for each (entry, directions) request; the missing
+    ones of entries that share a batch's graph in one batched backward per gradient path."""
+    return fill_rows(
+        [(entry, list(dict.fromkeys(directions))) for entry, directions in requests],
+        lambda entry: entry._graph,
+        _backward_rows,
     )
+
+
+def _backward_rows(group: list[AttentionEntry], missing: Mapping[int, list[Direction]]) -> None:
+    """Gradients of each entry's missing directions, for entries sharing one graph (cotangent
+    j carries the j-th direction of every row), kept where the model runs. A row of a batch's
+    gradients is copied out: a view would keep every row's alive."""
+    directions = {entry._row: missing[id(entry)] for entry in group}
+    per_block = [  # (M, N, heads, rows, tokens) each
+        grads.detach()
+        for score, maps in group[0]._graph.paths
+        for grads in row_gradients(score, maps, directions)
+    ]
+    for entry in group:
+        for j, direction in enumerate(missing[id(entry)]):
+            entry._grads[direction] = [
+                block[j, entry._row].to(torch.float32, copy=block.shape[1] > 1)
+                for block in per_block
+            ]
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:

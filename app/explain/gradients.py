@@ -186,24 +186,46 @@ def fill_gradients(
     """``{class: (1, C, h, w) gradient}`` for each (entry, classes) request; the missing
     gradients of entries that share a batch's graph come from one batched backward call."""
     wanted = [list(dict.fromkeys(int(k) for k in classes)) for _, classes in requests]
+    return fill_rows(
+        [(entry, classes) for (entry, _), classes in zip(requests, wanted, strict=True)],
+        lambda entry: entry._leaf,
+        _backward_rows,
+    )
+
+
+class RowEntry(Protocol[K, T]):
+    """An entry that is one row of a (possibly shared) graph and caches what it computed."""
+
+    _grads: dict[K, T]
+    _lock: threading.Lock
+
+
+E = TypeVar("E", bound=RowEntry)
+
+
+def fill_rows(
+    requests: Sequence[tuple[E, list[K]]],
+    graph_of: Callable[[E], object],
+    backward: Callable[[list[E], Mapping[int, list[K]]], None],
+) -> list[dict[K, T]]:
+    """``{key: entry._grads[key]}`` for each (entry, keys) request. The keys missing from the
+    entries are computed by ``backward(group, missing)`` once per group of entries sharing
+    ``graph_of(entry)`` (``missing`` maps ``id(entry)`` to its keys), under every entry's lock."""
     entries = list({id(entry): entry for entry, _ in requests}.values())
     with ExitStack() as stack:
         for entry in sorted(entries, key=id):  # one order: batches cannot deadlock each other
             stack.enter_context(entry._lock)
-        missing: dict[int, list[int]] = {id(entry): [] for entry in entries}
-        for (entry, _), classes in zip(requests, wanted, strict=True):
+        missing: dict[int, list[K]] = {id(entry): [] for entry in entries}
+        for entry, keys in requests:
             todo = missing[id(entry)]
-            todo += [k for k in classes if k not in entry._grads and k not in todo]
-        graphs: dict[int, list[GradientEntry]] = {}
+            todo += [k for k in keys if k not in entry._grads and k not in todo]
+        graphs: dict[int, list[E]] = {}
         for entry in entries:
             if missing[id(entry)]:
-                graphs.setdefault(id(entry._leaf), []).append(entry)
+                graphs.setdefault(id(graph_of(entry)), []).append(entry)
         for group in graphs.values():
-            _backward_rows(group, missing)
-        return [
-            {k: entry._grads[k] for k in classes}
-            for (entry, _), classes in zip(requests, wanted, strict=True)
-        ]
+            backward(group, missing)
+        return [{k: entry._grads[k] for k in keys} for entry, keys in requests]
 
 
 def _backward_rows(group: list[GradientEntry], missing: Mapping[int, list[int]]) -> None:
@@ -269,25 +291,9 @@ def row_gradients(
     return [torch.stack([grads[i] for grads in per_direction]) for i in range(len(inputs))]
 
 
-def fill_missing(
-    cache: dict[K, T],
-    lock: threading.Lock,
-    keys: Iterable[K],
-    compute: Callable[[list[K]], dict[K, T]],
-) -> dict[K, T]:
-    """``{key: cache[key]}`` for ``keys`` (score directions), computing the missing ones in one
-    call."""
-    wanted = list(dict.fromkeys(keys))
-    with lock:
-        missing = [k for k in wanted if k not in cache]
-        if missing:
-            cache.update(compute(missing))
-        return {k: cache[k] for k in wanted}
-
-
 def all_cached(cache: dict[K, T], lock: threading.Lock, keys: Iterable[K]) -> bool:
-    """Whether every key of ``keys`` is in ``cache`` (:func:`fill_missing` would compute
-    nothing)."""
+    """Whether every key of ``keys`` is in ``cache`` (:func:`fill_rows` would compute
+    nothing for them)."""
     with lock:
         return all(k in cache for k in keys)
 

@@ -5,11 +5,17 @@ The entry (:class:`app.explain.attention.AttentionEntry`) keeps gradients of sco
 of the last blocks; a method says what it records (:meth:`AttentionMethod.record`) and how
 combined gradients become per-token relevance (:meth:`AttentionMethod.relevance`). The Finer
 combination happens before the relevance's ReLU.
+
+A batch of images runs through the model in one pass (:meth:`AttentionSource.compute_batch`) and
+the score directions of all its images take one batched backward per gradient path
+(:meth:`AttentionMethod.prepare_batch`).
 """
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,8 +25,9 @@ from app.explain.attention import (
     AttentionEntry,
     AttentionRecording,
     BlockGradients,
-    attention_entry,
+    attention_entries,
     combine_blocks,
+    fill_attention_gradients,
     first_block,
     patch_map,
 )
@@ -32,6 +39,8 @@ from app.models.adapters.vit import AttentionView, BlockState
 if TYPE_CHECKING:
     from app.explain.settings import ExplainSettings
     from app.models.base import ExplainableModel
+
+log = logging.getLogger(__name__)
 
 
 class AttentionSource(EntrySource):
@@ -51,6 +60,18 @@ class AttentionSource(EntrySource):
     ) -> AttentionEntry:
         start = first_block(self.view, self.blocks)
         return self.method.record_entry(self.view, x, start, trunk)
+
+    def compute_batch(self, x: torch.Tensor) -> list[AttentionEntry]:
+        """One pass for the batch: the trunk to the first explained block, then the explained
+        blocks; one by one where the view cannot run a batch."""
+        start = first_block(self.view, self.blocks)
+        try:
+            return self.method.record_entries(self.view, x, start)
+        except (ValueError, RuntimeError) as error:
+            if len(x) == 1:
+                raise
+            log.debug("%s cannot run a batch (%s); one image at a time", self.view.key, error)
+        return super().compute_batch(x)
 
 
 class AttentionMethod(CamMethod):
@@ -87,7 +108,17 @@ class AttentionMethod(CamMethod):
         trunk: torch.Tensor | list[BlockState] | None = None,
     ) -> AttentionEntry:
         """The entry of ``x`` explaining blocks ``start..`` of ``view``, running the model once."""
-        return attention_entry(self.name, view, x, self.record(view, x, start, trunk))
+        return self.record_entries(view, x, start, trunk)[0]
+
+    def record_entries(
+        self,
+        view: AttentionView,
+        x: torch.Tensor,
+        start: int,
+        trunk: torch.Tensor | list[BlockState] | None = None,
+    ) -> list[AttentionEntry]:
+        """The entry of each image of the batch ``x``, from one pass over the batch."""
+        return attention_entries(self.name, view, x, self.record(view, x, start, trunk))
 
     @abstractmethod
     def record(
@@ -97,7 +128,8 @@ class AttentionMethod(CamMethod):
         start: int,
         trunk: torch.Tensor | list[BlockState] | None,
     ) -> AttentionRecording:
-        """Run the explained blocks (from ``trunk`` when given) and keep what the map needs."""
+        """Run the explained blocks on the batch ``x`` (from ``trunk`` when given) and keep
+        what the maps need."""
 
     @abstractmethod
     def relevance(self, entry: AttentionEntry, gradients: BlockGradients) -> torch.Tensor:
@@ -110,6 +142,11 @@ class AttentionMethod(CamMethod):
         """Two backward passes whatever T is: the target's score and the references' weighted
         sum (:meth:`Contrast.directions`)."""
         entry.gradients(list(contrast.directions()))
+
+    def prepare_batch(self, requests: Sequence[tuple[AttentionEntry, Contrast]]) -> None:
+        """:meth:`prepare` of every request at once: entries of one batch share one backward per
+        gradient path, cotangent j carrying the j-th direction of every image."""
+        fill_attention_gradients([(entry, contrast.directions()) for entry, contrast in requests])
 
     def raw_map(
         self, entry: AttentionEntry, contrast: Contrast, given: ModelInput = NO_INPUT

@@ -37,7 +37,7 @@ class AttentionGradientMethod(AttentionMethod):
         return AttentionRecording(
             paths=[(logits, list(attentions))],
             logits=logits,
-            attentions=[a.detach()[0].float() for a in attentions],
+            attentions=[a.detach() for a in attentions],
             tokens=int(tokens_in.shape[1]),
             trunk_output=tokens_in.detach(),
         )

@@ -284,6 +284,22 @@ class BlockState:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.tokens, self.attention, self.values))
 
+    def row(self, row: int) -> BlockState:
+        """The state of image ``row`` of a batch's pass, on its own (:func:`own_row`)."""
+        return BlockState(
+            self.index,
+            own_row(self.tokens, row),
+            own_row(self.attention, row),
+            own_row(self.values, row),
+        )
+
+
+def own_row(tensor: torch.Tensor, row: int) -> torch.Tensor:
+    """``tensor[row : row + 1]`` without graph, copied out when ``tensor`` holds a batch (a view
+    would keep the whole batch alive)."""
+    part = tensor.detach()[row : row + 1]
+    return part if len(tensor) == 1 else part.clone()
+
 
 # --------------------------------------------------------------------------- open_clip
 
