@@ -15,7 +15,9 @@ probability, the references and their weights, and how faithful the two maps are
 ``rd_finer``, the relative confidence drop when the map's top ``--faithfulness-k`` pixels are
 removed, and ``drop_cam`` / ``drop_finer``, the drop of the target's probability; the numbers
 of the app's faithfulness line and of ``evaluate``). Images go through the model ``--batch-size``
-at a time (:meth:`app.explain.service.ExplanationService.prepare_batch`), then each is explained
+at a time (:meth:`app.explain.service.ExplanationService.prepare_batch`; the faithfulness of a
+batch's fixed-γ rows in one forward of their masked images,
+:meth:`~app.explain.service.ExplanationService.faithfulness_batch`), then each is explained
 from the service's cache. The files are written on a small thread pool while the next image is
 explained; an image's rows are appended once its files exist. An image whose files all exist is
 skipped, so an interrupted run picks up where it stopped.
