@@ -158,3 +158,25 @@ def test_the_gamma_strip_is_one_device_call_and_no_numpy_with_the_tensor_path_on
     pictures = strip.overlays()
     assert batches == [strip.maps.shape]  # every γ in one call
     assert len(pictures) == len(strip.gammas) == strip.maps.shape[0] > 1
+
+
+def test_the_compare_grid_is_coloured_in_one_device_call_within_a_level(
+    models, example, monkeypatch
+):
+    from app.ui.trust import comparison_gallery
+
+    monkeypatch.setenv(TENSOR_PATH_ENV, "on")
+    comparison = ExplanationService(models.get).compare_methods("demo-cnn", example)
+    batches = []
+    on_device = render._overlays_on_device
+
+    def counted(image, cams, *rest):
+        batches.append(cams.shape[0])
+        return on_device(image, cams, *rest)
+
+    monkeypatch.setattr(render, "_overlays_on_device", counted)
+    gallery = comparison_gallery(comparison, 0.5, "jet")
+    assert batches == [len(comparison.maps)] and len(gallery) == len(comparison.maps) > 1
+    want = overlay_maps(comparison.image, comparison.maps, 0.5, "jet")  # numpy
+    got = np.stack([picture for picture, _ in gallery])
+    assert np.abs(got.astype(int) - want).max() <= 1

@@ -101,6 +101,8 @@ class MethodComparison:
         image: The RGB image the maps explain.
         on_request: Labels of the slower candidates left out (Score-CAM, FG-CAM), computed
             when asked for.
+        device: Where the model runs: the overlays of the grid are coloured there on the
+            tensor path (:func:`app.explain.render.overlay_maps`).
     """
 
     target: str
@@ -112,6 +114,7 @@ class MethodComparison:
     image: np.ndarray
     on_request: tuple[str, ...] = ()
     cached: bool = False
+    device: torch.device | None = None
 
     def nbytes(self) -> int:
         return int(self.maps.nbytes + self.image.nbytes) + 1024

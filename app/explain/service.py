@@ -492,6 +492,7 @@ class ExplanationService:
             references=tuple(model.labels[r] for r in first.references),
             top_fraction=top_fraction, scores=tuple(scores[i] for i in order),
             maps=stack[order], image=np.asarray(request.decoded.image), on_request=on_request,
+            device=model.device,
         )  # fmt: skip
         self.scores.put(key, result)
         return result

@@ -25,7 +25,7 @@ from app.explain.faithfulness import (
     MethodComparison,
 )
 from app.explain.metrics import PerturbationCurve
-from app.explain.render import overlay
+from app.explain.render import overlay_maps
 from app.ui.tab_glue import gpu, user_errors
 from app.ui.wiring import NO_IMAGE, Explainer, TabWiring, warned
 
@@ -152,12 +152,10 @@ def comparison_gallery(
     comparison: MethodComparison, opacity: float, colormap: str
 ) -> list[tuple[Any, str]]:
     """``(overlay, caption)`` per map, highest drop first: ``1. Finer Layer-CAM: 31 %``."""
+    overlays = overlay_maps(comparison.image, comparison.maps, opacity, colormap, comparison.device)
     return [
-        (
-            overlay(comparison.image, cam, opacity, colormap),
-            f"{rank}. {score.label}: {_percent(score)}",
-        )
-        for rank, (score, cam) in enumerate(zip(comparison.scores, comparison.maps, strict=True), 1)
+        (picture, f"{rank}. {score.label}: {_percent(score)}")
+        for rank, (score, picture) in enumerate(zip(comparison.scores, overlays, strict=True), 1)
     ]
 
 
