@@ -1,5 +1,7 @@
 """``ExplanationService.prepare_batch``: one forward and one batched backward for many images,
-with the per-image results of explaining them one at a time (on real offline models)."""
+with the per-image results of explaining them one at a time (on real offline models); and
+``faithfulness_batch``: the faithfulness of many images' maps in one forward of their masked
+images, with the per-image numbers."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from app.synthbirds import render_sample
 
 #: Batched convolutions and matrix products may sum in another order than single ones.
 TOLERANCE = 1e-5
+#: The faithfulness numbers of a batch against one image's: the masked images are the same,
+#: only the rows sharing their forward differ.
+SCORE_TOLERANCE = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +146,72 @@ def test_settings_that_cannot_run_leave_the_error_to_each_image(registry):
     assert len(service.entries) == 0
     with pytest.raises(InvalidInputError, match="attention"):
         service.explain("demo-cnn", _images()[0], settings)
+
+
+def _count_logits(monkeypatch, model) -> list[int]:
+    """Batch sizes of ``model.logits`` calls (the no-grad forwards) from now on."""
+    calls: list[int] = []
+    plain = model.logits
+    monkeypatch.setattr(model, "logits", lambda x: calls.append(len(x)) or plain(x))
+    return calls
+
+
+def _same_scores(one, other) -> None:
+    assert (one.target, one.references, one.pixels_masked) == (
+        other.target,
+        other.references,
+        other.pixels_masked,
+    )
+    for ours, theirs in ((one.cam, other.cam), (one.finer, other.finer)):
+        assert ours.relative_drop == pytest.approx(theirs.relative_drop, abs=SCORE_TOLERANCE)
+        assert ours.probability_drop == pytest.approx(theirs.probability_drop, abs=SCORE_TOLERANCE)
+        assert ours.empty == theirs.empty
+
+
+@pytest.mark.parametrize("model", ["demo-cnn", "demo-vit"])
+def test_a_batch_is_scored_in_one_forward_with_the_per_image_numbers(registry, model, monkeypatch):
+    settings = ExplainSettings(gamma=0.6, top_t=3)
+    images = _images()
+    alone = ExplanationService(registry.get)
+    alone.prepare_batch(model, images, settings)  # the same unmasked logits as the batch's
+    expected = [alone.faithfulness(model, image, settings) for image in images]
+
+    batched = ExplanationService(registry.get)
+    batched.prepare_batch(model, images, settings)
+    calls = _count_logits(monkeypatch, registry.get(model))
+    scores = batched.faithfulness_batch(model, images, [settings])
+    assert calls == [3 * 2]  # every image's CAM and Finer masked images, together
+    for (got,), want, image in zip(scores, expected, images, strict=True):
+        _same_scores(got, want)
+        again = batched.faithfulness(model, image, settings)
+        assert again.cached and again.finer == got.finer
+    assert calls == [3 * 2]
+
+
+def test_a_batch_scores_every_settings_and_size_and_leaves_bad_images(tiny_adapter, monkeypatch):
+    """Inputs of two sizes at two γ: one forward per size; an unreadable image is left to its
+    own call."""
+
+    def preprocess(image: Image.Image) -> torch.Tensor:  # narrow images to 32², wide to 40²
+        side = 32 if image.width < 60 else 40
+        array = np.asarray(image.convert("RGB").resize((side, side)), dtype=np.float32) / 255
+        return torch.from_numpy(array).permute(2, 0, 1)[None] * 2 - 1
+
+    monkeypatch.setattr(tiny_adapter, "preprocess", preprocess)
+    rng = np.random.default_rng(1)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (40, width, 3), dtype=np.uint8))
+        for width in (48, 80, 50)
+    ]
+    settings = [ExplainSettings(gamma=gamma, top_t=2) for gamma in (0.3, 1.0)]
+    service = ExplanationService(lambda name: tiny_adapter)
+    calls = _count_logits(monkeypatch, tiny_adapter)
+    scores = service.faithfulness_batch("tiny", [*images, b"not an image"], settings, 0.1)
+    assert sorted(calls) == [1 * 2 * 2, 2 * 2 * 2]  # images x γ x maps, per input size
+    assert scores[-1] == [None, None]
+    alone = ExplanationService(lambda name: tiny_adapter)
+    for row, image in zip(scores[:-1], images, strict=True):
+        for got, each in zip(row, settings, strict=True):
+            _same_scores(got, alone.faithfulness("tiny", image, each, 0.1))
+    with pytest.raises(InvalidInputError):
+        service.faithfulness("tiny", b"not an image", settings[0])

@@ -777,8 +777,9 @@ def test_batched_explain_writes_the_files_and_rows_of_one_at_a_time(
     single_runs = tiny_model.trunk_calls
     assert main(_explain_argv(image_folder, batched, "--batch-size", "4")) == 0
     # 6 files in batches of 4 (the broken one inside the first): 2 gradient passes instead of
-    # 5; every row's faithfulness and each auto-γ choice still run their own batched forward
-    assert single_runs - (tiny_model.trunk_calls - single_runs) == 5 - 2
+    # 5, and the fixed-γ rows' faithfulness in one forward per batch instead of one per row
+    # (5 images x 2 methods x 2 γ); the auto-γ rows and choices still run one forward each
+    assert single_runs - (tiny_model.trunk_calls - single_runs) == (5 - 2) + (5 * 2 * 2 - 2)
     err = capsys.readouterr().err
     assert err.count("broken.jpg") == 4  # warned, then listed, by each run
     _same_outputs(batched, single)
@@ -790,6 +791,34 @@ def test_batched_explain_writes_the_files_and_rows_of_one_at_a_time(
         for column in ("target_probability", "rd_cam", "rd_finer", "drop_cam", "drop_finer"):
             assert float(mine.pop(column)) == pytest.approx(float(theirs.pop(column)), abs=1e-5)
         assert mine == theirs
+
+
+def test_a_batch_is_scored_in_one_forward_with_the_numbers_of_one_at_a_time(
+    tiny_model, image_folder, tmp_path
+):
+    single, batched = tmp_path / "single", tmp_path / "batched"
+    argv = _explain_argv(image_folder, single, "--batch-size", "1")
+    argv[argv.index("--gamma") + 1] = "0.3,1"
+    assert main(argv) == 0
+    single_runs = tiny_model.trunk_calls
+    argv[argv.index("--out") + 1], argv[-1] = str(batched), "3"
+    assert main(argv) == 0
+    # one gradient pass per image and one faithfulness forward per row, against per batch of
+    # 3 (a, b, c; broken, d, e): one gradient pass and one forward of every masked image
+    assert single_runs == 5 + 5 * 2 * 2
+    assert tiny_model.trunk_calls - single_runs == 2 + 2
+    columns = ("rd_cam", "rd_finer", "drop_cam", "drop_finer")
+    rows = _rows(batched / "explanations.csv")
+    assert len(rows) == 5 * 2 * 2
+    for mine, theirs in zip(rows, _rows(single / "explanations.csv"), strict=True):
+        assert (mine["image"], mine["method"], mine["gamma"]) == (
+            theirs["image"],
+            theirs["method"],
+            theirs["gamma"],
+        )
+        for column in columns:  # float noise, and the 6 digits written: one step of the last
+            expected = pytest.approx(float(theirs[column]), abs=1e-6, rel=1e-5)
+            assert float(mine[column]) == expected
 
 
 def test_an_interrupted_batched_run_resumes_to_the_same_files(

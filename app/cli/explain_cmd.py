@@ -15,7 +15,9 @@ probability, the references and their weights, and how faithful the two maps are
 ``rd_finer``, the relative confidence drop when the map's top ``--faithfulness-k`` pixels are
 removed, and ``drop_cam`` / ``drop_finer``, the drop of the target's probability; the numbers
 of the app's faithfulness line and of ``evaluate``). Images go through the model ``--batch-size``
-at a time (:meth:`app.explain.service.ExplanationService.prepare_batch`), then each is explained
+at a time (:meth:`app.explain.service.ExplanationService.prepare_batch`; the faithfulness of a
+batch's fixed-γ rows in one forward of their masked images,
+:meth:`~app.explain.service.ExplanationService.faithfulness_batch`), then each is explained
 from the service's cache. The files are written on a small thread pool while the next image is
 explained; an image's rows are appended once its files exist. An image whose files all exist is
 skipped, so an interrupted run picks up where it stopped.
@@ -27,6 +29,7 @@ import argparse
 import csv
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -197,7 +200,15 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         allow_fallback=False,
         batch_size=batch_size,
-        prepare=partial(prepare_items, methods=methods, base=base) if batch_size > 1 else None,
+        prepare=partial(
+            prepare_items,
+            methods=methods,
+            base=base,
+            gammas=gammas,
+            faithfulness_k=args.faithfulness_k,
+        )
+        if batch_size > 1
+        else None,
     )
     start = time.perf_counter()
     done, bad = _write_manifest(session, job, args, out, len(pending))
@@ -297,13 +308,23 @@ def _write_manifest(
 
 
 def prepare_items(
-    session: Session, batch: list[Loaded], methods: list[str], base: ExplainSettings
+    session: Session,
+    batch: list[Loaded],
+    methods: list[str],
+    base: ExplainSettings,
+    gammas: Sequence[float] = (),
+    faithfulness_k: float = 0.0,
 ) -> None:
     """Run the model once on a batch of images for every method (methods that share an entry
-    share the pass), so :func:`explain_item` explains each from the cache."""
+    share the pass) and, with ``faithfulness_k``, score every image's maps at every method and
+    fixed γ in one forward of their masked images, so :func:`explain_item` explains and scores
+    each from the cache (an auto-γ row is scored on its own: its γ is picked per image)."""
     images = [loaded.image for loaded in batch]
     for method in methods:
         session.service.prepare_batch(session.model_name, images, replace(base, method=method))
+    if faithfulness_k and gammas:
+        settings = [replace(base, method=m, gamma=g) for m in methods for g in gammas]
+        session.service.faithfulness_batch(session.model_name, images, settings, faithfulness_k)
 
 
 def explain_item(

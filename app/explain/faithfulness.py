@@ -5,13 +5,14 @@ The maps a user sees (CAM and Finer-CAM, or every method in the compare view) ar
 by the blurred image and the masked images run through the model together, once. The unmasked
 image's logits come from the cache entry the maps were made from, so no other forward runs. The
 maps are resized to the model input exactly as ``python -m app.cli evaluate`` does, so the live
-numbers are the CLI's numbers.
+numbers are the CLI's numbers. :func:`score_images` scores the maps of many images in the same
+way, their masked images stacked into one forward, for a batch of the CLI.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,79 @@ def score_maps(
         top_fraction=top_fraction, baseline=baseline,
         batch_size=masked_batch_size(x, len(maps)), logits_before=logits_before,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class MaskingTask:
+    """One image's maps to score, with what :func:`score_maps` takes besides them.
+
+    Attributes:
+        logits_fn: The model's no-grad logits (tasks share a forward only with the same one).
+        x: The preprocessed input ``(1, C, h, w)``.
+        blurred: What its removed pixels become (the blurred ``x``).
+        maps: Finished maps ``(N, H, W)`` at the image size.
+        target: The explained class.
+        references: The classes it is contrasted with.
+        logits_before: The unmasked input's logits ``(K,)`` (from the cache).
+    """
+
+    logits_fn: Callable[[torch.Tensor], torch.Tensor]
+    x: torch.Tensor
+    blurred: torch.Tensor
+    maps: np.ndarray
+    target: int
+    references: tuple[int, ...]
+    logits_before: np.ndarray
+
+
+def score_images(
+    tasks: Sequence[MaskingTask], top_fraction: float = DEFAULT_TOP_FRACTION
+) -> list[ConfidenceDrop]:
+    """:func:`score_maps` of every task, the masked images of all tasks that share a model, an
+    input size and a number of references in one forward (chunked by :func:`masked_batch_size`, as
+    the compare view's): the same masked images and numbers, with the device kept busy."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, task in enumerate(tasks):
+        key = (task.logits_fn, tuple(task.x.shape), len(task.references))
+        groups.setdefault(key, []).append(index)
+    drops: list[ConfidenceDrop | None] = [None] * len(tasks)
+    for indices in groups.values():
+        group = [tasks[i] for i in indices]
+        drop = _score_group(group, top_fraction)
+        start = 0
+        for index, task in zip(indices, group, strict=True):
+            drops[index] = _rows(drop, start, start + len(task.maps))
+            start += len(task.maps)
+    return [drop for drop in drops if drop is not None]
+
+
+def _score_group(group: Sequence[MaskingTask], top_fraction: float) -> ConfidenceDrop:
+    """The drops of a group's maps, one row per map: each map beside its own image, baseline,
+    target, references and unmasked logits."""
+    x = _each_map(group, [t.x for t in group])
+    maps = torch.cat([maps_at_input(t.maps, t.x) for t in group])
+    before = [torch.as_tensor(t.logits_before).reshape(1, -1) for t in group]
+    return metrics.relative_confidence_drop(
+        group[0].logits_fn, x, maps,
+        [t.target for t in group for _ in t.maps],
+        [list(t.references) for t in group for _ in t.maps],
+        top_fraction=top_fraction, baseline=_each_map(group, [t.blurred for t in group]),
+        batch_size=masked_batch_size(x, len(maps)), logits_before=_each_map(group, before),
+    )  # fmt: skip
+
+
+def _each_map(group: Sequence[MaskingTask], tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One row per map: each task's ``(1, ...)`` tensor repeated for its maps, stacked."""
+    pairs = zip(group, tensors, strict=True)
+    return torch.cat([tensor.expand(len(t.maps), *tensor.shape[1:]) for t, tensor in pairs])
+
+
+def _rows(drop: ConfidenceDrop, start: int, stop: int) -> ConfidenceDrop:
+    """The drops of maps ``start:stop`` of ``drop``."""
+    return ConfidenceDrop(
+        drop.pixels_masked,
+        *(getattr(drop, f.name)[start:stop] for f in fields(ConfidenceDrop)[1:]),
+    )
 
 
 def _percent(drop: float) -> str:

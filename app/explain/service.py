@@ -26,10 +26,12 @@ from app.explain.faithfulness import (
     DEFAULT_TOP_FRACTION,
     Faithfulness,
     MapScore,
+    MaskingTask,
     MethodComparison,
     map_label,
     maps_at_input,
     masked_batch_size,
+    score_images,
     score_maps,
 )
 from app.explain.fgcam import FGCAMTrace, named_stack, record
@@ -332,6 +334,46 @@ class ExplanationService:
         noun = "look-alike" if prompts is None else "contrast"
         return self._faithfulness(request, top_fraction, noun)
 
+    def faithfulness_batch(
+        self,
+        model_name: str,
+        images: Sequence[Any],
+        settings: Sequence[ExplainSettings],
+        top_fraction: float = DEFAULT_TOP_FRACTION,
+    ) -> list[list[Faithfulness | None]]:
+        """:meth:`faithfulness` of every image at every one of ``settings`` (``[i][j]``: image
+        ``i`` at ``settings[j]``), the masked images of them all in one forward (one per
+        preprocessed size and number of references, chunked as the compare view's), cached so
+        the per-image calls that follow run no model. None where an image cannot be scored:
+        its own :meth:`faithfulness` call reports why."""
+        top_fraction = inputs.validate_top_fraction(top_fraction)
+        results: list[list[Faithfulness | None]] = [[None] * len(settings) for _ in images]
+        todo: list[tuple[int, int, _Request, _Prepared, np.ndarray]] = []
+        tasks: list[MaskingTask] = []
+        for i, image in enumerate(images):
+            for j, each in enumerate(settings):
+                try:
+                    request = self._request(model_name, image, each)
+                    hit = self.scores.get(_score_key("faithfulness", request, top_fraction))
+                    if isinstance(hit, Faithfulness):
+                        results[i][j] = replace(hit, cached=True)
+                        continue
+                    prep, maps = self._panel_maps(request)
+                    tasks.append(self._masking_task(request, prep, maps))
+                    todo.append((i, j, request, prep, maps))
+                except inputs.InvalidInputError as error:
+                    log.debug("not scored in the batch: %s", error)
+        try:
+            drops = score_images(tasks, top_fraction)
+        except (ValueError, RuntimeError) as error:
+            log.warning("batched faithfulness failed (%s); scoring one image at a time", error)
+            return results
+        for (i, j, request, prep, maps), drop in zip(todo, drops, strict=True):
+            result = _faithfulness_of(request, prep, maps, drop, top_fraction, "look-alike")
+            self.scores.put(_score_key("faithfulness", request, top_fraction), result)
+            results[i][j] = result
+        return results
+
     def compare_methods(
         self,
         model_name: str,
@@ -409,22 +451,16 @@ class ExplanationService:
         hit = self.scores.get(key)
         if isinstance(hit, Faithfulness):
             return replace(hit, cached=True)
-        prep = self._prepare(request)
-        maps = self._maps(request, prep, _panel_contrasts(prep, request.settings.gamma))
+        prep, maps = self._panel_maps(request)
         drop = self._drops(request, prep, maps, top_fraction)
-        method = prep.method.name
-        cam, finer = (
-            _map_score(label, method, i == 1, request.settings.fgcam, drop, i, maps)
-            for i, label in enumerate(("CAM", "Finer-CAM"))
-        )
-        result = Faithfulness(
-            target=request.model.labels[prep.target],
-            references=tuple(request.model.labels[r] for r in prep.references),
-            top_fraction=top_fraction, pixels_masked=drop.pixels_masked, cam=cam, finer=finer,
-            reference_noun=reference_noun,
-        )  # fmt: skip
+        result = _faithfulness_of(request, prep, maps, drop, top_fraction, reference_noun)
         self.scores.put(key, result)
         return result
+
+    def _panel_maps(self, request: _Request) -> tuple[_Prepared, np.ndarray]:
+        """The request's preparation and its two panels' finished maps (CAM, Finer)."""
+        prep = self._prepare(request)
+        return prep, self._maps(request, prep, _panel_contrasts(prep, request.settings.gamma))
 
     def _compare(self, request: _Request, slower: bool, top_fraction: float) -> MethodComparison:
         top_fraction = inputs.validate_top_fraction(top_fraction)
@@ -481,6 +517,21 @@ class ExplanationService:
         self, request: _Request, prep: _Prepared, maps: np.ndarray, top_fraction: float
     ) -> ConfidenceDrop:
         """Every map's confidence drops, in one batched forward of the masked images."""
+        task = self._masking_task(request, prep, maps)
+        return score_maps(
+            task.logits_fn,
+            task.x,
+            maps,
+            prep.target,
+            prep.references,
+            top_fraction,
+            prep.entry.logits,
+            baseline=task.blurred,
+        )
+
+    def _masking_task(self, request: _Request, prep: _Prepared, maps: np.ndarray) -> MaskingTask:
+        """What scoring ``maps`` needs: the input and its blurred twin (cached per image), the
+        target, its references (at least one) and the unmasked logits."""
         if not prep.references:
             raise inputs.InvalidInputError(
                 "Faithfulness needs at least one reference class to contrast the target with."
@@ -493,16 +544,8 @@ class ExplanationService:
             pair = (x, baseline_image(x, "blur"))
             self.masking.put(key, pair)
         x, blurred = pair
-        return score_maps(
-            model.logits,
-            x,
-            maps,
-            prep.target,
-            prep.references,
-            top_fraction,
-            prep.entry.logits,
-            baseline=blurred,
-        )
+        target, references = prep.target, tuple(prep.references)
+        return MaskingTask(model.logits, x, blurred, maps, target, references, prep.entry.logits)
 
     def _load(self, image: Any) -> Decoded:
         """The validated RGB image and its digest; a recent upload is not decoded again."""
@@ -753,6 +796,27 @@ def _score_key(kind: str, request: _Request, *extra: Any) -> tuple[Any, ...]:
     model = request.model
     settings = replace(request.settings, opacity=0.0, colormap="")
     return (kind, model.trunk_key, model.head_key, request.decoded.digest, settings, *extra)
+
+
+def _faithfulness_of(
+    request: _Request,
+    prep: _Prepared,
+    maps: np.ndarray,
+    drop: ConfidenceDrop,
+    top_fraction: float,
+    reference_noun: str,
+) -> Faithfulness:
+    """The faithfulness line of the two panels' ``maps`` (CAM, Finer) from their drops."""
+    method, labels = prep.method.name, request.model.labels
+    cam, finer = (
+        _map_score(label, method, i == 1, request.settings.fgcam, drop, i, maps)
+        for i, label in enumerate(("CAM", "Finer-CAM"))
+    )
+    return Faithfulness(
+        target=labels[prep.target], references=tuple(labels[r] for r in prep.references),
+        top_fraction=top_fraction, pixels_masked=drop.pixels_masked, cam=cam, finer=finer,
+        reference_noun=reference_noun,
+    )  # fmt: skip
 
 
 def _map_score(
