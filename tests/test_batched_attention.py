@@ -152,6 +152,23 @@ def test_batched_entries_keep_their_own_rows_and_share_the_graph(models, kind):
     assert entries[0]._graph.share_bytes() == 3 * graph
 
 
+def test_class_token_legrad_of_a_batch_counts_the_attention_its_rows_pin(models):
+    """LeGrad's class-token leaves are row views of the batch's attention probabilities: the
+    entries' shares count those whole tensors, which no entry's own row copies hold."""
+    model = models["demo-vit"]
+    source = get_method("legrad").entry_source(model, ExplainSettings(method="legrad"))
+    x = torch.cat([model.preprocess(image) for image in _images()])
+    entries = source.compute_batch(x)
+    maps = [a for _, path in entries[0]._graph.paths for a in path]
+    assert all(a.shape[2] == 1 for a in maps)  # class-token rows
+    whole = sum(
+        {a.untyped_storage().data_ptr(): a.untyped_storage().nbytes() for a in maps}.values()
+    )
+    rows = sum(trunk_bytes(a) for a in maps)
+    assert whole > 10 * rows
+    assert sum(entry._graph.share_bytes() for entry in entries) >= whole - rows + 4 * rows - 2
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_view_that_cannot_run_a_batch_is_explained_one_image_at_a_time(models, kind, monkeypatch):
     model = models["demo-vit"]

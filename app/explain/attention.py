@@ -117,10 +117,16 @@ class SharedGraph:
         self._holders.append(weakref.ref(entry))
 
     def share_bytes(self) -> int:
-        """The graph's bytes (4 maps per explained block) over the entries still alive."""
-        maps = sum(tensor_bytes(a) for _, path in self.paths for a in path)
+        """The graph's bytes over the entries still alive: 4 maps per explained block, and for
+        a batch the rest of the storages its maps are views of (LeGrad's class-token rows pin
+        the batch's whole attention probabilities; an entry of one image counts those in its
+        own trunk output)."""
+        maps = [a for _, path in self.paths for a in path]
+        graph = 4 * sum(tensor_bytes(a) for a in maps)
+        if len(self._holders) > 1:
+            graph += pinned_bytes(maps)
         alive = sum(holder() is not None for holder in self._holders)
-        return 4 * maps // max(1, alive)
+        return graph // max(1, alive)
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,17 @@ def _backward_rows(group: list[AttentionEntry], missing: Mapping[int, list[Direc
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
+
+
+def pinned_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the storages under ``tensors`` beyond the tensors' own elements: what views of
+    a larger tensor keep alive besides themselves (each storage counted once)."""
+    storages: dict[int, tuple[int, int]] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        size, used = storages.get(storage.data_ptr(), (storage.nbytes(), 0))
+        storages[storage.data_ptr()] = (size, used + tensor_bytes(tensor))
+    return sum(max(0, size - used) for size, used in storages.values())
 
 
 def trunk_bytes(trunk: torch.Tensor | list[BlockState]) -> int:
