@@ -145,8 +145,9 @@ def test_throughput_compares_the_cli_with_the_anchor_loop(capsys, monkeypatch):
     argv = ["--images", "2", "--size", "64", "--model", "demo-cnn", "--workers", "0"]
     main([*argv, "--batch-sizes", "1,2"])
     out = capsys.readouterr().out
-    # per batch size: the run, without its load, .npy only
-    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 6, out
+    # per batch size: the run, without its load, .npy only, with the faithfulness columns
+    assert len(re.findall(r"ratio ours/anchor = \d+\.\d+x", out)) == 8, out
+    assert out.count("+ faithfulness columns") == 2, out
     gaps = re.search(r"vs anchor: CAM (\S+), Finer (\S+)", out)
     assert gaps and float(gaps[1]) < 1.0 and float(gaps[2]) < 1.0  # maps in [0, 1] agree
     batched = re.search(r"batch 2 vs batch 1: CAM (\S+), Finer (\S+)", out)
