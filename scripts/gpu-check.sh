@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# The CUDA checks in one run, for a machine with an NVIDIA GPU and the project's Python
-# dependencies (CI has no GPU, so these are run by hand): the CUDA tests (each compares the GPU
-# result with the CPU one), the latency benchmark on the GPU, and the batch CLI's throughput
-# against a pytorch-grad-cam loop on the GPU. Writes each log to the folder given (default
-# gpu-check/) and prints them.
+# The CUDA checks, for a machine with an NVIDIA GPU and the project's Python dependencies (CI has
+# no GPU, so these are run by hand): the CUDA tests (each compares the GPU result with the CPU
+# one), the latency benchmark on the GPU, the batch CLI's throughput against a pytorch-grad-cam
+# loop on the GPU, torch.compile against eager, and a profile of the CLI. Writes each log to the
+# folder given (default gpu-check/) and prints them, with each step's duration.
 #
-#   bash scripts/gpu-check.sh [OUT_DIR]
+#   bash scripts/gpu-check.sh [OUT_DIR [STEP ...]]
+#
+# With STEP names only those run (the whole script takes longer than one 10-minute device call;
+# e.g. `gpu-check.sh out gpu versions tests latency`, then `gpu-check.sh out throughput-vgg16bn
+# throughput-demo-cnn compile profile profile-top`).
 set -uo pipefail
 out="${1:-gpu-check}"
+shift $(( $# > 0 ? 1 : 0 ))
+wanted=" $* "
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 FINERCAM_OFFLINE=1
 status=0
 
-step() {  # step NAME COMMAND...: run, keep the log, remember a failure, go on
+step() {  # step NAME COMMAND...: run (if wanted), keep the log, remember a failure, go on
     local name="$1" began=$SECONDS; shift
+    if [ "$wanted" != "  " ] && [[ "$wanted" != *" $name "* ]]; then return; fi
     echo "=== $name: $*"
     "$@" 2>&1 | tee "$out/$name.log" || status=1
     echo "=== $name: $((SECONDS - began)) s"
