@@ -430,17 +430,17 @@ def bench_compile(args: argparse.Namespace) -> dict[str, float]:
 
         return run
 
-    runs = {"trunk eager": trunk_run(view.trunk), "tail eager": tail_run(view.tail)}
+    parts = {"trunk": (view.trunk, trunk_run), "tail": (view.tail, tail_run)}
+    runs = {f"{part} eager": make(fn) for part, (fn, make) in parts.items()}
+    eager = {part: runs[f"{part} eager"]() for part in parts}
     timings: dict[str, float] = {}
     for mode in COMPILE_MODES[args.device.type]:
-        for part, eager_fn in (("trunk", view.trunk), ("tail", view.tail)):
-            maker = trunk_run if part == "trunk" else tail_run
-            compiled = maker(torch.compile(eager_fn, mode=mode, dynamic=False))
+        for part, (fn, make) in parts.items():
+            compiled = make(torch.compile(fn, mode=mode, dynamic=False))
             start = time.perf_counter()
             first = compiled()
             timings[f"{part} {mode} compile s"] = time.perf_counter() - start
-            difference = (first - runs[f"{part} eager"]()).abs().max()
-            timings[f"{part} {mode} max diff"] = float(difference)
+            timings[f"{part} {mode} max diff"] = float((first - eager[part]).abs().max())
             runs[f"{part} {mode}"] = compiled
     return timings | interleaved_medians(runs, args.repeats)
 

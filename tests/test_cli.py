@@ -750,7 +750,9 @@ def _same_outputs(ours: Path, theirs: Path) -> None:
     assert not list(ours.rglob(".*.tmp*"))
 
 
-def _explain_argv(image_folder: Path, out: Path, *flags: str) -> list[str]:
+def _explain_argv(
+    image_folder: Path, out: Path, *flags: str, gammas: str = "0.3,1,auto"
+) -> list[str]:
     return [
         "explain",
         str(image_folder),
@@ -759,7 +761,7 @@ def _explain_argv(image_folder: Path, out: Path, *flags: str) -> list[str]:
         "--method",
         "gradcam,layercam",
         "--gamma",
-        "0.3,1,auto",
+        gammas,
         "--out",
         str(out),
         "--workers",
@@ -797,12 +799,9 @@ def test_a_batch_is_scored_in_one_forward_with_the_numbers_of_one_at_a_time(
     tiny_model, image_folder, tmp_path
 ):
     single, batched = tmp_path / "single", tmp_path / "batched"
-    argv = _explain_argv(image_folder, single, "--batch-size", "1")
-    argv[argv.index("--gamma") + 1] = "0.3,1"
-    assert main(argv) == 0
+    assert main(_explain_argv(image_folder, single, "--batch-size", "1", gammas="0.3,1")) == 0
     single_runs = tiny_model.trunk_calls
-    argv[argv.index("--out") + 1], argv[-1] = str(batched), "3"
-    assert main(argv) == 0
+    assert main(_explain_argv(image_folder, batched, "--batch-size", "3", gammas="0.3,1")) == 0
     # one gradient pass per image and one faithfulness forward per row, against per batch of
     # 3 (a, b, c; broken, d, e): one gradient pass and one forward of every masked image
     assert single_runs == 5 + 5 * 2 * 2

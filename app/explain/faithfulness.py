@@ -198,7 +198,7 @@ def score_images(
     for index, task in enumerate(tasks):
         key = (task.logits_fn, tuple(task.x.shape), len(task.references))
         groups.setdefault(key, []).append(index)
-    drops: list[ConfidenceDrop | None] = [None] * len(tasks)
+    drops: dict[int, ConfidenceDrop] = {}
     for indices in groups.values():
         group = [tasks[i] for i in indices]
         drop = _score_group(group, top_fraction)
@@ -206,7 +206,7 @@ def score_images(
         for index, task in zip(indices, group, strict=True):
             drops[index] = _rows(drop, start, start + len(task.maps))
             start += len(task.maps)
-    return [drop for drop in drops if drop is not None]
+    return [drops[index] for index in range(len(tasks))]
 
 
 def _score_group(group: Sequence[MaskingTask], top_fraction: float) -> ConfidenceDrop:
